@@ -1,0 +1,269 @@
+//! Message payloads. Raw frames are binary (they are the bulk of the traffic); everything
+//! else is JSON with a version field `v`, readable with `mosquitto_sub`.
+//!
+//! Raw frame payload, little-endian:
+//! ```text
+//! 0  2  magic "LF"
+//! 2  1  version (1)
+//! 3  1  flags: bit 0 = flush (encode the node's partial block now); other bits zero
+//! 4  2  channels C
+//! 6  4  frames N
+//! 10 .. N times { i64 timestamp_ns, C times f64 value }
+//! ```
+
+use lydlr_codec::{Frame, StreamSchema};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+/// Version of every JSON message and of the raw frame layout.
+pub const VERSION: u32 = 1;
+const RAW_MAGIC: [u8; 2] = *b"LF";
+const RAW_HEADER: usize = 10;
+pub const FLAG_FLUSH: u8 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MessageError {
+    #[error("raw frames: {0}")]
+    Raw(String),
+    #[error("json message: {0}")]
+    Json(String),
+    #[error("message version {found}, this build speaks {VERSION}")]
+    Version { found: u32 },
+}
+
+/// A batch of frames of one stream, as a driver publishes them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawFrames {
+    pub flush: bool,
+    pub frames: Vec<Frame>,
+}
+
+impl RawFrames {
+    pub fn encode(frames: &[Frame], flush: bool) -> Vec<u8> {
+        let channels = frames.first().map_or(0, |f| f.values.len());
+        let mut out = Vec::with_capacity(RAW_HEADER + frames.len() * (8 + 8 * channels));
+        out.extend_from_slice(&RAW_MAGIC);
+        out.push(VERSION as u8);
+        out.push(if flush { FLAG_FLUSH } else { 0 });
+        out.extend_from_slice(&(channels as u16).to_le_bytes());
+        out.extend_from_slice(&(frames.len() as u32).to_le_bytes());
+        for frame in frames {
+            debug_assert_eq!(frame.values.len(), channels);
+            out.extend_from_slice(&frame.timestamp_ns.to_le_bytes());
+            for v in &frame.values {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<RawFrames, MessageError> {
+        let err = |m: String| MessageError::Raw(m);
+        if bytes.len() < RAW_HEADER {
+            return Err(err(format!("{} bytes is shorter than the header", bytes.len())));
+        }
+        if bytes[0..2] != RAW_MAGIC {
+            return Err(err("bad magic".into()));
+        }
+        if u32::from(bytes[2]) != VERSION {
+            return Err(MessageError::Version {
+                found: u32::from(bytes[2]),
+            });
+        }
+        let flags = bytes[3];
+        if flags & !FLAG_FLUSH != 0 {
+            return Err(err(format!("unknown flags {flags:#04x}")));
+        }
+        let channels = usize::from(u16::from_le_bytes([bytes[4], bytes[5]]));
+        let count = u32::from_le_bytes([bytes[6], bytes[7], bytes[8], bytes[9]]) as usize;
+        let frame_len = 8 + 8 * channels;
+        let expected = count
+            .checked_mul(frame_len)
+            .and_then(|b| b.checked_add(RAW_HEADER));
+        if expected != Some(bytes.len()) {
+            return Err(err(format!(
+                "{count} frames of {channels} channels need {expected:?} bytes, got {}",
+                bytes.len()
+            )));
+        }
+        let word = |at: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&bytes[at..at + 8]);
+            b
+        };
+        let frames = (0..count)
+            .map(|i| {
+                let at = RAW_HEADER + i * frame_len;
+                let values = (0..channels)
+                    .map(|c| f64::from_le_bytes(word(at + 8 + 8 * c)))
+                    .collect();
+                Frame::new(i64::from_le_bytes(word(at)), values)
+            })
+            .collect();
+        Ok(RawFrames {
+            flush: flags & FLAG_FLUSH != 0,
+            frames,
+        })
+    }
+}
+
+/// A JSON message with a version field.
+pub trait JsonMessage: Serialize + DeserializeOwned {
+    fn to_json(&self) -> Vec<u8> {
+        let mut value = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
+        if let serde_json::Value::Object(map) = &mut value {
+            map.insert("v".into(), VERSION.into());
+        }
+        serde_json::to_vec(&value).unwrap_or_default()
+    }
+
+    fn from_json(bytes: &[u8]) -> Result<Self, MessageError> {
+        #[derive(Deserialize)]
+        struct Versioned {
+            v: u32,
+        }
+        let versioned: Versioned =
+            serde_json::from_slice(bytes).map_err(|e| MessageError::Json(e.to_string()))?;
+        if versioned.v != VERSION {
+            return Err(MessageError::Version { found: versioned.v });
+        }
+        serde_json::from_slice(bytes).map_err(|e| MessageError::Json(e.to_string()))
+    }
+}
+
+impl JsonMessage for StreamSchema {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeState {
+    Online,
+    Offline,
+}
+
+/// Retained on `.../status`; the last will publishes the offline form.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub node: String,
+    pub state: NodeState,
+    /// Codec or model version the node runs.
+    pub codec: String,
+}
+impl JsonMessage for NodeStatus {}
+
+/// Per-stream counters inside [`NodeMetrics`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StreamMetrics {
+    pub stream: String,
+    pub frames_in: u64,
+    pub frames_out: u64,
+    pub packets_out: u64,
+    /// Frame values at the schema's sample type, plus 8-byte timestamps.
+    pub raw_bytes: u64,
+    pub compressed_bytes: u64,
+    pub encode_p50_us: f64,
+    pub encode_p99_us: f64,
+    pub encode_max_us: f64,
+}
+
+/// Published on `.../metrics` once per second of stream time; also the node's heartbeat.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeMetrics {
+    pub node: String,
+    pub seq: u64,
+    /// Stream time (the newest frame's timestamp) in seconds.
+    pub t_stream_s: f64,
+    /// Cumulative totals since the node started.
+    pub frames_in: u64,
+    pub frames_out: u64,
+    pub raw_bytes: u64,
+    pub compressed_bytes: u64,
+    pub ratio: f64,
+    pub encode_p50_us: f64,
+    pub encode_p99_us: f64,
+    pub encode_max_us: f64,
+    /// Frames waiting in partial blocks.
+    pub queue_depth: u64,
+    /// Messages the node refused (malformed, unknown stream, wrong shape).
+    pub rejected: u64,
+    /// Bits per second the node is allocated in total (0 before the first allocation).
+    pub allocated_bps: f64,
+    pub streams: Vec<StreamMetrics>,
+}
+impl JsonMessage for NodeMetrics {}
+
+/// One stream's share in an [`Allocation`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamAllocation {
+    pub stream: String,
+    pub target_bps: f64,
+    /// Lowest acceptable quality level (0 = lossless).
+    pub quality_floor: u8,
+}
+
+/// Published by the coordinator on `.../alloc` every period.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Allocation {
+    pub period: u64,
+    pub fleet_budget_bps: f64,
+    pub streams: Vec<StreamAllocation>,
+}
+impl JsonMessage for Allocation {}
+
+/// Requests on `.../control`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum Control {
+    /// Encode and publish every partial block now.
+    Flush,
+}
+impl JsonMessage for Control {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_frames_round_trip_bit_exactly() {
+        let frames = vec![
+            Frame::new(-1, vec![f64::NAN, -0.0, 1.5]),
+            Frame::new(i64::MAX, vec![f64::INFINITY, 3.0, -2.25]),
+        ];
+        let decoded = RawFrames::decode(&RawFrames::encode(&frames, true)).unwrap();
+        assert!(decoded.flush);
+        assert!(frames.iter().zip(&decoded.frames).all(|(a, b)| a.bit_eq(b)));
+    }
+
+    #[test]
+    fn malformed_raw_frames_are_rejected() {
+        let good = RawFrames::encode(&[Frame::new(1, vec![1.0, 2.0])], false);
+        for cut in 0..good.len() {
+            assert!(RawFrames::decode(&good[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut longer = good.clone();
+        longer.push(0);
+        assert!(RawFrames::decode(&longer).is_err());
+        let mut huge = good.clone();
+        huge[6..10].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(RawFrames::decode(&huge).is_err());
+        let mut flags = good;
+        flags[3] = 0x80;
+        assert!(RawFrames::decode(&flags).is_err());
+    }
+
+    #[test]
+    fn json_messages_carry_and_check_their_version() {
+        let status = NodeStatus {
+            node: "r1".into(),
+            state: NodeState::Online,
+            codec: "lossless/1".into(),
+        };
+        let json = status.to_json();
+        assert_eq!(NodeStatus::from_json(&json).unwrap(), status);
+        let future = String::from_utf8(json).unwrap().replace("\"v\":1", "\"v\":9");
+        assert_eq!(
+            NodeStatus::from_json(future.as_bytes()),
+            Err(MessageError::Version { found: 9 })
+        );
+        assert!(NodeStatus::from_json(b"{not json").is_err());
+        assert!(Allocation::from_json(br#"{"v":1,"period":"x"}"#).is_err());
+    }
+}

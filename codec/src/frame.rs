@@ -1,0 +1,226 @@
+use serde::{Deserialize, Serialize};
+
+/// One sample of every channel of a stream at one instant.
+///
+/// Values travel as `f64`, which holds every `i16`, `i32`, `f32` and every integer up to
+/// 2^53 exactly; [`StreamSchema::sample_type`] says which of those the sensor produces, and
+/// the codecs use it to pick a bit-exact integer representation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Frame {
+    /// Nanoseconds on the robot's clock (the simulator's clock in simulation).
+    pub timestamp_ns: i64,
+    pub values: Vec<f64>,
+}
+
+impl Frame {
+    pub fn new(timestamp_ns: i64, values: Vec<f64>) -> Self {
+        Self {
+            timestamp_ns,
+            values,
+        }
+    }
+
+    /// Bit-level equality: distinguishes -0.0 from 0.0 and compares NaN payloads.
+    pub fn bit_eq(&self, other: &Frame) -> bool {
+        self.timestamp_ns == other.timestamp_ns
+            && self.values.len() == other.values.len()
+            && self
+                .values
+                .iter()
+                .zip(&other.values)
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+    }
+}
+
+/// The numeric type a sensor produces; every value of the stream is exactly representable in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SampleType {
+    I16,
+    I32,
+    /// Integers of magnitude up to 2^53 (encoder ticks, counters).
+    I64,
+    F32,
+    F64,
+}
+
+impl SampleType {
+    pub(crate) fn tag(self) -> u8 {
+        match self {
+            SampleType::I16 => 1,
+            SampleType::I32 => 2,
+            SampleType::I64 => 3,
+            SampleType::F32 => 4,
+            SampleType::F64 => 5,
+        }
+    }
+
+    pub fn is_integer(self) -> bool {
+        matches!(self, SampleType::I16 | SampleType::I32 | SampleType::I64)
+    }
+}
+
+/// What kind of sensor or actuator a stream comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SensorKind {
+    Imu,
+    WheelEncoder,
+    MotorCommand,
+    MotorEffort,
+    Lidar,
+    Battery,
+    Pose,
+    Other,
+}
+
+impl SensorKind {
+    fn tag(self) -> u8 {
+        self as u8
+    }
+}
+
+/// Describes one stream: its channels, units, rate and noise.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamSchema {
+    /// Stream name, also the last topic segment (`imu`, `wheels`, ...).
+    pub name: String,
+    pub kind: SensorKind,
+    pub sample_type: SampleType,
+    pub channels: Vec<String>,
+    pub units: Vec<String>,
+    /// Nominal sample rate in Hz.
+    pub rate_hz: f64,
+    /// Noise standard deviation per channel, in the channel's unit (0 when unknown).
+    pub noise_sigma: Vec<f64>,
+    /// ADC step per channel: every value is an integer multiple of it (rounded to
+    /// `sample_type`), or `None` when the sensor reports unquantised values.
+    pub lsb: Vec<Option<f64>>,
+}
+
+impl StreamSchema {
+    /// 64-bit FNV-1a over a canonical byte form of everything that changes how samples are
+    /// interpreted; packets carry it so a decoder never misreads another stream's data.
+    pub fn hash(&self) -> u64 {
+        let mut h = Fnv1a::new();
+        h.bytes(self.name.as_bytes());
+        h.bytes(&[self.kind.tag(), self.sample_type.tag()]);
+        h.bytes(&(self.channels.len() as u32).to_le_bytes());
+        for (i, channel) in self.channels.iter().enumerate() {
+            h.bytes(channel.as_bytes());
+            h.bytes(self.units.get(i).map_or(&[][..], |u| u.as_bytes()));
+            let lsb = self.lsb.get(i).copied().flatten().unwrap_or(0.0);
+            h.bytes(&lsb.to_bits().to_le_bytes());
+        }
+        h.bytes(&self.rate_hz.to_bits().to_le_bytes());
+        h.finish()
+    }
+
+    /// Bytes of one frame's values when stored as the schema's sample type (what a raw
+    /// uncompressed stream costs on the wire, timestamps excluded).
+    pub fn raw_value_bytes(&self) -> usize {
+        let width = match self.sample_type {
+            SampleType::I16 => 2,
+            SampleType::I32 | SampleType::F32 => 4,
+            SampleType::I64 | SampleType::F64 => 8,
+        };
+        width * self.channels.len()
+    }
+
+    /// The ADC step of channel `index`, if it has one.
+    pub fn lsb(&self, index: usize) -> Option<f64> {
+        self.lsb.get(index).copied().flatten().filter(|q| *q > 0.0)
+    }
+}
+
+/// Rounds `value` to the nearest multiple of `lsb` the way an ADC reports it, then to the
+/// stream's sample type. The sensor models and the codecs share this function, so a codec's
+/// integer representation reproduces the sensor's values bit for bit.
+pub fn quantize_to_lsb(value: f64, lsb: f64, sample_type: SampleType) -> f64 {
+    lsb_multiple((value / lsb).round() as i64, lsb, sample_type)
+}
+
+pub(crate) fn lsb_multiple(count: i64, lsb: f64, sample_type: SampleType) -> f64 {
+    let value = count as f64 * lsb;
+    match sample_type {
+        SampleType::F32 => f64::from(value as f32),
+        _ => value,
+    }
+}
+
+struct Fnv1a(u64);
+
+impl Fnv1a {
+    fn new() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+    fn bytes(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        // Field separator, so ("ab","c") and ("a","bc") hash differently.
+        self.0 ^= 0xff;
+        self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn imu_schema() -> StreamSchema {
+        let lsb_acc = 16.0 * 9.80665 / 32768.0;
+        let lsb_gyro = (2000.0f64).to_radians() / 32768.0;
+        StreamSchema {
+            name: "imu".into(),
+            kind: SensorKind::Imu,
+            sample_type: SampleType::F32,
+            channels: ["ax", "ay", "az", "gx", "gy", "gz"].map(String::from).to_vec(),
+            units: ["m/s^2", "m/s^2", "m/s^2", "rad/s", "rad/s", "rad/s"]
+                .map(String::from)
+                .to_vec(),
+            rate_hz: 200.0,
+            noise_sigma: vec![0.02, 0.02, 0.02, 0.002, 0.002, 0.002],
+            lsb: vec![
+                Some(lsb_acc),
+                Some(lsb_acc),
+                Some(lsb_acc),
+                Some(lsb_gyro),
+                Some(lsb_gyro),
+                Some(lsb_gyro),
+            ],
+        }
+    }
+
+    #[test]
+    fn schema_hash_changes_with_any_interpreting_field() {
+        let base = imu_schema();
+        let mut renamed = base.clone();
+        renamed.channels[0] = "ax2".into();
+        let mut retyped = base.clone();
+        retyped.sample_type = SampleType::F64;
+        let mut rescaled = base.clone();
+        rescaled.lsb[3] = None;
+        let hashes = [base.hash(), renamed.hash(), retyped.hash(), rescaled.hash()];
+        for i in 0..hashes.len() {
+            for j in i + 1..hashes.len() {
+                assert_ne!(hashes[i], hashes[j], "{i} vs {j}");
+            }
+        }
+        assert_eq!(base.hash(), imu_schema().hash());
+    }
+
+    #[test]
+    fn quantize_is_an_exact_multiple() {
+        let lsb = 0.004_788_636;
+        for x in [-3.21, 0.0, 9.80665, 1e-9] {
+            let q = quantize_to_lsb(x, lsb, SampleType::F32);
+            let count = (q / lsb).round() as i64;
+            assert_eq!(lsb_multiple(count, lsb, SampleType::F32).to_bits(), q.to_bits());
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! `lydlr-codec`: the data model and the codecs of lydlr.
+//!
+//! Owns [`Frame`] and [`StreamSchema`] (what a sensor-motor stream is), the versioned packet
+//! container ([`Packet`], specified byte by byte in `codec/FORMAT.md`), the [`Codec`] trait and
+//! the codecs themselves, with their entropy coding (on `constriction`).
+//!
+//! Must not: open sockets or files, spawn threads, or depend on the simulator, the bus or any
+//! heavy framework. This crate is what a robot builds (it cross-compiles to aarch64), and every
+//! function here is a pure transformation of bytes and samples.
+
+mod container;
+mod entropy;
+mod error;
+mod frame;
+mod lossless;
+mod varint;
+
+pub use container::{CodecId, HEADER_LEN, MAGIC, Packet, PacketHeader};
+pub use error::CodecError;
+pub use frame::{Frame, SampleType, SensorKind, StreamSchema, quantize_to_lsb};
+pub use lossless::LosslessCodec;
+
+/// A codec turns a block of frames of one stream into one [`Packet`] and back.
+///
+/// Implementations are stateless between blocks: every packet decodes on its own, so a lost
+/// packet costs exactly its own frames.
+pub trait Codec: Send + Sync {
+    /// Identifier written into every packet this codec produces.
+    fn id(&self) -> CodecId;
+
+    /// Encodes `frames` (non-empty, each with `schema.channels.len()` values).
+    fn encode(&self, schema: &StreamSchema, frames: &[Frame]) -> Result<Packet, CodecError>;
+
+    /// Decodes a packet produced by [`Codec::encode`] for the same schema.
+    fn decode(&self, schema: &StreamSchema, packet: &Packet) -> Result<Vec<Frame>, CodecError>;
+}
