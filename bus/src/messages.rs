@@ -208,6 +208,21 @@ pub struct Allocation {
 }
 impl JsonMessage for Allocation {}
 
+/// Published by the coordinator on `lydlr/v1/fleet/state` every period.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FleetState {
+    pub period: u64,
+    pub fleet_budget_bps: f64,
+    pub online: Vec<String>,
+    pub offline: Vec<String>,
+    /// Sum of the nodes' cumulative raw and compressed bytes, from their latest metrics.
+    pub raw_bytes: u64,
+    pub compressed_bytes: u64,
+    /// Messages the coordinator refused.
+    pub rejected: u64,
+}
+impl JsonMessage for FleetState {}
+
 /// Requests on `.../control`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "snake_case")]

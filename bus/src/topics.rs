@@ -25,6 +25,8 @@ pub enum Topic {
     ModelDeploy { node: String },
     ModelStatus { node: String },
     ScriptLoad { node: String },
+    /// The coordinator's fleet summary, every period.
+    FleetState,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -58,6 +60,7 @@ impl Topic {
             | Topic::ModelDeploy { node }
             | Topic::ModelStatus { node }
             | Topic::ScriptLoad { node } => node,
+            Topic::FleetState => "",
         }
     }
 
@@ -73,6 +76,9 @@ impl Topic {
         let parts: Vec<&str> = rest.split('/').collect();
         if parts.iter().any(|p| !is_valid_name(p)) {
             return Err(err("empty or invalid name segment"));
+        }
+        if parts == ["fleet", "state"] {
+            return Ok(Topic::FleetState);
         }
         let node = parts[0].to_owned();
         let stream = || parts.get(2).map(|s| (*s).to_owned());
@@ -112,6 +118,7 @@ impl fmt::Display for Topic {
             Topic::ModelDeploy { node } => write!(f, "{PREFIX}/{node}/model/deploy"),
             Topic::ModelStatus { node } => write!(f, "{PREFIX}/{node}/model/status"),
             Topic::ScriptLoad { node } => write!(f, "{PREFIX}/{node}/script/load"),
+            Topic::FleetState => write!(f, "{PREFIX}/fleet/state"),
         }
     }
 }
@@ -136,6 +143,7 @@ mod tests {
             Topic::ModelDeploy { node: node.clone() },
             Topic::ModelStatus { node: node.clone() },
             Topic::ScriptLoad { node },
+            Topic::FleetState,
         ];
         for topic in topics {
             assert_eq!(Topic::parse(&topic.to_string()).unwrap(), topic);

@@ -1,0 +1,307 @@
+//! Registry, liveness and allocation.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use lydlr_bus::messages::{
+    Allocation, FleetState, JsonMessage, NodeMetrics, NodeState, NodeStatus, StreamAllocation,
+};
+use lydlr_bus::{BusMessage, Topic};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CoordinatorConfig {
+    /// Allocation and liveness period.
+    pub period_ms: u32,
+    /// Uplink budget of the whole fleet, bits per second.
+    pub fleet_budget_bps: f64,
+    /// A node silent for this many periods is offline.
+    pub offline_after_periods: u32,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        Self {
+            period_ms: 500,
+            fleet_budget_bps: 2_000_000.0,
+            offline_after_periods: 3,
+        }
+    }
+}
+
+impl CoordinatorConfig {
+    pub fn period(&self) -> Duration {
+        Duration::from_millis(u64::from(self.period_ms.max(1)))
+    }
+}
+
+#[derive(Debug)]
+struct NodeEntry {
+    online: bool,
+    last_seen: Instant,
+    streams: Vec<String>,
+    raw_bytes: u64,
+    compressed_bytes: u64,
+}
+
+/// A message for the bus.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outgoing {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub retain: bool,
+}
+
+/// The fleet as the coordinator sees it.
+pub struct Coordinator {
+    config: CoordinatorConfig,
+    nodes: BTreeMap<String, NodeEntry>,
+    period: u64,
+    rejected: u64,
+}
+
+impl Coordinator {
+    pub fn new(config: CoordinatorConfig) -> Self {
+        Self {
+            config,
+            nodes: BTreeMap::new(),
+            period: 0,
+            rejected: 0,
+        }
+    }
+
+    pub fn set_budget(&mut self, bps: f64) {
+        self.config.fleet_budget_bps = bps;
+    }
+
+    pub fn is_online(&self, node: &str) -> bool {
+        self.nodes.get(node).is_some_and(|n| n.online)
+    }
+
+    pub fn rejected(&self) -> u64 {
+        self.rejected
+    }
+
+    /// Takes one message from the bus; anything it cannot use is counted, never fatal.
+    pub fn handle(&mut self, message: &BusMessage, now: Instant) {
+        let accepted = match Topic::parse(&message.topic) {
+            Ok(Topic::Status { node }) => match NodeStatus::from_json(&message.payload) {
+                Ok(status) if status.node == node => {
+                    let entry = self.entry(&node, now);
+                    entry.online = status.state == NodeState::Online;
+                    if entry.online {
+                        entry.last_seen = now;
+                    }
+                    true
+                }
+                _ => false,
+            },
+            Ok(Topic::Metrics { node }) => match NodeMetrics::from_json(&message.payload) {
+                Ok(m) if m.node == node && m.streams.len() <= 1024 => {
+                    let entry = self.entry(&node, now);
+                    entry.online = true;
+                    entry.last_seen = now;
+                    entry.streams = m.streams.iter().map(|s| s.stream.clone()).collect();
+                    entry.raw_bytes = m.raw_bytes;
+                    entry.compressed_bytes = m.compressed_bytes;
+                    true
+                }
+                _ => false,
+            },
+            _ => false,
+        };
+        if !accepted {
+            self.rejected += 1;
+        }
+    }
+
+    fn entry(&mut self, node: &str, now: Instant) -> &mut NodeEntry {
+        self.nodes.entry(node.to_owned()).or_insert_with(|| NodeEntry {
+            online: false,
+            last_seen: now,
+            streams: Vec::new(),
+            raw_bytes: 0,
+            compressed_bytes: 0,
+        })
+    }
+
+    /// One period: expire silent nodes, allocate, summarise.
+    pub fn tick(&mut self, now: Instant) -> Vec<Outgoing> {
+        self.period += 1;
+        let timeout = self.config.period() * self.config.offline_after_periods;
+        for (name, node) in &mut self.nodes {
+            if node.online && now.saturating_duration_since(node.last_seen) > timeout {
+                tracing::warn!(node = %name, "silent for {timeout:?}: offline");
+                node.online = false;
+            }
+        }
+        let mut out = self.allocate();
+        let state = self.fleet_state();
+        out.push(Outgoing {
+            topic: Topic::FleetState.to_string(),
+            payload: state.to_json(),
+            retain: true,
+        });
+        out
+    }
+
+    /// Equal share of the budget per stream of every online node.
+    fn allocate(&self) -> Vec<Outgoing> {
+        let online: Vec<(&String, &NodeEntry)> =
+            self.nodes.iter().filter(|(_, n)| n.online).collect();
+        let streams: usize = online.iter().map(|(_, n)| n.streams.len()).sum();
+        if streams == 0 {
+            return Vec::new();
+        }
+        let share = self.config.fleet_budget_bps / streams as f64;
+        online
+            .iter()
+            .map(|(name, node)| {
+                let allocation = Allocation {
+                    period: self.period,
+                    fleet_budget_bps: self.config.fleet_budget_bps,
+                    streams: node
+                        .streams
+                        .iter()
+                        .map(|s| StreamAllocation {
+                            stream: s.clone(),
+                            target_bps: share,
+                            quality_floor: 0,
+                        })
+                        .collect(),
+                };
+                Outgoing {
+                    topic: Topic::Alloc { node: (*name).clone() }.to_string(),
+                    payload: allocation.to_json(),
+                    retain: false,
+                }
+            })
+            .collect()
+    }
+
+    pub fn fleet_state(&self) -> FleetState {
+        let mut state = FleetState {
+            period: self.period,
+            fleet_budget_bps: self.config.fleet_budget_bps,
+            rejected: self.rejected,
+            ..FleetState::default()
+        };
+        for (name, node) in &self.nodes {
+            if node.online {
+                state.online.push(name.clone());
+            } else {
+                state.offline.push(name.clone());
+            }
+            state.raw_bytes += node.raw_bytes;
+            state.compressed_bytes += node.compressed_bytes;
+        }
+        state
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lydlr_bus::messages::StreamMetrics;
+
+    fn metrics(node: &str, streams: &[&str]) -> BusMessage {
+        let m = NodeMetrics {
+            node: node.into(),
+            streams: streams
+                .iter()
+                .map(|s| StreamMetrics {
+                    stream: (*s).into(),
+                    ..StreamMetrics::default()
+                })
+                .collect(),
+            ..NodeMetrics::default()
+        };
+        BusMessage {
+            topic: Topic::Metrics { node: node.into() }.to_string(),
+            payload: m.to_json(),
+            retained: false,
+        }
+    }
+
+    fn allocations(out: &[Outgoing]) -> Vec<Allocation> {
+        out.iter()
+            .filter(|o| o.topic.ends_with("/alloc"))
+            .map(|o| Allocation::from_json(&o.payload).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn budget_is_shared_and_a_silent_node_is_dropped_within_three_periods() {
+        let config = CoordinatorConfig {
+            period_ms: 500,
+            fleet_budget_bps: 9000.0,
+            offline_after_periods: 3,
+        };
+        let mut c = Coordinator::new(config);
+        let t0 = Instant::now();
+        c.handle(&metrics("a", &["imu", "wheels"]), t0);
+        c.handle(&metrics("b", &["imu"]), t0);
+        let first = allocations(&c.tick(t0));
+        let total: f64 = first.iter().flat_map(|a| &a.streams).map(|s| s.target_bps).sum();
+        assert!((total - 9000.0).abs() < 1e-6);
+
+        // "b" goes silent; "a" keeps reporting.
+        let mut dropped_at = None;
+        for period in 1..=5 {
+            let now = t0 + Duration::from_millis(500 * period);
+            c.handle(&metrics("a", &["imu", "wheels"]), now);
+            c.tick(now);
+            if dropped_at.is_none() && !c.is_online("b") {
+                dropped_at = Some(period);
+            }
+        }
+        assert_eq!(dropped_at, Some(4), "offline after more than 3 silent periods");
+        let now = t0 + Duration::from_secs(3);
+        let last = allocations(&c.tick(now));
+        assert_eq!(last.len(), 1);
+        assert!(last[0].streams.iter().all(|s| (s.target_bps - 4500.0).abs() < 1e-6));
+
+        // It comes back.
+        c.handle(&metrics("b", &["imu"]), now);
+        assert!(c.is_online("b"));
+    }
+
+    #[test]
+    fn last_will_marks_offline_and_bad_messages_are_counted() {
+        let mut c = Coordinator::new(CoordinatorConfig::default());
+        let now = Instant::now();
+        c.handle(&metrics("a", &["imu"]), now);
+        let will = NodeStatus {
+            node: "a".into(),
+            state: NodeState::Offline,
+            codec: "lossless".into(),
+        };
+        c.handle(
+            &BusMessage {
+                topic: Topic::Status { node: "a".into() }.to_string(),
+                payload: will.to_json(),
+                retained: true,
+            },
+            now,
+        );
+        assert!(!c.is_online("a"));
+        for (topic, payload) in [
+            ("lydlr/v1/a/metrics", b"{garbage".to_vec()),
+            ("lydlr/v1/b/metrics", metrics("a", &[]).payload),
+            ("not/ours", Vec::new()),
+            ("lydlr/v1/a/status", br#"{"v":1,"node":"a","state":"dancing","codec":""}"#.to_vec()),
+        ] {
+            c.handle(
+                &BusMessage {
+                    topic: topic.into(),
+                    payload,
+                    retained: false,
+                },
+                now,
+            );
+        }
+        assert_eq!(c.rejected(), 4);
+        assert!(!c.is_online("b"));
+    }
+}

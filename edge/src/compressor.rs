@@ -1,0 +1,306 @@
+//! The synchronous core of a node: blocks, codec, counters. No I/O.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Instant;
+
+use lydlr_bus::messages::{NodeMetrics, RawFrames, StreamMetrics};
+use lydlr_codec::{Codec, Frame, LosslessCodec, StreamSchema};
+
+use crate::{EdgeConfig, LatencyHistogram};
+
+/// A packet ready to publish on `.../compressed/<stream>`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncodedPacket {
+    pub stream: String,
+    pub bytes: Vec<u8>,
+    pub frames: usize,
+}
+
+struct StreamState {
+    schema: StreamSchema,
+    pending: Vec<Frame>,
+    counters: StreamMetrics,
+    latency: LatencyHistogram,
+}
+
+/// Cuts each stream into blocks and encodes them.
+pub struct Compressor {
+    node: String,
+    block_ns: i64,
+    max_block_frames: usize,
+    codec: Box<dyn Codec>,
+    streams: BTreeMap<String, StreamState>,
+    /// Raw batches that arrived before their stream's schema.
+    waiting: VecDeque<(String, RawFrames)>,
+    max_waiting: usize,
+    rejected: u64,
+    newest_ns: Option<i64>,
+    allocated_bps: f64,
+}
+
+impl Compressor {
+    pub fn new(config: &EdgeConfig) -> Self {
+        Self {
+            node: config.node_id.clone(),
+            block_ns: i64::from(config.block_ms) * 1_000_000,
+            max_block_frames: usize::from(config.max_block_frames),
+            codec: Box::new(LosslessCodec),
+            streams: BTreeMap::new(),
+            waiting: VecDeque::new(),
+            max_waiting: config.max_pending_messages,
+            rejected: 0,
+            newest_ns: None,
+            allocated_bps: 0.0,
+        }
+    }
+
+    /// Name and version of the codec in use, as reported in the node's status.
+    pub fn codec_name(&self) -> String {
+        format!("{:?}", self.codec.id()).to_lowercase()
+    }
+
+    /// Counts a message the node could not use.
+    pub fn reject(&mut self) {
+        self.rejected += 1;
+    }
+
+    pub fn set_allocation(&mut self, bps: f64) {
+        self.allocated_bps = bps;
+    }
+
+    /// Newest frame timestamp seen on any stream.
+    pub fn stream_time_ns(&self) -> Option<i64> {
+        self.newest_ns
+    }
+
+    /// Installs (or replaces) a stream's schema. Frames of the old schema are encoded first,
+    /// and raw batches that waited for this schema are processed.
+    pub fn set_schema(&mut self, stream: &str, schema: StreamSchema) -> Vec<EncodedPacket> {
+        if schema.name != stream || schema.channels.is_empty() || schema.channels.len() > 4096 {
+            self.reject();
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        match self.streams.get_mut(stream) {
+            Some(state) if state.schema == schema => return out,
+            Some(_) => {
+                out.extend(self.close_block(stream));
+                if let Some(state) = self.streams.get_mut(stream) {
+                    state.schema = schema;
+                }
+            }
+            None => {
+                self.streams.insert(
+                    stream.to_owned(),
+                    StreamState {
+                        counters: StreamMetrics {
+                            stream: stream.to_owned(),
+                            ..StreamMetrics::default()
+                        },
+                        schema,
+                        pending: Vec::new(),
+                        latency: LatencyHistogram::default(),
+                    },
+                );
+            }
+        }
+        let (ready, still_waiting): (VecDeque<_>, VecDeque<_>) =
+            std::mem::take(&mut self.waiting).into_iter().partition(|(s, _)| s == stream);
+        self.waiting = still_waiting;
+        for (_, raw) in ready {
+            out.extend(self.push_raw(stream, raw));
+        }
+        out
+    }
+
+    /// Adds a batch of raw frames; returns the packets of every block it closed.
+    pub fn push_raw(&mut self, stream: &str, raw: RawFrames) -> Vec<EncodedPacket> {
+        let Some(state) = self.streams.get_mut(stream) else {
+            if self.waiting.len() >= self.max_waiting {
+                self.reject();
+            } else {
+                self.waiting.push_back((stream.to_owned(), raw));
+            }
+            return Vec::new();
+        };
+        let channels = state.schema.channels.len();
+        if raw.frames.iter().any(|f| f.values.len() != channels) {
+            self.reject();
+            return Vec::new();
+        }
+        let frame_bytes = (8 + state.schema.raw_value_bytes()) as u64;
+        state.counters.frames_in += raw.frames.len() as u64;
+        state.counters.raw_bytes += frame_bytes * raw.frames.len() as u64;
+        let mut out = Vec::new();
+        for frame in raw.frames {
+            self.newest_ns = Some(self.newest_ns.map_or(frame.timestamp_ns, |t| t.max(frame.timestamp_ns)));
+            let state = self.streams.get_mut(stream).expect("checked above");
+            let full = state.pending.len() >= self.max_block_frames
+                || state.pending.first().is_some_and(|first| {
+                    frame.timestamp_ns.saturating_sub(first.timestamp_ns) >= self.block_ns
+                });
+            if full {
+                out.extend(self.close_block(stream));
+            }
+            if let Some(state) = self.streams.get_mut(stream) {
+                state.pending.push(frame);
+            }
+        }
+        if raw.flush {
+            out.extend(self.close_block(stream));
+        }
+        out
+    }
+
+    /// Encodes every partial block.
+    pub fn flush_all(&mut self) -> Vec<EncodedPacket> {
+        let names: Vec<String> = self.streams.keys().cloned().collect();
+        names.iter().filter_map(|s| self.close_block(s)).collect()
+    }
+
+    fn close_block(&mut self, stream: &str) -> Option<EncodedPacket> {
+        let state = self.streams.get_mut(stream)?;
+        if state.pending.is_empty() {
+            return None;
+        }
+        let frames = std::mem::take(&mut state.pending);
+        let started = Instant::now();
+        let encoded = self.codec.encode(&state.schema, &frames).map(|p| p.to_bytes());
+        state.latency.record(started.elapsed().as_nanos() as u64);
+        match encoded {
+            Ok(bytes) => {
+                state.counters.frames_out += frames.len() as u64;
+                state.counters.packets_out += 1;
+                state.counters.compressed_bytes += bytes.len() as u64;
+                Some(EncodedPacket {
+                    stream: stream.to_owned(),
+                    bytes,
+                    frames: frames.len(),
+                })
+            }
+            Err(e) => {
+                tracing::warn!(node = %self.node, stream, "block dropped: {e}");
+                self.rejected += 1;
+                None
+            }
+        }
+    }
+
+    /// A snapshot of the node's counters.
+    pub fn metrics(&self, seq: u64) -> NodeMetrics {
+        let mut all = LatencyHistogram::default();
+        let mut m = NodeMetrics {
+            node: self.node.clone(),
+            seq,
+            t_stream_s: self.newest_ns.unwrap_or(0) as f64 * 1e-9,
+            rejected: self.rejected,
+            allocated_bps: self.allocated_bps,
+            ..NodeMetrics::default()
+        };
+        for state in self.streams.values() {
+            let mut s = state.counters.clone();
+            s.encode_p50_us = state.latency.quantile_us(0.5);
+            s.encode_p99_us = state.latency.quantile_us(0.99);
+            s.encode_max_us = state.latency.max_us();
+            m.frames_in += s.frames_in;
+            m.frames_out += s.frames_out;
+            m.raw_bytes += s.raw_bytes;
+            m.compressed_bytes += s.compressed_bytes;
+            m.queue_depth += state.pending.len() as u64;
+            all.merge(&state.latency);
+            m.streams.push(s);
+        }
+        m.ratio = if m.compressed_bytes > 0 {
+            m.raw_bytes as f64 / m.compressed_bytes as f64
+        } else {
+            0.0
+        };
+        m.encode_p50_us = all.quantile_us(0.5);
+        m.encode_p99_us = all.quantile_us(0.99);
+        m.encode_max_us = all.max_us();
+        m
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lydlr_codec::{Packet, SampleType, SensorKind};
+
+    fn schema() -> StreamSchema {
+        StreamSchema {
+            name: "wheels".into(),
+            kind: SensorKind::WheelEncoder,
+            sample_type: SampleType::I64,
+            channels: vec!["l".into(), "r".into()],
+            units: vec!["tick".into(), "tick".into()],
+            rate_hz: 50.0,
+            noise_sigma: vec![0.5, 0.5],
+            lsb: vec![Some(1.0), Some(1.0)],
+        }
+    }
+
+    fn frames(range: std::ops::Range<i64>) -> Vec<Frame> {
+        range
+            .map(|i| Frame::new(i * 20_000_000, vec![(i * 37) as f64, (i * 41) as f64]))
+            .collect()
+    }
+
+    fn decode_all(packets: &[EncodedPacket]) -> Vec<Frame> {
+        packets
+            .iter()
+            .flat_map(|p| {
+                LosslessCodec
+                    .decode(&schema(), &Packet::from_bytes(&p.bytes).unwrap())
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn blocks_close_on_span_and_every_frame_comes_out_once() {
+        let mut c = Compressor::new(&EdgeConfig::default());
+        let mut packets = c.set_schema("wheels", schema());
+        let input = frames(0..95);
+        for chunk in input.chunks(7) {
+            packets.extend(c.push_raw("wheels", RawFrames { flush: false, frames: chunk.to_vec() }));
+        }
+        // 200 ms blocks at 50 Hz hold 10 frames.
+        assert_eq!(packets.len(), 9);
+        assert!(packets.iter().all(|p| p.frames == 10));
+        packets.extend(c.flush_all());
+        let decoded = decode_all(&packets);
+        assert_eq!(decoded.len(), input.len());
+        assert!(decoded.iter().zip(&input).all(|(a, b)| a.bit_eq(b)));
+        let m = c.metrics(1);
+        assert_eq!((m.frames_in, m.frames_out, m.queue_depth), (95, 95, 0));
+        assert!(m.ratio > 1.0);
+    }
+
+    #[test]
+    fn frames_before_the_schema_wait_and_bad_shapes_are_rejected() {
+        let mut c = Compressor::new(&EdgeConfig::default());
+        assert!(c.push_raw("wheels", RawFrames { flush: true, frames: frames(0..3) }).is_empty());
+        let packets = c.set_schema("wheels", schema());
+        assert_eq!(decode_all(&packets).len(), 3);
+        let bad = vec![Frame::new(0, vec![1.0])];
+        assert!(c.push_raw("wheels", RawFrames { flush: true, frames: bad }).is_empty());
+        let mut wrong_name = schema();
+        wrong_name.name = "imu".into();
+        assert!(c.set_schema("wheels", wrong_name).is_empty());
+        assert_eq!(c.metrics(0).rejected, 2);
+    }
+
+    #[test]
+    fn the_waiting_room_is_bounded() {
+        let config = EdgeConfig {
+            max_pending_messages: 2,
+            ..EdgeConfig::default()
+        };
+        let mut c = Compressor::new(&config);
+        for _ in 0..5 {
+            c.push_raw("nope", RawFrames { flush: false, frames: frames(0..1) });
+        }
+        assert_eq!(c.metrics(0).rejected, 3);
+    }
+}

@@ -1,0 +1,128 @@
+//! Node configuration: a TOML file, overridden by the environment.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parse { path: String, source: toml::de::Error },
+    #[error("{field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EdgeConfig {
+    /// The node's name, also its topic segment (`NODE_ID`).
+    pub node_id: String,
+    /// `mqtt://host:port` (`LYDLR_BROKER`).
+    pub broker: String,
+    /// A block closes when it spans this much stream time...
+    pub block_ms: u32,
+    /// ...or holds this many frames.
+    pub max_block_frames: u16,
+    /// Metrics period in stream time; a heartbeat goes out at least this often in wall time.
+    pub metrics_period_ms: u32,
+    /// Raw messages held while waiting for their stream's schema.
+    pub max_pending_messages: usize,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        Self {
+            node_id: "robot-00".into(),
+            broker: "mqtt://127.0.0.1:1883".into(),
+            block_ms: 200,
+            max_block_frames: 1000,
+            metrics_period_ms: 1000,
+            max_pending_messages: 256,
+        }
+    }
+}
+
+impl EdgeConfig {
+    /// Reads `path` (if given), then applies `NODE_ID` and `LYDLR_BROKER` from `env`.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<EdgeConfig, EdgeConfigError> {
+        let mut config = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| EdgeConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|source| EdgeConfigError::Parse {
+                    path: path.display().to_string(),
+                    source,
+                })?
+            }
+            None => EdgeConfig::default(),
+        };
+        if let Some(node) = env("NODE_ID") {
+            config.node_id = node;
+        }
+        if let Some(broker) = env("LYDLR_BROKER") {
+            config.broker = broker;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), EdgeConfigError> {
+        if !lydlr_bus::topics::is_valid_name(&self.node_id) {
+            return Err(EdgeConfigError::Invalid {
+                field: "node_id",
+                reason: format!("{:?} must be 1-64 of [A-Za-z0-9_-]", self.node_id),
+            });
+        }
+        if let Err(e) = self.broker.parse::<lydlr_bus::BrokerUrl>() {
+            return Err(EdgeConfigError::Invalid {
+                field: "broker",
+                reason: e.to_string(),
+            });
+        }
+        if self.block_ms == 0 || self.max_block_frames == 0 || self.metrics_period_ms == 0 {
+            return Err(EdgeConfigError::Invalid {
+                field: "block_ms",
+                reason: "block_ms, max_block_frames and metrics_period_ms must be positive".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_overrides_file_and_bad_values_are_named() {
+        let dir = std::env::temp_dir().join(format!("lydlr-edge-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("edge.toml");
+        std::fs::write(&path, "node_id = \"a\"\nblock_ms = 100\n").unwrap();
+        let env = |k: &str| (k == "NODE_ID").then(|| "robot-7".to_string());
+        let config = EdgeConfig::load(Some(&path), env).unwrap();
+        assert_eq!(config.node_id, "robot-7");
+        assert_eq!(config.block_ms, 100);
+
+        std::fs::write(&path, "node_id = \"a\"\nblock_msec = 100\n").unwrap();
+        let err = EdgeConfig::load(Some(&path), |_| None).unwrap_err().to_string();
+        assert!(err.contains("block_msec") && err.contains("line 2"), "{err}");
+
+        let bad = |k: &str| (k == "NODE_ID").then(|| "a/b".to_string());
+        assert!(matches!(
+            EdgeConfig::load(None, bad),
+            Err(EdgeConfigError::Invalid { field: "node_id", .. })
+        ));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
