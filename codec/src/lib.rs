@@ -20,6 +20,19 @@ pub use error::CodecError;
 pub use frame::{Frame, SampleType, SensorKind, StreamSchema, quantize_to_lsb};
 pub use lossless::LosslessCodec;
 
+/// The codec that decodes packets carrying `id`.
+pub fn codec_for(id: CodecId) -> &'static dyn Codec {
+    match id {
+        CodecId::Lossless => &LosslessCodec,
+    }
+}
+
+/// Parses, verifies and decodes packet bytes with the codec named in their header.
+pub fn decode_packet(schema: &StreamSchema, bytes: &[u8]) -> Result<Vec<Frame>, CodecError> {
+    let packet = Packet::from_bytes(bytes)?;
+    codec_for(packet.header.codec).decode(schema, &packet)
+}
+
 /// A codec turns a block of frames of one stream into one [`Packet`] and back.
 ///
 /// Implementations are stateless between blocks: every packet decodes on its own, so a lost

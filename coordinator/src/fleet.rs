@@ -7,9 +7,9 @@ use lydlr_bus::messages::{
     Allocation, FleetState, JsonMessage, NodeMetrics, NodeState, NodeStatus, StreamAllocation,
 };
 use lydlr_bus::{BusMessage, Topic};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CoordinatorConfig {
     /// Allocation and liveness period.

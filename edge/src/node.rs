@@ -116,7 +116,7 @@ impl NodeLoop {
                 _ = heartbeat.tick() => {
                     // Stream time drives metrics; this keeps the node visibly alive when
                     // its sensors are quiet.
-                    if since_metrics.elapsed() >= period {
+                    if since_metrics.elapsed() >= period / 2 {
                         self.publish_metrics().await?;
                         since_metrics = tokio::time::Instant::now();
                     }

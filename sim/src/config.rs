@@ -1,6 +1,6 @@
 //! What a scenario's `[sim]` table says: arena, robots, sensors, duration and seed.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("sim.{field}: {reason}")]
@@ -16,7 +16,7 @@ fn invalid(field: &str, reason: impl Into<String>) -> ConfigError {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SimConfig {
     pub seed: u64,
@@ -39,7 +39,7 @@ impl Default for SimConfig {
 }
 
 /// A walled rectangle with randomly placed box and cylinder obstacles.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ArenaConfig {
     /// Inner size in metres along x and y.
@@ -62,7 +62,7 @@ impl Default for ArenaConfig {
 }
 
 /// Differential-drive ground robots.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RobotConfig {
     pub count: usize,
@@ -100,7 +100,7 @@ impl Default for RobotConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SensorsConfig {
     /// The IMU rate is also the physics rate.
@@ -122,14 +122,14 @@ impl Default for SensorsConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateConfig {
     pub rate_hz: f64,
 }
 
 /// Datasheet figures of a MEMS IMU (defaults are Bosch BMI088-like).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ImuConfig {
     pub rate_hz: f64,

@@ -16,6 +16,7 @@ mod sensors;
 mod world;
 
 use bevy::app::App;
+use bevy::ecs::world::World;
 
 pub use config::{ArenaConfig, ConfigError, ImuConfig, RateConfig, RobotConfig, SensorsConfig, SimConfig};
 pub use sensors::{StreamId, stream_schemas};
@@ -39,8 +40,11 @@ pub struct Pose2 {
 }
 
 /// The swarm: a headless Bevy app around a Rapier world.
+///
+/// Only the app's `World` is kept (it holds the schedules too): the `App` itself is not
+/// `Send`, and the swarm is stepped from a worker thread.
 pub struct Swarm {
-    app: App,
+    world: World,
     config: SimConfig,
 }
 
@@ -67,17 +71,17 @@ impl Swarm {
                 ),
             });
         }
-        let mut swarm = Swarm {
-            app,
+        let mut world = std::mem::take(app.world_mut());
+        world.run_schedule(bevy::app::Startup);
+        Ok(Swarm {
+            world,
             config: config.clone(),
-        };
-        swarm.app.world_mut().run_schedule(bevy::app::Startup);
-        Ok(swarm)
+        })
     }
 
     /// Half the arena's inner size along x and y, metres.
     pub fn arena_half_extents(&self) -> [f32; 2] {
-        let arena = self.app.world().resource::<world::Arena>();
+        let arena = self.world.resource::<world::Arena>();
         [arena.half_x, arena.half_y]
     }
 
@@ -93,12 +97,12 @@ impl Swarm {
 
     /// Advances the world by one physics step.
     pub fn step(&mut self) {
-        self.app.world_mut().run_schedule(bevy::app::Update);
+        self.world.run_schedule(bevy::app::Update);
     }
 
     /// Simulation time of the last completed step.
     pub fn time_ns(&self) -> i64 {
-        self.app.world().resource::<world::SimClock>().time_ns()
+        self.world.resource::<world::SimClock>().time_ns()
     }
 
     /// Number of physics steps `duration_s` takes.
@@ -108,12 +112,12 @@ impl Swarm {
 
     /// Frames produced since the last call, in production order.
     pub fn drain_frames(&mut self) -> Vec<SensorFrame> {
-        std::mem::take(&mut self.app.world_mut().resource_mut::<sensors::Outbox>().frames)
+        std::mem::take(&mut self.world.resource_mut::<sensors::Outbox>().frames)
     }
 
     /// Ground-truth poses, indexed by robot.
     pub fn poses(&mut self) -> Vec<Pose2> {
-        robots::poses(self.app.world_mut())
+        robots::poses(&mut self.world)
     }
 }
 

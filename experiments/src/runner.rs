@@ -1,0 +1,303 @@
+//! `lydlr run`: one scenario end to end.
+//!
+//! Data flow: the swarm steps in a blocking task and publishes raw frames per stream on
+//! `lydlr/v1/<node>/raw/<stream>`; one edge node per robot compresses and publishes packets;
+//! the coordinator tracks liveness and allocates; the sink decodes every packet and checks it
+//! against the ground truth the runner recorded before publishing.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use lydlr_bus::messages::{JsonMessage, NodeMetrics, RawFrames};
+use lydlr_bus::{BrokerUrl, BusClient, ClientOptions, EmbeddedBroker, Topic};
+use lydlr_codec::{Frame, StreamSchema};
+use lydlr_coordinator::run_coordinator;
+use lydlr_edge::{EdgeConfig, run_node};
+use lydlr_sim::{StreamId, Swarm};
+
+use crate::outputs::{self, Recorder, SummaryRow};
+use crate::scenario::Scenario;
+use crate::sink::{GroundTruth, Sink};
+
+/// Command-line choices that are not part of the scenario.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Output directory; default `<results_root>/<scenario>/<run-id>`.
+    pub out_dir: Option<PathBuf>,
+    pub results_root: PathBuf,
+    /// External broker; default: the embedded one on a free loopback port.
+    pub broker: Option<BrokerUrl>,
+    /// Overrides the scenario's `sim.duration_s`.
+    pub duration_s: Option<f64>,
+    pub progress: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            out_dir: None,
+            results_root: PathBuf::from("results"),
+            broker: None,
+            duration_s: None,
+            progress: true,
+        }
+    }
+}
+
+/// What a run measured.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub dir: PathBuf,
+    pub broker: String,
+    pub rows: Vec<SummaryRow>,
+    pub sim_s: f64,
+    pub wall_s: f64,
+    pub produced: u64,
+    pub delivered: u64,
+    pub lost: u64,
+    pub mismatched: u64,
+}
+
+impl RunReport {
+    /// Every frame arrived once and decoded bit-exact.
+    pub fn all_bit_exact(&self) -> bool {
+        self.produced > 0 && self.lost == 0 && self.mismatched == 0 && self.delivered == self.produced
+    }
+}
+
+pub fn run_scenario(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<RunReport> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(run(scenario.clone(), options.clone()))
+}
+
+async fn run(mut scenario: Scenario, options: RunOptions) -> anyhow::Result<RunReport> {
+    if let Some(d) = options.duration_s {
+        scenario.sim.duration_s = d;
+    }
+    let started = Instant::now();
+    let dir = options.out_dir.clone().unwrap_or_else(|| {
+        options
+            .results_root
+            .join(&scenario.name)
+            .join(format!("{}-seed{}", outputs::utc_stamp(), scenario.sim.seed))
+    });
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::write(
+        dir.join("scenario.toml"),
+        toml_echo(&scenario).unwrap_or_default(),
+    )
+    .ok();
+
+    let swarm = Swarm::new(&scenario.sim)?;
+    let names = swarm.robot_names();
+    let schemas = swarm.schemas();
+
+    let url = match &options.broker {
+        Some(url) => url.clone(),
+        None => EmbeddedBroker::start()?.url(),
+    };
+    let truth = Arc::new(Mutex::new(GroundTruth::default()));
+    let sink = Sink::start(&url, schemas.clone(), truth.clone()).await?;
+    let coordinator = run_coordinator(scenario.coordinator.clone(), &url).await?;
+    let mut nodes = Vec::with_capacity(names.len());
+    for name in &names {
+        let config = EdgeConfig {
+            node_id: name.clone(),
+            broker: url.to_string(),
+            block_ms: scenario.edge.block_ms,
+            max_block_frames: scenario.edge.max_block_frames,
+            metrics_period_ms: scenario.edge.metrics_period_ms,
+            ..EdgeConfig::default()
+        };
+        nodes.push(run_node(config, &url).await?);
+    }
+    // Nodes announce themselves after subscribing, and the broker handles a connection's
+    // packets in order: once the sink has seen every node online, both ends are listening.
+    let mut online = sink.online.clone();
+    tokio::time::timeout(Duration::from_secs(20), online.wait_for(|n| *n >= names.len()))
+        .await
+        .context("edge nodes did not come online within 20 s")??;
+
+    let (publisher, _) = BusClient::connect(&url, ClientOptions::new("lydlr-sim-bridge"));
+    for name in &names {
+        for schema in &schemas {
+            let topic = Topic::Schema {
+                node: name.clone(),
+                stream: schema.name.clone(),
+            };
+            publisher.publish(topic.to_string(), schema.to_json(), true).await?;
+        }
+    }
+
+    let recorder = if scenario.run.rerun {
+        Some(Recorder::create(&dir.join("recording.rrd"), &names, &schemas, swarm.arena_half_extents())?)
+    } else {
+        None
+    };
+    let bridge = Bridge {
+        swarm,
+        names: names.clone(),
+        schemas: schemas.clone(),
+        publisher: publisher.clone(),
+        truth: truth.clone(),
+        recorder,
+        publish_every_ms: scenario.run.publish_every_ms,
+        realtime: scenario.run.realtime,
+        progress: options.progress,
+    };
+    let runtime = tokio::runtime::Handle::current();
+    let sim_wall = tokio::task::spawn_blocking(move || bridge.run(&runtime))
+        .await
+        .context("simulation task panicked")??;
+
+    let produced = truth.lock().map(|t| t.total()).unwrap_or(0) as u64;
+    let mut delivered = sink.delivered.clone();
+    let drain = Duration::from_secs_f64(scenario.run.drain_timeout_s);
+    if tokio::time::timeout(drain, delivered.wait_for(|d| *d >= produced)).await.is_err() {
+        tracing::warn!("not every frame arrived within {drain:?}");
+    }
+
+    let mut finals: Vec<NodeMetrics> = Vec::with_capacity(nodes.len());
+    for node in nodes {
+        finals.push(node.stop().await?);
+    }
+    coordinator.stop().await?;
+    let _ = publisher.disconnect().await;
+    let mut report = sink.stop().await;
+    for m in &finals {
+        if !report.metrics.iter().any(|r| r.node == m.node && r.seq == m.seq) {
+            report.metrics.push(m.clone());
+        }
+    }
+
+    let truth = truth.lock().unwrap_or_else(|e| e.into_inner());
+    let rows = outputs::summary_rows(&names, &schemas, &truth, &report, &finals);
+    outputs::write_summary_csv(&dir.join("summary.csv"), &rows)?;
+    outputs::write_metrics_parquet(&dir.join("metrics.parquet"), &report.metrics)?;
+    let total = rows.iter().find(|r| r.node == "TOTAL").cloned();
+    let total = total.context("summary has no total row")?;
+    Ok(RunReport {
+        dir,
+        broker: url.to_string(),
+        sim_s: scenario.sim.duration_s,
+        wall_s: started.elapsed().as_secs_f64(),
+        produced: total.frames_produced,
+        delivered: total.frames_delivered,
+        lost: total.frames_lost,
+        mismatched: total.frames_mismatched,
+        rows,
+    })
+    .inspect(|r: &RunReport| {
+        tracing::info!(sim_wall_s = sim_wall, wall_s = r.wall_s, "run finished");
+    })
+}
+
+/// The scenario as this run used it (overrides applied), so the run can be repeated.
+fn toml_echo(scenario: &Scenario) -> Option<String> {
+    toml::to_string(scenario).ok()
+}
+
+/// Steps the swarm and publishes its frames, batched per stream.
+struct Bridge {
+    swarm: Swarm,
+    names: Vec<String>,
+    schemas: Vec<StreamSchema>,
+    publisher: BusClient,
+    truth: Arc<Mutex<GroundTruth>>,
+    recorder: Option<Recorder>,
+    publish_every_ms: u32,
+    realtime: bool,
+    progress: bool,
+}
+
+impl Bridge {
+    fn run(mut self, runtime: &tokio::runtime::Handle) -> anyhow::Result<f64> {
+        let started = Instant::now();
+        let total = self.swarm.total_steps();
+        let step_ns = (1e9 / self.schemas[StreamId::Imu.index()].rate_hz).round() as u64;
+        let publish_steps = ((u64::from(self.publish_every_ms) * 1_000_000) / step_ns).max(1);
+        let bar = if self.progress {
+            ProgressBar::new(total)
+        } else {
+            ProgressBar::hidden()
+        };
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} sim {bar:40} {pos}/{len} steps  {per_sec}  eta {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        let streams = StreamId::ALL.len();
+        let mut batches: Vec<Vec<Frame>> = vec![Vec::new(); self.names.len() * streams];
+        for step in 1..=total {
+            self.swarm.step();
+            let t = self.swarm.time_ns();
+            for sf in self.swarm.drain_frames() {
+                if let Some(rec) = &self.recorder {
+                    rec.sensor(t, sf.robot, sf.stream, &sf.frame.values);
+                }
+                batches[sf.robot * streams + sf.stream.index()].push(sf.frame);
+            }
+            if let Some(rec) = &mut self.recorder
+                && step % 20 == 0
+            {
+                rec.poses(t, &self.swarm.poses());
+            }
+            let last = step == total;
+            if step % publish_steps == 0 || last {
+                self.publish(runtime, &mut batches, last)?;
+            }
+            if self.realtime {
+                let due = Duration::from_nanos(step * step_ns);
+                if let Some(wait) = due.checked_sub(started.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+            }
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        if let Some(rec) = self.recorder.take() {
+            rec.finish()?;
+        }
+        Ok(started.elapsed().as_secs_f64())
+    }
+
+    fn publish(
+        &self,
+        runtime: &tokio::runtime::Handle,
+        batches: &mut [Vec<Frame>],
+        flush: bool,
+    ) -> anyhow::Result<()> {
+        let streams = StreamId::ALL.len();
+        for (i, batch) in batches.iter_mut().enumerate() {
+            if batch.is_empty() && !flush {
+                continue;
+            }
+            let frames = std::mem::take(batch);
+            let node = &self.names[i / streams];
+            let stream = &self.schemas[i % streams].name;
+            if frames.is_empty() {
+                continue;
+            }
+            match self.truth.lock() {
+                Ok(mut truth) => truth.record(node, stream, &frames),
+                Err(_) => bail!("ground truth lock poisoned"),
+            }
+            let topic = Topic::Raw {
+                node: node.clone(),
+                stream: stream.clone(),
+            };
+            runtime.block_on(self.publisher.publish(
+                topic.to_string(),
+                RawFrames::encode(&frames, flush),
+                false,
+            ))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,196 @@
+//! Scenario files: one TOML per experiment.
+
+use std::path::Path;
+
+use lydlr_coordinator::CoordinatorConfig;
+use lydlr_sim::SimConfig;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("cannot read scenario {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    /// Syntax errors and unknown or mistyped fields; toml's message names the line.
+    #[error("invalid scenario {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("invalid scenario {path}:{line}: {field}: {reason}")]
+    Invalid {
+        path: String,
+        line: usize,
+        field: String,
+        reason: String,
+    },
+}
+
+/// A complete experiment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub sim: SimConfig,
+    #[serde(default)]
+    pub edge: EdgeSection,
+    #[serde(default)]
+    pub coordinator: CoordinatorConfig,
+    #[serde(default)]
+    pub run: RunSection,
+}
+
+/// How every edge node of the run is configured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EdgeSection {
+    pub block_ms: u32,
+    pub max_block_frames: u16,
+    pub metrics_period_ms: u32,
+}
+
+impl Default for EdgeSection {
+    fn default() -> Self {
+        let d = lydlr_edge::EdgeConfig::default();
+        Self {
+            block_ms: d.block_ms,
+            max_block_frames: d.max_block_frames,
+            metrics_period_ms: d.metrics_period_ms,
+        }
+    }
+}
+
+/// How the run itself behaves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunSection {
+    /// Raw frames are batched per stream over this much simulated time before publishing.
+    pub publish_every_ms: u32,
+    /// Pace the simulation to the wall clock instead of running as fast as possible.
+    pub realtime: bool,
+    /// Write `recording.rrd`.
+    pub rerun: bool,
+    /// Wall-clock limit for the sink to receive everything after the simulation ends.
+    pub drain_timeout_s: f64,
+}
+
+impl Default for RunSection {
+    fn default() -> Self {
+        Self {
+            publish_every_ms: 50,
+            realtime: false,
+            rerun: true,
+            drain_timeout_s: 30.0,
+        }
+    }
+}
+
+impl Scenario {
+    pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates; `origin` names the source in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Scenario, ScenarioError> {
+        let scenario: Scenario = toml::from_str(text).map_err(|e| ScenarioError::Parse {
+            path: origin.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        scenario.validate().map_err(|(field, reason)| ScenarioError::Invalid {
+            path: origin.to_owned(),
+            line: line_of(text, &field).unwrap_or(0),
+            field,
+            reason,
+        })?;
+        Ok(scenario)
+    }
+
+    fn validate(&self) -> Result<(), (String, String)> {
+        if !lydlr_bus::topics::is_valid_name(&self.name) {
+            return Err(("name".into(), "must be 1-64 of [A-Za-z0-9_-]".into()));
+        }
+        self.sim
+            .validate()
+            .map_err(|e| (format!("sim.{}", e.field), e.reason))?;
+        let e = &self.edge;
+        for (field, value) in [
+            ("edge.block_ms", u64::from(e.block_ms)),
+            ("edge.max_block_frames", u64::from(e.max_block_frames)),
+            ("edge.metrics_period_ms", u64::from(e.metrics_period_ms)),
+            ("coordinator.period_ms", u64::from(self.coordinator.period_ms)),
+            ("coordinator.offline_after_periods", u64::from(self.coordinator.offline_after_periods)),
+            ("run.publish_every_ms", u64::from(self.run.publish_every_ms)),
+        ] {
+            if value == 0 {
+                return Err((field.into(), "must be positive".into()));
+            }
+        }
+        let budget = self.coordinator.fleet_budget_bps;
+        if !(budget.is_finite() && budget > 0.0) {
+            return Err(("coordinator.fleet_budget_bps".into(), format!("must be positive, got {budget}")));
+        }
+        if !(self.run.drain_timeout_s.is_finite() && self.run.drain_timeout_s > 0.0) {
+            return Err(("run.drain_timeout_s".into(), "must be positive".into()));
+        }
+        Ok(())
+    }
+}
+
+/// The 1-based line where a dotted field (`sim.robots.count`, `sim.arena.size_m[0]`) is set.
+fn line_of(text: &str, field: &str) -> Option<usize> {
+    let field = field.split('[').next().unwrap_or(field);
+    let (table, key) = field.rsplit_once('.').unwrap_or(("", field));
+    let mut current = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if let Some(header) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            current = header.trim().to_owned();
+            continue;
+        }
+        let Some((k, _)) = line.split_once('=') else { continue };
+        let k = k.trim().trim_matches('"');
+        let full = if current.is_empty() { k.to_owned() } else { format!("{current}.{k}") };
+        if full == field || (current == table && k == key) {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn semantic_errors_name_field_and_line() {
+        let text = "name = \"t\"\n\n[sim.robots]\nmass_kg = 3.0\ncount = 0\n";
+        let err = Scenario::parse(text, "t.toml").unwrap_err().to_string();
+        assert_eq!(err, "invalid scenario t.toml:5: sim.robots.count: must be 1 to 10000, got 0");
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_types_name_the_line() {
+        let err = Scenario::parse("name = \"t\"\n[sim]\nduration = 3\n", "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 3") && err.contains("duration"), "{err}");
+        let err = Scenario::parse("name = \"t\"\n[edge]\nblock_ms = \"x\"\n", "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 3"), "{err}");
+        let err = Scenario::parse("[sim]\n", "t.toml").unwrap_err().to_string();
+        assert!(err.contains("name"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_file_is_named() {
+        let err = Scenario::load(Path::new("no/such/scenario.toml")).unwrap_err().to_string();
+        assert!(err.contains("no/such/scenario.toml"), "{err}");
+    }
+}

@@ -1,0 +1,202 @@
+//! The sink: receives every packet, decodes it, and checks it bit-exact against what the
+//! simulator produced; also collects metrics and fleet states for the outputs.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use lydlr_bus::messages::{FleetState, JsonMessage, NodeMetrics, NodeState, NodeStatus};
+use lydlr_bus::{BrokerUrl, BusClient, BusError, BusMessage, ClientOptions, Topic};
+use lydlr_codec::{Frame, StreamSchema, decode_packet};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+/// What the simulator produced, per (node, stream), in timestamp order.
+#[derive(Default)]
+pub struct GroundTruth {
+    streams: HashMap<(String, String), Vec<Frame>>,
+}
+
+impl GroundTruth {
+    pub fn record(&mut self, node: &str, stream: &str, frames: &[Frame]) {
+        self.streams
+            .entry((node.to_owned(), stream.to_owned()))
+            .or_default()
+            .extend_from_slice(frames);
+    }
+
+    pub fn produced(&self, node: &str, stream: &str) -> usize {
+        self.streams
+            .get(&(node.to_owned(), stream.to_owned()))
+            .map_or(0, Vec::len)
+    }
+
+    pub fn total(&self) -> usize {
+        self.streams.values().map(Vec::len).sum()
+    }
+}
+
+/// Delivery counters of one (node, stream).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Delivery {
+    pub packets: u64,
+    pub frames: u64,
+    pub compressed_bytes: u64,
+    /// Decoded frames that differ from the original in any bit, or have no original.
+    pub mismatched: u64,
+    pub duplicate_packets: u64,
+    pub undecodable_packets: u64,
+}
+
+/// Everything the sink saw.
+#[derive(Debug, Clone, Default)]
+pub struct SinkReport {
+    pub delivery: BTreeMap<(String, String), Delivery>,
+    pub metrics: Vec<NodeMetrics>,
+    pub fleet: Vec<FleetState>,
+    pub rejected_messages: u64,
+}
+
+pub struct Sink {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<SinkReport>,
+    /// Frames delivered so far, all streams together.
+    pub delivered: watch::Receiver<u64>,
+    /// Nodes currently announcing themselves online.
+    pub online: watch::Receiver<usize>,
+}
+
+impl Sink {
+    /// Subscribes to packets, metrics, status and fleet state of every node.
+    pub async fn start(
+        url: &BrokerUrl,
+        schemas: Vec<StreamSchema>,
+        truth: Arc<Mutex<GroundTruth>>,
+    ) -> Result<Sink, BusError> {
+        let (client, rx) = BusClient::connect(url, ClientOptions::new("lydlr-sink"));
+        for kind in ["compressed/+", "metrics", "status"] {
+            client.subscribe(Topic::all_nodes(kind)).await?;
+        }
+        client.subscribe(Topic::FleetState.to_string()).await?;
+        let (stop, stop_rx) = watch::channel(false);
+        let (delivered_tx, delivered) = watch::channel(0);
+        let (online_tx, online) = watch::channel(0);
+        let state = SinkState {
+            schemas: schemas.into_iter().map(|s| (s.name.clone(), s)).collect(),
+            truth,
+            seen: HashSet::new(),
+            online: HashSet::new(),
+            report: SinkReport::default(),
+            delivered_tx,
+            online_tx,
+        };
+        let task = tokio::spawn(state.run(client, rx, stop_rx));
+        Ok(Sink {
+            stop,
+            task,
+            delivered,
+            online,
+        })
+    }
+
+    pub async fn stop(self) -> SinkReport {
+        let _ = self.stop.send(true);
+        self.task.await.unwrap_or_default()
+    }
+}
+
+struct SinkState {
+    schemas: HashMap<String, StreamSchema>,
+    truth: Arc<Mutex<GroundTruth>>,
+    seen: HashSet<(String, String, i64)>,
+    online: HashSet<String>,
+    report: SinkReport,
+    delivered_tx: watch::Sender<u64>,
+    online_tx: watch::Sender<usize>,
+}
+
+impl SinkState {
+    async fn run(
+        mut self,
+        client: BusClient,
+        mut rx: mpsc::UnboundedReceiver<BusMessage>,
+        mut stop: watch::Receiver<bool>,
+    ) -> SinkReport {
+        loop {
+            tokio::select! {
+                message = rx.recv() => match message {
+                    Some(m) => self.handle(m),
+                    None => break,
+                },
+                _ = stop.changed() => break,
+            }
+        }
+        // Whatever already arrived still counts.
+        while let Ok(m) = rx.try_recv() {
+            self.handle(m);
+        }
+        let _ = client.disconnect().await;
+        self.report
+    }
+
+    fn handle(&mut self, message: BusMessage) {
+        match Topic::parse(&message.topic) {
+            Ok(Topic::Compressed { node, stream }) => self.packet(node, stream, &message.payload),
+            Ok(Topic::Metrics { .. }) => match NodeMetrics::from_json(&message.payload) {
+                Ok(m) => self.report.metrics.push(m),
+                Err(_) => self.report.rejected_messages += 1,
+            },
+            Ok(Topic::Status { node }) => match NodeStatus::from_json(&message.payload) {
+                Ok(s) => {
+                    if s.state == NodeState::Online {
+                        self.online.insert(node);
+                    } else {
+                        self.online.remove(&node);
+                    }
+                    let _ = self.online_tx.send(self.online.len());
+                }
+                Err(_) => self.report.rejected_messages += 1,
+            },
+            Ok(Topic::FleetState) => match FleetState::from_json(&message.payload) {
+                Ok(f) => self.report.fleet.push(f),
+                Err(_) => self.report.rejected_messages += 1,
+            },
+            _ => self.report.rejected_messages += 1,
+        }
+    }
+
+    fn packet(&mut self, node: String, stream: String, bytes: &[u8]) {
+        let key = (node, stream);
+        let delivery = self.report.delivery.entry(key.clone()).or_default();
+        let Some(schema) = self.schemas.get(&key.1) else {
+            delivery.undecodable_packets += 1;
+            return;
+        };
+        let frames = match decode_packet(schema, bytes) {
+            Ok(frames) => frames,
+            Err(e) => {
+                tracing::warn!(node = %key.0, stream = %key.1, "undecodable packet: {e}");
+                delivery.undecodable_packets += 1;
+                return;
+            }
+        };
+        let first = frames.first().map_or(0, |f| f.timestamp_ns);
+        if !self.seen.insert((key.0.clone(), key.1.clone(), first)) {
+            delivery.duplicate_packets += 1;
+            return;
+        }
+        delivery.packets += 1;
+        delivery.frames += frames.len() as u64;
+        delivery.compressed_bytes += bytes.len() as u64;
+        let truth = self.truth.lock().unwrap_or_else(|e| e.into_inner());
+        let original = truth.streams.get(&key).map_or(&[][..], Vec::as_slice);
+        let start = original.partition_point(|f| f.timestamp_ns < first);
+        let matching = frames
+            .iter()
+            .zip(original.get(start..).unwrap_or(&[]))
+            .filter(|(a, b)| a.bit_eq(b))
+            .count();
+        delivery.mismatched += (frames.len() - matching) as u64;
+        let total: u64 = self.report.delivery.values().map(|d| d.frames).sum();
+        let _ = self.delivered_tx.send(total);
+    }
+}
