@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
@@ -79,11 +79,14 @@ impl ClientOptions {
     }
 }
 
-/// A connected MQTT client. Cloning shares the connection.
+/// A connected MQTT client. Cloning shares the connection; when the last clone is dropped
+/// without [`BusClient::disconnect`], the connection closes abruptly and the broker publishes
+/// the last will, as it would for a crashed robot.
 #[derive(Clone)]
 pub struct BusClient {
     client: AsyncClient,
     subscriptions: Arc<Mutex<Vec<String>>>,
+    _alive: Arc<watch::Sender<()>>,
 }
 
 impl BusClient {
@@ -97,7 +100,10 @@ impl BusClient {
         let mut mqtt = MqttOptions::new(options.client_id.clone(), url.host.clone(), url.port);
         // rumqttd drops connections whose keepalive is 0.
         mqtt.set_keep_alive(options.keep_alive.max(Duration::from_secs(1)));
-        mqtt.set_max_packet_size(crate::broker::MAX_PAYLOAD + 1024, crate::broker::MAX_PAYLOAD + 1024);
+        mqtt.set_max_packet_size(
+            crate::broker::MAX_PAYLOAD + 1024,
+            crate::broker::MAX_PAYLOAD + 1024,
+        );
         mqtt.set_inflight(200);
         mqtt.set_clean_session(true);
         if let Some((topic, payload)) = options.last_will {
@@ -109,9 +115,15 @@ impl BusClient {
 
         let resubscribe = (client.clone(), subscriptions.clone());
         let id = options.client_id;
+        let (alive, mut alive_rx) = watch::channel(());
         tokio::spawn(async move {
             loop {
-                match eventloop.poll().await {
+                let event = tokio::select! {
+                    event = eventloop.poll() => event,
+                    // Every handle is gone: drop the connection without a goodbye.
+                    _ = alive_rx.changed() => break,
+                };
+                match event {
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         let message = BusMessage {
                             topic: p.topic,
@@ -142,6 +154,7 @@ impl BusClient {
             BusClient {
                 client,
                 subscriptions,
+                _alive: Arc::new(alive),
             },
             rx,
         )
@@ -186,7 +199,13 @@ mod tests {
         let url: BrokerUrl = "mqtt://127.0.0.1:1883".parse().unwrap();
         assert_eq!(url.port, 1883);
         assert_eq!(url.to_string(), "mqtt://127.0.0.1:1883");
-        for bad in ["127.0.0.1:1883", "mqtt://:1883", "mqtt://host", "mqtt://h:99999", "tcp://h:1"] {
+        for bad in [
+            "127.0.0.1:1883",
+            "mqtt://:1883",
+            "mqtt://host",
+            "mqtt://h:99999",
+            "tcp://h:1",
+        ] {
             assert!(bad.parse::<BrokerUrl>().is_err(), "{bad}");
         }
     }

@@ -59,7 +59,10 @@ impl RawFrames {
     pub fn decode(bytes: &[u8]) -> Result<RawFrames, MessageError> {
         let err = |m: String| MessageError::Raw(m);
         if bytes.len() < RAW_HEADER {
-            return Err(err(format!("{} bytes is shorter than the header", bytes.len())));
+            return Err(err(format!(
+                "{} bytes is shorter than the header",
+                bytes.len()
+            )));
         }
         if bytes[0..2] != RAW_MAGIC {
             return Err(err("bad magic".into()));
@@ -273,7 +276,9 @@ mod tests {
         };
         let json = status.to_json();
         assert_eq!(NodeStatus::from_json(&json).unwrap(), status);
-        let future = String::from_utf8(json).unwrap().replace("\"v\":1", "\"v\":9");
+        let future = String::from_utf8(json)
+            .unwrap()
+            .replace("\"v\":1", "\"v\":9");
         assert_eq!(
             NodeStatus::from_json(future.as_bytes()),
             Err(MessageError::Version { found: 9 })

@@ -8,23 +8,48 @@ pub const PREFIX: &str = "lydlr/v1";
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Topic {
     /// Raw frames from a robot's driver or the simulator.
-    Raw { node: String, stream: String },
+    Raw {
+        node: String,
+        stream: String,
+    },
     /// The stream's [`lydlr_codec::StreamSchema`], retained.
-    Schema { node: String, stream: String },
+    Schema {
+        node: String,
+        stream: String,
+    },
     /// Encoded packets from the node.
-    Compressed { node: String, stream: String },
-    Metrics { node: String },
+    Compressed {
+        node: String,
+        stream: String,
+    },
+    Metrics {
+        node: String,
+    },
     /// The node's rate-distortion points.
-    Rd { node: String },
+    Rd {
+        node: String,
+    },
     /// Retained online/offline; the last will sets offline.
-    Status { node: String },
+    Status {
+        node: String,
+    },
     /// The coordinator's allocation for the node.
-    Alloc { node: String },
+    Alloc {
+        node: String,
+    },
     /// Control requests to the node (flush).
-    Control { node: String },
-    ModelDeploy { node: String },
-    ModelStatus { node: String },
-    ScriptLoad { node: String },
+    Control {
+        node: String,
+    },
+    ModelDeploy {
+        node: String,
+    },
+    ModelStatus {
+        node: String,
+    },
+    ScriptLoad {
+        node: String,
+    },
     /// The coordinator's fleet summary, every period.
     FleetState,
 }
@@ -83,9 +108,18 @@ impl Topic {
         let node = parts[0].to_owned();
         let stream = || parts.get(2).map(|s| (*s).to_owned());
         Ok(match (parts.get(1).copied(), parts.len()) {
-            (Some("raw"), 3) => Topic::Raw { node, stream: stream().unwrap_or_default() },
-            (Some("schema"), 3) => Topic::Schema { node, stream: stream().unwrap_or_default() },
-            (Some("compressed"), 3) => Topic::Compressed { node, stream: stream().unwrap_or_default() },
+            (Some("raw"), 3) => Topic::Raw {
+                node,
+                stream: stream().unwrap_or_default(),
+            },
+            (Some("schema"), 3) => Topic::Schema {
+                node,
+                stream: stream().unwrap_or_default(),
+            },
+            (Some("compressed"), 3) => Topic::Compressed {
+                node,
+                stream: stream().unwrap_or_default(),
+            },
             (Some("metrics"), 2) => Topic::Metrics { node },
             (Some("rd"), 2) => Topic::Rd { node },
             (Some("status"), 2) => Topic::Status { node },
@@ -132,9 +166,18 @@ mod tests {
         let node = "robot-07".to_string();
         let stream = "imu".to_string();
         let topics = [
-            Topic::Raw { node: node.clone(), stream: stream.clone() },
-            Topic::Schema { node: node.clone(), stream: stream.clone() },
-            Topic::Compressed { node: node.clone(), stream },
+            Topic::Raw {
+                node: node.clone(),
+                stream: stream.clone(),
+            },
+            Topic::Schema {
+                node: node.clone(),
+                stream: stream.clone(),
+            },
+            Topic::Compressed {
+                node: node.clone(),
+                stream,
+            },
             Topic::Metrics { node: node.clone() },
             Topic::Rd { node: node.clone() },
             Topic::Status { node: node.clone() },

@@ -146,7 +146,10 @@ mod tests {
         for bit in 0..bytes.len() * 8 {
             let mut corrupt = bytes.clone();
             corrupt[bit / 8] ^= 1 << (bit % 8);
-            assert!(Packet::from_bytes(&corrupt).is_err(), "bit {bit} flip accepted");
+            assert!(
+                Packet::from_bytes(&corrupt).is_err(),
+                "bit {bit} flip accepted"
+            );
         }
     }
 
@@ -154,7 +157,10 @@ mod tests {
     fn every_truncation_is_rejected_or_detected() {
         let bytes = sample().to_bytes();
         for len in 0..bytes.len() {
-            assert!(Packet::from_bytes(&bytes[..len]).is_err(), "length {len} accepted");
+            assert!(
+                Packet::from_bytes(&bytes[..len]).is_err(),
+                "length {len} accepted"
+            );
         }
     }
 }

@@ -34,7 +34,10 @@ struct AdaptiveBit {
 }
 
 impl AdaptiveBit {
-    const FAIR: AdaptiveBit = AdaptiveBit { p0: ONE / 2, seen: 0 };
+    const FAIR: AdaptiveBit = AdaptiveBit {
+        p0: ONE / 2,
+        seen: 0,
+    };
 
     fn update(&mut self, bit: bool) {
         let divisor = (self.seen + 2).min(ADAPT_LIMIT);
@@ -170,7 +173,9 @@ const CORRUPT: CodecError = CodecError::Corrupt("entropy-coded section does not 
 impl ResidualDecoder {
     pub(crate) fn new(bytes: &[u8]) -> Result<Self, CodecError> {
         if bytes.len() % 4 != 0 {
-            return Err(CodecError::Corrupt("entropy-coded section is not whole words"));
+            return Err(CodecError::Corrupt(
+                "entropy-coded section is not whole words",
+            ));
         }
         let words: Vec<u32> = bytes
             .chunks_exact(4)
@@ -244,7 +249,18 @@ mod tests {
 
     #[test]
     fn extremes_round_trip() {
-        round_trip(&[0, 1, -1, 2, -2, i64::MAX, i64::MIN, i64::MIN + 1, 1 << 40, -(1 << 52)]);
+        round_trip(&[
+            0,
+            1,
+            -1,
+            2,
+            -2,
+            i64::MAX,
+            i64::MIN,
+            i64::MIN + 1,
+            1 << 40,
+            -(1 << 52),
+        ]);
     }
 
     #[test]

@@ -179,7 +179,9 @@ pub(crate) mod tests {
             name: "imu".into(),
             kind: SensorKind::Imu,
             sample_type: SampleType::F32,
-            channels: ["ax", "ay", "az", "gx", "gy", "gz"].map(String::from).to_vec(),
+            channels: ["ax", "ay", "az", "gx", "gy", "gz"]
+                .map(String::from)
+                .to_vec(),
             units: ["m/s^2", "m/s^2", "m/s^2", "rad/s", "rad/s", "rad/s"]
                 .map(String::from)
                 .to_vec(),
@@ -220,7 +222,10 @@ pub(crate) mod tests {
         for x in [-3.21, 0.0, 9.80665, 1e-9] {
             let q = quantize_to_lsb(x, lsb, SampleType::F32);
             let count = (q / lsb).round() as i64;
-            assert_eq!(lsb_multiple(count, lsb, SampleType::F32).to_bits(), q.to_bits());
+            assert_eq!(
+                lsb_multiple(count, lsb, SampleType::F32).to_bits(),
+                q.to_bits()
+            );
         }
     }
 }

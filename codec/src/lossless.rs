@@ -38,24 +38,40 @@ impl Representation {
 }
 
 fn ordered_f64(bits: u64) -> i64 {
-    let ordered = if bits >> 63 == 1 { !bits } else { bits | 1 << 63 };
+    let ordered = if bits >> 63 == 1 {
+        !bits
+    } else {
+        bits | 1 << 63
+    };
     (ordered ^ 1 << 63) as i64
 }
 
 fn unordered_f64(value: i64) -> u64 {
     let ordered = (value as u64) ^ 1 << 63;
-    if ordered >> 63 == 1 { ordered & !(1 << 63) } else { !ordered }
+    if ordered >> 63 == 1 {
+        ordered & !(1 << 63)
+    } else {
+        !ordered
+    }
 }
 
 fn ordered_f32(bits: u32) -> i64 {
-    let ordered = if bits >> 31 == 1 { !bits } else { bits | 1 << 31 };
+    let ordered = if bits >> 31 == 1 {
+        !bits
+    } else {
+        bits | 1 << 31
+    };
     i64::from(ordered) - (1 << 31)
 }
 
 fn unordered_f32(value: i64) -> Result<u32, CodecError> {
     let ordered = u32::try_from(value + (1 << 31))
         .map_err(|_| CodecError::Corrupt("f32 column value out of range"))?;
-    Ok(if ordered >> 31 == 1 { ordered & !(1 << 31) } else { !ordered })
+    Ok(if ordered >> 31 == 1 {
+        ordered & !(1 << 31)
+    } else {
+        !ordered
+    })
 }
 
 fn as_exact_integer(x: f64) -> Option<i64> {
@@ -131,7 +147,9 @@ fn predict(order: u8, prev2: i64, prev1: i64) -> i64 {
 
 /// Rough code length in bits, enough to rank predictors.
 fn cost(residuals: impl Iterator<Item = i64>) -> u64 {
-    residuals.map(|r| u64::from(64 - zigzag(r).leading_zeros()) + 1).sum()
+    residuals
+        .map(|r| u64::from(64 - zigzag(r).leading_zeros()) + 1)
+        .sum()
 }
 
 /// Timestamps start from the header's first timestamp, extrapolated backwards by one nominal
@@ -142,7 +160,10 @@ fn timestamp_history(first: i64, schema: &StreamSchema) -> [i64; 2] {
     } else {
         0
     };
-    [first.wrapping_sub(period.wrapping_mul(2)), first.wrapping_sub(period)]
+    [
+        first.wrapping_sub(period.wrapping_mul(2)),
+        first.wrapping_sub(period),
+    ]
 }
 
 /// Per-channel prediction with adaptive range coding; exact for every `f64` bit pattern.
@@ -159,7 +180,11 @@ impl Codec for LosslessCodec {
         let frame_count =
             u16::try_from(frames.len()).map_err(|_| CodecError::BlockTooLarge(frames.len()))?;
         let channels = schema.channels.len();
-        if let Some((i, f)) = frames.iter().enumerate().find(|(_, f)| f.values.len() != channels) {
+        if let Some((i, f)) = frames
+            .iter()
+            .enumerate()
+            .find(|(_, f)| f.values.len() != channels)
+        {
             return Err(CodecError::ChannelCount {
                 frame: i,
                 expected: channels,
@@ -184,7 +209,11 @@ impl Codec for LosslessCodec {
         };
 
         let times: Vec<i64> = frames.iter().map(|f| f.timestamp_ns).collect();
-        code_column(&times, Representation::Integer, timestamp_history(first.timestamp_ns, schema));
+        code_column(
+            &times,
+            Representation::Integer,
+            timestamp_history(first.timestamp_ns, schema),
+        );
 
         let mut column = Vec::with_capacity(frames.len());
         for ch in 0..channels {
@@ -258,7 +287,11 @@ impl Codec for LosslessCodec {
             let (mut prev2, mut prev1) = (history[0], history[1]);
             let mut out = Vec::with_capacity(n);
             for _ in 0..n {
-                let residual = if all_zero { 0 } else { decoder.decode(&mut ctx)? };
+                let residual = if all_zero {
+                    0
+                } else {
+                    decoder.decode(&mut ctx)?
+                };
                 let x = predict(order, prev2, prev1).wrapping_add(residual);
                 out.push(x);
                 prev2 = prev1;
@@ -267,7 +300,10 @@ impl Codec for LosslessCodec {
             Ok(out)
         };
 
-        let times = decode_column(descriptors[0], timestamp_history(h.first_timestamp_ns, schema))?;
+        let times = decode_column(
+            descriptors[0],
+            timestamp_history(h.first_timestamp_ns, schema),
+        )?;
         let mut frames: Vec<Frame> = times
             .into_iter()
             .map(|t| Frame::new(t, Vec::with_capacity(channels)))
@@ -275,13 +311,15 @@ impl Codec for LosslessCodec {
         for (ch, &descriptor) in descriptors[1..].iter().enumerate() {
             let repr = Representation::from_tag(descriptor >> 2 & 0b11)?;
             let lsb = match repr {
-                Representation::LsbCounts => schema
-                    .lsb(ch)
-                    .ok_or(CodecError::Corrupt("ADC-step column for a channel without one"))?,
+                Representation::LsbCounts => schema.lsb(ch).ok_or(CodecError::Corrupt(
+                    "ADC-step column for a channel without one",
+                ))?,
                 _ => 1.0,
             };
             for (frame, v) in frames.iter_mut().zip(decode_column(descriptor, [0, 0])?) {
-                frame.values.push(from_integer(v, repr, lsb, schema.sample_type)?);
+                frame
+                    .values
+                    .push(from_integer(v, repr, lsb, schema.sample_type)?);
             }
         }
         Ok(frames)
@@ -299,7 +337,9 @@ mod tests {
         let schema = imu_schema();
         let mut state = seed;
         let mut noise = move || {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((state >> 33) as f64 / (1u64 << 31) as f64) - 0.5
         };
         (0..n)
@@ -348,10 +388,15 @@ mod tests {
     #[test]
     fn regular_timestamps_cost_almost_nothing() {
         let schema = imu_schema();
-        let frames: Vec<Frame> =
-            (0..200).map(|i| Frame::new(i * 5_000_000, vec![0.0; 6])).collect();
+        let frames: Vec<Frame> = (0..200)
+            .map(|i| Frame::new(i * 5_000_000, vec![0.0; 6]))
+            .collect();
         let packet = assert_round_trip(&schema, &frames);
-        assert!(packet.payload.len() < 24, "{} payload bytes", packet.payload.len());
+        assert!(
+            packet.payload.len() < 24,
+            "{} payload bytes",
+            packet.payload.len()
+        );
     }
 
     #[test]
@@ -429,7 +474,10 @@ mod tests {
                 found: 5
             })
         );
-        assert_eq!(LosslessCodec.encode(&schema, &[]), Err(CodecError::EmptyBlock));
+        assert_eq!(
+            LosslessCodec.encode(&schema, &[]),
+            Err(CodecError::EmptyBlock)
+        );
     }
 
     proptest! {

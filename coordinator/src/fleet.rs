@@ -117,13 +117,15 @@ impl Coordinator {
     }
 
     fn entry(&mut self, node: &str, now: Instant) -> &mut NodeEntry {
-        self.nodes.entry(node.to_owned()).or_insert_with(|| NodeEntry {
-            online: false,
-            last_seen: now,
-            streams: Vec::new(),
-            raw_bytes: 0,
-            compressed_bytes: 0,
-        })
+        self.nodes
+            .entry(node.to_owned())
+            .or_insert_with(|| NodeEntry {
+                online: false,
+                last_seen: now,
+                streams: Vec::new(),
+                raw_bytes: 0,
+                compressed_bytes: 0,
+            })
     }
 
     /// One period: expire silent nodes, allocate, summarise.
@@ -172,7 +174,10 @@ impl Coordinator {
                         .collect(),
                 };
                 Outgoing {
-                    topic: Topic::Alloc { node: (*name).clone() }.to_string(),
+                    topic: Topic::Alloc {
+                        node: (*name).clone(),
+                    }
+                    .to_string(),
                     payload: allocation.to_json(),
                     retain: false,
                 }
@@ -243,7 +248,11 @@ mod tests {
         c.handle(&metrics("a", &["imu", "wheels"]), t0);
         c.handle(&metrics("b", &["imu"]), t0);
         let first = allocations(&c.tick(t0));
-        let total: f64 = first.iter().flat_map(|a| &a.streams).map(|s| s.target_bps).sum();
+        let total: f64 = first
+            .iter()
+            .flat_map(|a| &a.streams)
+            .map(|s| s.target_bps)
+            .sum();
         assert!((total - 9000.0).abs() < 1e-6);
 
         // "b" goes silent; "a" keeps reporting.
@@ -256,11 +265,20 @@ mod tests {
                 dropped_at = Some(period);
             }
         }
-        assert_eq!(dropped_at, Some(4), "offline after more than 3 silent periods");
+        assert_eq!(
+            dropped_at,
+            Some(4),
+            "offline after more than 3 silent periods"
+        );
         let now = t0 + Duration::from_secs(3);
         let last = allocations(&c.tick(now));
         assert_eq!(last.len(), 1);
-        assert!(last[0].streams.iter().all(|s| (s.target_bps - 4500.0).abs() < 1e-6));
+        assert!(
+            last[0]
+                .streams
+                .iter()
+                .all(|s| (s.target_bps - 4500.0).abs() < 1e-6)
+        );
 
         // It comes back.
         c.handle(&metrics("b", &["imu"]), now);
@@ -290,7 +308,10 @@ mod tests {
             ("lydlr/v1/a/metrics", b"{garbage".to_vec()),
             ("lydlr/v1/b/metrics", metrics("a", &[]).payload),
             ("not/ours", Vec::new()),
-            ("lydlr/v1/a/status", br#"{"v":1,"node":"a","state":"dancing","codec":""}"#.to_vec()),
+            (
+                "lydlr/v1/a/status",
+                br#"{"v":1,"node":"a","state":"dancing","codec":""}"#.to_vec(),
+            ),
         ] {
             c.handle(
                 &BusMessage {

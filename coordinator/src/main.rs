@@ -37,8 +37,14 @@ async fn main() -> anyhow::Result<()> {
     let url = args.broker.parse()?;
     tracing::info!(broker = %args.broker, budget_bps = config.fleet_budget_bps, "starting");
     let handle = run_coordinator(config, &url).await?;
-    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
     let state = handle.stop().await?;
-    tracing::info!(online = state.online.len(), offline = state.offline.len(), "stopped");
+    tracing::info!(
+        online = state.online.len(),
+        offline = state.offline.len(),
+        "stopped"
+    );
     Ok(())
 }

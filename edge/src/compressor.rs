@@ -104,8 +104,9 @@ impl Compressor {
                 );
             }
         }
-        let (ready, still_waiting): (VecDeque<_>, VecDeque<_>) =
-            std::mem::take(&mut self.waiting).into_iter().partition(|(s, _)| s == stream);
+        let (ready, still_waiting): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.waiting)
+            .into_iter()
+            .partition(|(s, _)| s == stream);
         self.waiting = still_waiting;
         for (_, raw) in ready {
             out.extend(self.push_raw(stream, raw));
@@ -133,7 +134,10 @@ impl Compressor {
         state.counters.raw_bytes += frame_bytes * raw.frames.len() as u64;
         let mut out = Vec::new();
         for frame in raw.frames {
-            self.newest_ns = Some(self.newest_ns.map_or(frame.timestamp_ns, |t| t.max(frame.timestamp_ns)));
+            self.newest_ns = Some(
+                self.newest_ns
+                    .map_or(frame.timestamp_ns, |t| t.max(frame.timestamp_ns)),
+            );
             let state = self.streams.get_mut(stream).expect("checked above");
             let full = state.pending.len() >= self.max_block_frames
                 || state.pending.first().is_some_and(|first| {
@@ -165,7 +169,10 @@ impl Compressor {
         }
         let frames = std::mem::take(&mut state.pending);
         let started = Instant::now();
-        let encoded = self.codec.encode(&state.schema, &frames).map(|p| p.to_bytes());
+        let encoded = self
+            .codec
+            .encode(&state.schema, &frames)
+            .map(|p| p.to_bytes());
         state.latency.record(started.elapsed().as_nanos() as u64);
         match encoded {
             Ok(bytes) => {
@@ -263,7 +270,13 @@ mod tests {
         let mut packets = c.set_schema("wheels", schema());
         let input = frames(0..95);
         for chunk in input.chunks(7) {
-            packets.extend(c.push_raw("wheels", RawFrames { flush: false, frames: chunk.to_vec() }));
+            packets.extend(c.push_raw(
+                "wheels",
+                RawFrames {
+                    flush: false,
+                    frames: chunk.to_vec(),
+                },
+            ));
         }
         // 200 ms blocks at 50 Hz hold 10 frames.
         assert_eq!(packets.len(), 9);
@@ -280,11 +293,29 @@ mod tests {
     #[test]
     fn frames_before_the_schema_wait_and_bad_shapes_are_rejected() {
         let mut c = Compressor::new(&EdgeConfig::default());
-        assert!(c.push_raw("wheels", RawFrames { flush: true, frames: frames(0..3) }).is_empty());
+        assert!(
+            c.push_raw(
+                "wheels",
+                RawFrames {
+                    flush: true,
+                    frames: frames(0..3)
+                }
+            )
+            .is_empty()
+        );
         let packets = c.set_schema("wheels", schema());
         assert_eq!(decode_all(&packets).len(), 3);
         let bad = vec![Frame::new(0, vec![1.0])];
-        assert!(c.push_raw("wheels", RawFrames { flush: true, frames: bad }).is_empty());
+        assert!(
+            c.push_raw(
+                "wheels",
+                RawFrames {
+                    flush: true,
+                    frames: bad
+                }
+            )
+            .is_empty()
+        );
         let mut wrong_name = schema();
         wrong_name.name = "imu".into();
         assert!(c.set_schema("wheels", wrong_name).is_empty());
@@ -299,7 +330,13 @@ mod tests {
         };
         let mut c = Compressor::new(&config);
         for _ in 0..5 {
-            c.push_raw("nope", RawFrames { flush: false, frames: frames(0..1) });
+            c.push_raw(
+                "nope",
+                RawFrames {
+                    flush: false,
+                    frames: frames(0..1),
+                },
+            );
         }
         assert_eq!(c.metrics(0).rejected, 3);
     }

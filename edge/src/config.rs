@@ -12,7 +12,10 @@ pub enum EdgeConfigError {
         source: std::io::Error,
     },
     #[error("{path}: {source}")]
-    Parse { path: String, source: toml::de::Error },
+    Parse {
+        path: String,
+        source: toml::de::Error,
+    },
     #[error("{field}: {reason}")]
     Invalid { field: &'static str, reason: String },
 }
@@ -55,10 +58,11 @@ impl EdgeConfig {
     ) -> Result<EdgeConfig, EdgeConfigError> {
         let mut config = match path {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| EdgeConfigError::Read {
-                    path: path.display().to_string(),
-                    source,
-                })?;
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| EdgeConfigError::Read {
+                        path: path.display().to_string(),
+                        source,
+                    })?;
                 toml::from_str(&text).map_err(|source| EdgeConfigError::Parse {
                     path: path.display().to_string(),
                     source,
@@ -115,13 +119,21 @@ mod tests {
         assert_eq!(config.block_ms, 100);
 
         std::fs::write(&path, "node_id = \"a\"\nblock_msec = 100\n").unwrap();
-        let err = EdgeConfig::load(Some(&path), |_| None).unwrap_err().to_string();
-        assert!(err.contains("block_msec") && err.contains("line 2"), "{err}");
+        let err = EdgeConfig::load(Some(&path), |_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("block_msec") && err.contains("line 2"),
+            "{err}"
+        );
 
         let bad = |k: &str| (k == "NODE_ID").then(|| "a/b".to_string());
         assert!(matches!(
             EdgeConfig::load(None, bad),
-            Err(EdgeConfigError::Invalid { field: "node_id", .. })
+            Err(EdgeConfigError::Invalid {
+                field: "node_id",
+                ..
+            })
         ));
         std::fs::remove_dir_all(dir).unwrap();
     }

@@ -86,7 +86,10 @@ mod tests {
         }
         for (q, exact_us) in [(0.5, 500.0), (0.99, 990.0), (0.999, 999.0)] {
             let got = h.quantile_us(q);
-            assert!((got - exact_us).abs() / exact_us < 0.04, "q{q}: {got} vs {exact_us}");
+            assert!(
+                (got - exact_us).abs() / exact_us < 0.04,
+                "q{q}: {got} vs {exact_us}"
+            );
         }
         assert_eq!(h.max_us(), 1000.0);
         assert_eq!(LatencyHistogram::default().quantile_us(0.99), 0.0);

@@ -27,7 +27,9 @@ async fn main() -> anyhow::Result<()> {
     let url = config.broker.parse().context("broker URL")?;
     tracing::info!(node = %config.node_id, broker = %config.broker, "starting");
     let node = run_node(config, &url).await?;
-    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
     let metrics = node.stop().await?;
     tracing::info!(
         frames = metrics.frames_out,

@@ -12,6 +12,8 @@ use tokio::task::JoinHandle;
 
 use crate::{Compressor, EdgeConfig, EncodedPacket};
 
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A running node: ask it to stop, then await its final metrics.
 pub struct NodeHandle {
     stop: watch::Sender<bool>,
@@ -57,16 +59,42 @@ pub async fn run_node(config: EdgeConfig, url: &BrokerUrl) -> Result<NodeHandle,
     options.last_will = Some((status_topic.clone(), offline.to_json()));
     let (client, rx) = BusClient::connect(url, options);
     for kind in ["raw/+", "schema/+"] {
-        client.subscribe(format!("{}/{node}/{kind}", lydlr_bus::topics::PREFIX)).await?;
+        client
+            .subscribe(format!("{}/{node}/{kind}", lydlr_bus::topics::PREFIX))
+            .await?;
     }
-    for topic in [Topic::Control { node: node.clone() }, Topic::Alloc { node: node.clone() }] {
+    for topic in [
+        Topic::Control { node: node.clone() },
+        Topic::Alloc { node: node.clone() },
+        Topic::Status { node: node.clone() },
+    ] {
         client.subscribe(topic.to_string()).await?;
     }
     let online = NodeStatus {
         state: NodeState::Online,
         ..offline.clone()
     };
-    client.publish(status_topic.clone(), online.to_json(), true).await?;
+    client
+        .publish(status_topic.clone(), online.to_json(), true)
+        .await?;
+    // The broker handles a connection's packets in order, so once anything comes back on the
+    // status topic every subscription above is active: only then is the node ready.
+    let mut rx = rx;
+    let mut early = Vec::new();
+    let ready = tokio::time::timeout(READY_TIMEOUT, async {
+        while let Some(message) = rx.recv().await {
+            if message.topic == status_topic {
+                return true;
+            }
+            early.push(message);
+        }
+        false
+    });
+    if !ready.await.unwrap_or(false) {
+        return Err(BusError::Broker(format!(
+            "node {node}: no answer from the broker at {url} within {READY_TIMEOUT:?}"
+        )));
+    }
 
     let (stop, stop_rx) = watch::channel(false);
     let task = tokio::spawn(
@@ -77,7 +105,7 @@ pub async fn run_node(config: EdgeConfig, url: &BrokerUrl) -> Result<NodeHandle,
             seq: 0,
             next_metrics_ns: None,
         }
-        .run(rx, stop_rx, status_topic, offline),
+        .run(early, rx, stop_rx, status_topic, offline),
     );
     Ok(NodeHandle { stop, task })
 }
@@ -93,6 +121,7 @@ struct NodeLoop {
 impl NodeLoop {
     async fn run(
         mut self,
+        early: Vec<BusMessage>,
         mut rx: mpsc::UnboundedReceiver<BusMessage>,
         mut stop: watch::Receiver<bool>,
         status_topic: String,
@@ -102,6 +131,10 @@ impl NodeLoop {
         let mut heartbeat = tokio::time::interval(period);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut since_metrics = tokio::time::Instant::now();
+        for message in early {
+            let packets = self.handle(message);
+            self.publish_packets(packets).await?;
+        }
         loop {
             tokio::select! {
                 message = rx.recv() => {
@@ -127,7 +160,9 @@ impl NodeLoop {
         let packets = self.compressor.flush_all();
         self.publish_packets(packets).await?;
         let last = self.publish_metrics().await?;
-        self.client.publish(status_topic, offline.to_json(), true).await?;
+        self.client
+            .publish(status_topic, offline.to_json(), true)
+            .await?;
         self.client.disconnect().await?;
         Ok(last)
     }
@@ -164,6 +199,8 @@ impl NodeLoop {
                     Vec::new()
                 }
             },
+            // Our own status, echoed back.
+            Topic::Status { .. } => Vec::new(),
             Topic::Alloc { .. } => {
                 match Allocation::from_json(&message.payload) {
                     Ok(a) => self
@@ -185,7 +222,9 @@ impl NodeLoop {
             return false;
         };
         let period = i64::from(self.config.metrics_period_ms) * 1_000_000;
-        let next = *self.next_metrics_ns.get_or_insert(now - now.rem_euclid(period) + period);
+        let next = *self
+            .next_metrics_ns
+            .get_or_insert(now - now.rem_euclid(period) + period);
         if now < next {
             return false;
         }
@@ -199,7 +238,9 @@ impl NodeLoop {
                 node: self.config.node_id.clone(),
                 stream: packet.stream,
             };
-            self.client.publish(topic.to_string(), packet.bytes, false).await?;
+            self.client
+                .publish(topic.to_string(), packet.bytes, false)
+                .await?;
         }
         Ok(())
     }
@@ -210,7 +251,9 @@ impl NodeLoop {
         let topic = Topic::Metrics {
             node: self.config.node_id.clone(),
         };
-        self.client.publish(topic.to_string(), metrics.to_json(), false).await?;
+        self.client
+            .publish(topic.to_string(), metrics.to_json(), false)
+            .await?;
         Ok(metrics)
     }
 }

@@ -8,7 +8,10 @@ use lydlr_experiments::outputs::format_table;
 use lydlr_experiments::{RunOptions, Scenario, run_scenario};
 
 #[derive(Parser)]
-#[command(version, about = "lydlr: learned compression of robot sensor-motor streams")]
+#[command(
+    version,
+    about = "lydlr: learned compression of robot sensor-motor streams"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -85,10 +88,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 report.delivered,
                 report.lost,
                 report.mismatched,
-                if report.all_bit_exact() { "all bit-exact" } else { "NOT bit-exact" }
+                if report.all_bit_exact() {
+                    "all bit-exact"
+                } else {
+                    "NOT bit-exact"
+                }
             );
             println!("results in {}", report.dir.display());
-            Ok(if report.all_bit_exact() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if report.all_bit_exact() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
     }
 }

@@ -46,8 +46,8 @@ pub fn summary_rows(
                 .get(&(name.clone(), schema.name.clone()))
                 .cloned()
                 .unwrap_or_default();
-            let latency = node_metrics
-                .and_then(|m| m.streams.iter().find(|s| s.stream == schema.name));
+            let latency =
+                node_metrics.and_then(|m| m.streams.iter().find(|s| s.stream == schema.name));
             let raw_bytes = produced * (8 + schema.raw_value_bytes()) as u64;
             rows.push(SummaryRow {
                 node: name.clone(),
@@ -91,7 +91,11 @@ pub fn summary_rows(
 }
 
 fn ratio(raw: u64, compressed: u64) -> f64 {
-    if compressed == 0 { 0.0 } else { raw as f64 / compressed as f64 }
+    if compressed == 0 {
+        0.0
+    } else {
+        raw as f64 / compressed as f64
+    }
 }
 
 fn summary_frame(rows: &[SummaryRow]) -> PolarsResult<DataFrame> {
@@ -162,8 +166,17 @@ pub fn write_metrics_parquet(path: &Path, metrics: &[NodeMetrics]) -> anyhow::Re
 /// The summary as an aligned text table.
 pub fn format_table(rows: &[SummaryRow]) -> String {
     let header = [
-        "node", "stream", "produced", "delivered", "lost", "mismatch", "raw B", "comp B", "ratio",
-        "p50 us", "p99 us",
+        "node",
+        "stream",
+        "produced",
+        "delivered",
+        "lost",
+        "mismatch",
+        "raw B",
+        "comp B",
+        "ratio",
+        "p50 us",
+        "p99 us",
     ];
     let cells: Vec<[String; 11]> = rows
         .iter()
@@ -184,13 +197,26 @@ pub fn format_table(rows: &[SummaryRow]) -> String {
         })
         .collect();
     let widths: Vec<usize> = (0..header.len())
-        .map(|i| cells.iter().map(|c| c[i].len()).chain([header[i].len()]).max().unwrap_or(0))
+        .map(|i| {
+            cells
+                .iter()
+                .map(|c| c[i].len())
+                .chain([header[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let line = |items: Vec<&str>| {
         items
             .iter()
             .enumerate()
-            .map(|(i, s)| if i < 2 { format!("{s:<w$}", w = widths[i]) } else { format!("{s:>w$}", w = widths[i]) })
+            .map(|(i, s)| {
+                if i < 2 {
+                    format!("{s:<w$}", w = widths[i])
+                } else {
+                    format!("{s:>w$}", w = widths[i])
+                }
+            })
             .collect::<Vec<_>>()
             .join("  ")
     };
@@ -249,7 +275,13 @@ impl Recorder {
         let [hx, hy] = half_extents;
         rec.log_static(
             "world/arena",
-            &rerun::LineStrips3D::new([[[-hx, -hy, 0.0], [hx, -hy, 0.0], [hx, hy, 0.0], [-hx, hy, 0.0], [-hx, -hy, 0.0]]]),
+            &rerun::LineStrips3D::new([[
+                [-hx, -hy, 0.0],
+                [hx, -hy, 0.0],
+                [hx, hy, 0.0],
+                [-hx, hy, 0.0],
+                [-hx, -hy, 0.0],
+            ]]),
         )?;
         let mut sensor_paths = Vec::new();
         for name in names {
@@ -266,11 +298,16 @@ impl Recorder {
     }
 
     pub fn sensor(&self, t_ns: i64, robot: usize, stream: StreamId, values: &[f64]) {
-        let Some(path) = self.sensor_paths.get(robot * StreamId::ALL.len() + stream.index()) else {
+        let Some(path) = self
+            .sensor_paths
+            .get(robot * StreamId::ALL.len() + stream.index())
+        else {
             return;
         };
         self.rec.set_duration_secs("sim_time", t_ns as f64 * 1e-9);
-        let _ = self.rec.log(path.as_str(), &rerun::Scalars::new(values.iter().copied()));
+        let _ = self
+            .rec
+            .log(path.as_str(), &rerun::Scalars::new(values.iter().copied()));
     }
 
     pub fn poses(&mut self, t_ns: i64, poses: &[Pose2]) {

@@ -64,7 +64,10 @@ pub struct RunReport {
 impl RunReport {
     /// Every frame arrived once and decoded bit-exact.
     pub fn all_bit_exact(&self) -> bool {
-        self.produced > 0 && self.lost == 0 && self.mismatched == 0 && self.delivered == self.produced
+        self.produced > 0
+            && self.lost == 0
+            && self.mismatched == 0
+            && self.delivered == self.produced
     }
 }
 
@@ -83,10 +86,11 @@ async fn run(mut scenario: Scenario, options: RunOptions) -> anyhow::Result<RunR
     }
     let started = Instant::now();
     let dir = options.out_dir.clone().unwrap_or_else(|| {
-        options
-            .results_root
-            .join(&scenario.name)
-            .join(format!("{}-seed{}", outputs::utc_stamp(), scenario.sim.seed))
+        options.results_root.join(&scenario.name).join(format!(
+            "{}-seed{}",
+            outputs::utc_stamp(),
+            scenario.sim.seed
+        ))
     });
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     std::fs::write(
@@ -121,9 +125,12 @@ async fn run(mut scenario: Scenario, options: RunOptions) -> anyhow::Result<RunR
     // Nodes announce themselves after subscribing, and the broker handles a connection's
     // packets in order: once the sink has seen every node online, both ends are listening.
     let mut online = sink.online.clone();
-    tokio::time::timeout(Duration::from_secs(20), online.wait_for(|n| *n >= names.len()))
-        .await
-        .context("edge nodes did not come online within 20 s")??;
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        online.wait_for(|n| *n >= names.len()),
+    )
+    .await
+    .context("edge nodes did not come online within 20 s")??;
 
     let (publisher, _) = BusClient::connect(&url, ClientOptions::new("lydlr-sim-bridge"));
     for name in &names {
@@ -132,12 +139,19 @@ async fn run(mut scenario: Scenario, options: RunOptions) -> anyhow::Result<RunR
                 node: name.clone(),
                 stream: schema.name.clone(),
             };
-            publisher.publish(topic.to_string(), schema.to_json(), true).await?;
+            publisher
+                .publish(topic.to_string(), schema.to_json(), true)
+                .await?;
         }
     }
 
     let recorder = if scenario.run.rerun {
-        Some(Recorder::create(&dir.join("recording.rrd"), &names, &schemas, swarm.arena_half_extents())?)
+        Some(Recorder::create(
+            &dir.join("recording.rrd"),
+            &names,
+            &schemas,
+            swarm.arena_half_extents(),
+        )?)
     } else {
         None
     };
@@ -160,7 +174,10 @@ async fn run(mut scenario: Scenario, options: RunOptions) -> anyhow::Result<RunR
     let produced = truth.lock().map(|t| t.total()).unwrap_or(0) as u64;
     let mut delivered = sink.delivered.clone();
     let drain = Duration::from_secs_f64(scenario.run.drain_timeout_s);
-    if tokio::time::timeout(drain, delivered.wait_for(|d| *d >= produced)).await.is_err() {
+    if tokio::time::timeout(drain, delivered.wait_for(|d| *d >= produced))
+        .await
+        .is_err()
+    {
         tracing::warn!("not every frame arrived within {drain:?}");
     }
 
@@ -172,7 +189,11 @@ async fn run(mut scenario: Scenario, options: RunOptions) -> anyhow::Result<RunR
     let _ = publisher.disconnect().await;
     let mut report = sink.stop().await;
     for m in &finals {
-        if !report.metrics.iter().any(|r| r.node == m.node && r.seq == m.seq) {
+        if !report
+            .metrics
+            .iter()
+            .any(|r| r.node == m.node && r.seq == m.seq)
+        {
             report.metrics.push(m.clone());
         }
     }
@@ -229,8 +250,10 @@ impl Bridge {
             ProgressBar::hidden()
         };
         bar.set_style(
-            ProgressStyle::with_template("{spinner} sim {bar:40} {pos}/{len} steps  {per_sec}  eta {eta}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            ProgressStyle::with_template(
+                "{spinner} sim {bar:40} {pos}/{len} steps  {per_sec}  eta {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         let streams = StreamId::ALL.len();
         let mut batches: Vec<Vec<Frame>> = vec![Vec::new(); self.names.len() * streams];

@@ -102,12 +102,14 @@ impl Scenario {
             path: origin.to_owned(),
             message: e.to_string().trim_end().to_owned(),
         })?;
-        scenario.validate().map_err(|(field, reason)| ScenarioError::Invalid {
-            path: origin.to_owned(),
-            line: line_of(text, &field).unwrap_or(0),
-            field,
-            reason,
-        })?;
+        scenario
+            .validate()
+            .map_err(|(field, reason)| ScenarioError::Invalid {
+                path: origin.to_owned(),
+                line: line_of(text, &field).unwrap_or(0),
+                field,
+                reason,
+            })?;
         Ok(scenario)
     }
 
@@ -123,8 +125,14 @@ impl Scenario {
             ("edge.block_ms", u64::from(e.block_ms)),
             ("edge.max_block_frames", u64::from(e.max_block_frames)),
             ("edge.metrics_period_ms", u64::from(e.metrics_period_ms)),
-            ("coordinator.period_ms", u64::from(self.coordinator.period_ms)),
-            ("coordinator.offline_after_periods", u64::from(self.coordinator.offline_after_periods)),
+            (
+                "coordinator.period_ms",
+                u64::from(self.coordinator.period_ms),
+            ),
+            (
+                "coordinator.offline_after_periods",
+                u64::from(self.coordinator.offline_after_periods),
+            ),
             ("run.publish_every_ms", u64::from(self.run.publish_every_ms)),
         ] {
             if value == 0 {
@@ -133,7 +141,10 @@ impl Scenario {
         }
         let budget = self.coordinator.fleet_budget_bps;
         if !(budget.is_finite() && budget > 0.0) {
-            return Err(("coordinator.fleet_budget_bps".into(), format!("must be positive, got {budget}")));
+            return Err((
+                "coordinator.fleet_budget_bps".into(),
+                format!("must be positive, got {budget}"),
+            ));
         }
         if !(self.run.drain_timeout_s.is_finite() && self.run.drain_timeout_s > 0.0) {
             return Err(("run.drain_timeout_s".into(), "must be positive".into()));
@@ -153,9 +164,15 @@ fn line_of(text: &str, field: &str) -> Option<usize> {
             current = header.trim().to_owned();
             continue;
         }
-        let Some((k, _)) = line.split_once('=') else { continue };
+        let Some((k, _)) = line.split_once('=') else {
+            continue;
+        };
         let k = k.trim().trim_matches('"');
-        let full = if current.is_empty() { k.to_owned() } else { format!("{current}.{k}") };
+        let full = if current.is_empty() {
+            k.to_owned()
+        } else {
+            format!("{current}.{k}")
+        };
         if full == field || (current == table && k == key) {
             return Some(i + 1);
         }
@@ -171,7 +188,10 @@ mod tests {
     fn semantic_errors_name_field_and_line() {
         let text = "name = \"t\"\n\n[sim.robots]\nmass_kg = 3.0\ncount = 0\n";
         let err = Scenario::parse(text, "t.toml").unwrap_err().to_string();
-        assert_eq!(err, "invalid scenario t.toml:5: sim.robots.count: must be 1 to 10000, got 0");
+        assert_eq!(
+            err,
+            "invalid scenario t.toml:5: sim.robots.count: must be 1 to 10000, got 0"
+        );
     }
 
     #[test]
@@ -184,13 +204,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("line 3"), "{err}");
-        let err = Scenario::parse("[sim]\n", "t.toml").unwrap_err().to_string();
+        let err = Scenario::parse("[sim]\n", "t.toml")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("name"), "{err}");
     }
 
     #[test]
     fn a_missing_file_is_named() {
-        let err = Scenario::load(Path::new("no/such/scenario.toml")).unwrap_err().to_string();
+        let err = Scenario::load(Path::new("no/such/scenario.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("no/such/scenario.toml"), "{err}");
     }
 }

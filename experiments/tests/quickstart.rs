@@ -46,17 +46,30 @@ fn every_frame_arrives_bit_exact_and_the_outputs_are_written() {
         .finish()
         .unwrap();
     assert_eq!(summary.height(), 4 * 3 + 1);
-    let lost = summary.column("frames_lost").unwrap().as_materialized_series().sum::<u64>().unwrap();
+    let lost = summary
+        .column("frames_lost")
+        .unwrap()
+        .as_materialized_series()
+        .sum::<u64>()
+        .unwrap();
     assert_eq!(lost, 0);
 
     let metrics = ParquetReader::new(std::fs::File::open(dir.join("metrics.parquet")).unwrap())
         .finish()
         .unwrap();
     // At least one report per node and stream per simulated second.
-    assert!(metrics.height() >= 4 * 3 * 3, "{} metric rows", metrics.height());
+    assert!(
+        metrics.height() >= 4 * 3 * 3,
+        "{} metric rows",
+        metrics.height()
+    );
 
     let rrd = std::fs::read(dir.join("recording.rrd")).unwrap();
-    assert!(rrd.len() > 10_000 && rrd.starts_with(b"RRF2"), "rrd of {} bytes", rrd.len());
+    assert!(
+        rrd.len() > 10_000 && rrd.starts_with(b"RRF2"),
+        "rrd of {} bytes",
+        rrd.len()
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -68,7 +81,15 @@ fn the_same_seed_gives_the_same_results() {
     let key = |r: &RunReport| {
         r.rows
             .iter()
-            .map(|row| (row.node.clone(), row.stream.clone(), row.frames_produced, row.raw_bytes, row.compressed_bytes))
+            .map(|row| {
+                (
+                    row.node.clone(),
+                    row.stream.clone(),
+                    row.frames_produced,
+                    row.raw_bytes,
+                    row.compressed_bytes,
+                )
+            })
             .collect::<Vec<_>>()
     };
     assert_eq!(key(&a), key(&b));

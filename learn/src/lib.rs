@@ -36,7 +36,13 @@ pub fn windows(schema: &StreamSchema, frames: &[Frame], context: usize) -> Windo
         .unwrap_or(frames.len());
     let scaled: Vec<Vec<f32>> = frames[..valid]
         .iter()
-        .map(|f| f.values.iter().zip(&scale).map(|(v, s)| (v * s) as f32).collect())
+        .map(|f| {
+            f.values
+                .iter()
+                .zip(&scale)
+                .map(|(v, s)| (v * s) as f32)
+                .collect()
+        })
         .collect();
     let mut out = Windows {
         context,
@@ -71,7 +77,9 @@ mod tests {
             noise_sigma: vec![0.5, 0.0],
             lsb: vec![None, None],
         };
-        let frames: Vec<Frame> = (0..5).map(|i| Frame::new(i, vec![i as f64, 10.0 * i as f64])).collect();
+        let frames: Vec<Frame> = (0..5)
+            .map(|i| Frame::new(i, vec![i as f64, 10.0 * i as f64]))
+            .collect();
         let w = windows(&schema, &frames, 2);
         assert_eq!(w.inputs.len(), 3);
         assert_eq!(w.inputs[0], vec![0.0, 0.0, 2.0, 10.0]);

@@ -34,7 +34,10 @@ pub(crate) struct BehaviourPlugin;
 
 impl Plugin for BehaviourPlugin {
     fn build(&self, app: &mut App) {
-        app.add_systems(Update, (attach_wander, wander).chain().in_set(StepSet::Decide));
+        app.add_systems(
+            Update,
+            (attach_wander, wander).chain().in_set(StepSet::Decide),
+        );
     }
 }
 
@@ -44,8 +47,12 @@ fn attach_wander(
     fresh: Query<(Entity, &Robot), Without<Wander>>,
 ) {
     for (entity, robot) in &fresh {
-        let rng = ChaCha8Rng::seed_from_u64(period.seed.wrapping_mul(0x9e37_79b9) ^ robot.index as u64);
-        commands.entity(entity).insert(Wander { turn_bias: 0.0, rng });
+        let rng =
+            ChaCha8Rng::seed_from_u64(period.seed.wrapping_mul(0x9e37_79b9) ^ robot.index as u64);
+        commands.entity(entity).insert(Wander {
+            turn_bias: 0.0,
+            rng,
+        });
     }
 }
 
@@ -93,7 +100,10 @@ fn wander(
             (-0.3 * cruise, if repulsion >= 0.0 { 1.5 } else { -1.5 })
         } else {
             let slow = ((front_clearance - 0.25) / 1.0).clamp(0.15, 1.0);
-            (cruise * slow, (wander.turn_bias + 0.6 * repulsion).clamp(-2.0, 2.0))
+            (
+                cruise * slow,
+                (wander.turn_bias + 0.6 * repulsion).clamp(-2.0, 2.0),
+            )
         };
         let half_base = p.wheel_base_m as f32 / 2.0;
         let radius = p.wheel_radius_m as f32;

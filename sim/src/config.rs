@@ -185,7 +185,10 @@ impl SimConfig {
             if value.is_finite() && value > 0.0 {
                 Ok(())
             } else {
-                Err(invalid(field, format!("must be a positive number, got {value}")))
+                Err(invalid(
+                    field,
+                    format!("must be a positive number, got {value}"),
+                ))
             }
         };
         positive("duration_s", self.duration_s)?;
@@ -194,11 +197,17 @@ impl SimConfig {
         positive("arena.wall_height_m", self.arena.wall_height_m)?;
         positive("arena.obstacle_size_m[0]", self.arena.obstacle_size_m[0])?;
         if self.arena.obstacle_size_m[1] < self.arena.obstacle_size_m[0] {
-            return Err(invalid("arena.obstacle_size_m", "must be [min, max] with min <= max"));
+            return Err(invalid(
+                "arena.obstacle_size_m",
+                "must be [min, max] with min <= max",
+            ));
         }
         let r = &self.robots;
         if r.count == 0 || r.count > 10_000 {
-            return Err(invalid("robots.count", format!("must be 1 to 10000, got {}", r.count)));
+            return Err(invalid(
+                "robots.count",
+                format!("must be 1 to 10000, got {}", r.count),
+            ));
         }
         positive("robots.mass_kg", r.mass_kg)?;
         for (i, v) in r.body_m.iter().enumerate() {
@@ -219,11 +228,20 @@ impl SimConfig {
         positive("sensors.imu.accel_range_g", imu.accel_range_g)?;
         positive("sensors.imu.gyro_range_dps", imu.gyro_range_dps)?;
         for (field, v) in [
-            ("sensors.imu.accel_noise_ug_per_sqrt_hz", imu.accel_noise_ug_per_sqrt_hz),
-            ("sensors.imu.gyro_noise_dps_per_sqrt_hz", imu.gyro_noise_dps_per_sqrt_hz),
+            (
+                "sensors.imu.accel_noise_ug_per_sqrt_hz",
+                imu.accel_noise_ug_per_sqrt_hz,
+            ),
+            (
+                "sensors.imu.gyro_noise_dps_per_sqrt_hz",
+                imu.gyro_noise_dps_per_sqrt_hz,
+            ),
             ("sensors.imu.accel_bias_walk", imu.accel_bias_walk),
             ("sensors.imu.gyro_bias_walk", imu.gyro_bias_walk),
-            ("sensors.imu.vibration_m_s2_per_m_s", imu.vibration_m_s2_per_m_s),
+            (
+                "sensors.imu.vibration_m_s2_per_m_s",
+                imu.vibration_m_s2_per_m_s,
+            ),
         ] {
             if !(v.is_finite() && v >= 0.0) {
                 return Err(invalid(field, format!("must be >= 0, got {v}")));
@@ -243,7 +261,10 @@ impl SimConfig {
             }
         }
         if self.sensors.encoder_ticks_per_rev == 0 {
-            return Err(invalid("sensors.encoder_ticks_per_rev", "must be at least 1"));
+            return Err(invalid(
+                "sensors.encoder_ticks_per_rev",
+                "must be at least 1",
+            ));
         }
         Ok(())
     }

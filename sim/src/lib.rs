@@ -18,9 +18,11 @@ mod world;
 use bevy::app::App;
 use bevy::ecs::world::World;
 
-pub use config::{ArenaConfig, ConfigError, ImuConfig, RateConfig, RobotConfig, SensorsConfig, SimConfig};
-pub use sensors::{StreamId, stream_schemas};
+pub use config::{
+    ArenaConfig, ConfigError, ImuConfig, RateConfig, RobotConfig, SensorsConfig, SimConfig,
+};
 use lydlr_codec::{Frame, StreamSchema};
+pub use sensors::{StreamId, stream_schemas};
 
 /// A frame from one robot's sensor.
 #[derive(Debug, Clone, PartialEq)]
@@ -151,9 +153,11 @@ mod tests {
         let (a, pa) = run(&short_config(11));
         let (b, pb) = run(&short_config(11));
         assert_eq!(a.len(), b.len());
-        assert!(a.iter().zip(&b).all(|(x, y)| x.robot == y.robot
-            && x.stream == y.stream
-            && x.frame.bit_eq(&y.frame)));
+        assert!(
+            a.iter().zip(&b).all(|(x, y)| x.robot == y.robot
+                && x.stream == y.stream
+                && x.frame.bit_eq(&y.frame))
+        );
         assert_eq!(pa, pb);
         let (c, _) = run(&short_config(12));
         assert!(a.iter().zip(&c).any(|(x, y)| !x.frame.bit_eq(&y.frame)));
@@ -168,8 +172,14 @@ mod tests {
         let secs = config.duration_s;
         let expect = |hz: f64| (hz * secs).round() as usize * robots;
         assert_eq!(count(StreamId::Imu), expect(config.sensors.imu.rate_hz));
-        assert_eq!(count(StreamId::Wheels), expect(config.sensors.wheels.rate_hz));
-        assert_eq!(count(StreamId::Motors), expect(config.sensors.motors.rate_hz));
+        assert_eq!(
+            count(StreamId::Wheels),
+            expect(config.sensors.wheels.rate_hz)
+        );
+        assert_eq!(
+            count(StreamId::Motors),
+            expect(config.sensors.motors.rate_hz)
+        );
 
         // At rest or cruising, the accelerometer's up axis reads gravity on average.
         let az: Vec<f64> = frames

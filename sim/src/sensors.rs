@@ -62,10 +62,19 @@ pub fn stream_schemas(config: &SimConfig) -> Vec<StreamSchema> {
             name: "imu".into(),
             kind: SensorKind::Imu,
             sample_type: SampleType::F32,
-            channels: names(&["accel_x", "accel_y", "accel_z", "gyro_x", "gyro_y", "gyro_z"]),
+            channels: names(&[
+                "accel_x", "accel_y", "accel_z", "gyro_x", "gyro_y", "gyro_z",
+            ]),
             units: names(&["m/s^2", "m/s^2", "m/s^2", "rad/s", "rad/s", "rad/s"]),
             rate_hz: imu.rate_hz,
-            noise_sigma: vec![accel_sigma, accel_sigma, accel_sigma, gyro_sigma, gyro_sigma, gyro_sigma],
+            noise_sigma: vec![
+                accel_sigma,
+                accel_sigma,
+                accel_sigma,
+                gyro_sigma,
+                gyro_sigma,
+                gyro_sigma,
+            ],
             lsb: vec![a, a, a, g, g, g],
         },
         StreamSchema {
@@ -86,7 +95,12 @@ pub fn stream_schemas(config: &SimConfig) -> Vec<StreamSchema> {
             units: names(&["rad/s", "rad/s", "A", "A"]),
             rate_hz: config.sensors.motors.rate_hz,
             noise_sigma: vec![0.0, 0.0, CURRENT_NOISE_A, CURRENT_NOISE_A],
-            lsb: vec![Some(COMMAND_LSB), Some(COMMAND_LSB), Some(CURRENT_LSB), Some(CURRENT_LSB)],
+            lsb: vec![
+                Some(COMMAND_LSB),
+                Some(COMMAND_LSB),
+                Some(CURRENT_LSB),
+                Some(CURRENT_LSB),
+            ],
         },
     ]
 }
@@ -142,7 +156,10 @@ impl Plugin for SensorPlugin {
                 steps: c.decimation(c.sensors.motors.rate_hz),
                 seed: c.seed,
             })
-            .add_systems(Update, (attach_sensors, sample).chain().in_set(StepSet::Sense));
+            .add_systems(
+                Update,
+                (attach_sensors, sample).chain().in_set(StepSet::Sense),
+            );
     }
 }
 
@@ -152,11 +169,12 @@ fn attach_sensors(
     fresh: Query<(Entity, &Robot), Without<SensorState>>,
 ) {
     for (entity, robot) in &fresh {
-        let mut rng = ChaCha8Rng::seed_from_u64(params.seed.wrapping_mul(0x2545_f491) ^ (robot.index as u64) << 20);
+        let mut rng = ChaCha8Rng::seed_from_u64(
+            params.seed.wrapping_mul(0x2545_f491) ^ (robot.index as u64) << 20,
+        );
         // Turn-on bias: a fresh bias every power cycle, a few milli-g and tenths of a degree/s.
-        let mut turn_on = |sigma: f64| -> [f64; 3] {
-            std::array::from_fn(|_| sigma * gaussian(&mut rng))
-        };
+        let mut turn_on =
+            |sigma: f64| -> [f64; 3] { std::array::from_fn(|_| sigma * gaussian(&mut rng)) };
         let accel_bias = turn_on(0.02);
         let gyro_bias = turn_on(0.003);
         commands.entity(entity).insert(SensorState {
@@ -175,7 +193,11 @@ fn gaussian(rng: &mut ChaCha8Rng) -> f64 {
 /// Clips to the ADC range and rounds to its step, as the sensor's converter does.
 fn adc(value: f64, lsb: f64) -> f64 {
     let full_scale = lsb * (ADC_COUNTS - 1.0);
-    quantize_to_lsb(value.clamp(-lsb * ADC_COUNTS, full_scale), lsb, SampleType::F32)
+    quantize_to_lsb(
+        value.clamp(-lsb * ADC_COUNTS, full_scale),
+        lsb,
+        SampleType::F32,
+    )
 }
 
 fn sample(
@@ -218,12 +240,14 @@ fn sample(
         let mut values = Vec::with_capacity(6);
         for axis in 0..3 {
             state.accel_bias[axis] += imu.accel_bias_walk * dt64.sqrt() * gaussian(&mut state.rng);
-            let noisy = true_accel[axis] + state.accel_bias[axis] + accel_sigma * gaussian(&mut state.rng);
+            let noisy =
+                true_accel[axis] + state.accel_bias[axis] + accel_sigma * gaussian(&mut state.rng);
             values.push(adc(noisy, a_lsb));
         }
         for axis in 0..3 {
             state.gyro_bias[axis] += imu.gyro_bias_walk * dt64.sqrt() * gaussian(&mut state.rng);
-            let noisy = true_gyro[axis] + state.gyro_bias[axis] + gyro_sigma * gaussian(&mut state.rng);
+            let noisy =
+                true_gyro[axis] + state.gyro_bias[axis] + gyro_sigma * gaussian(&mut state.rng);
             values.push(adc(noisy, g_lsb));
         }
         outbox.frames.push(SensorFrame {
@@ -245,10 +269,15 @@ fn sample(
         if clock.step % params.motor_steps == 0 {
             let mut values = Vec::with_capacity(4);
             for wheel in 0..2 {
-                values.push(quantize_to_lsb(f64::from(drive.command[wheel]), COMMAND_LSB, SampleType::F32));
+                values.push(quantize_to_lsb(
+                    f64::from(drive.command[wheel]),
+                    COMMAND_LSB,
+                    SampleType::F32,
+                ));
             }
             for wheel in 0..2 {
-                let sensed = f64::from(drive.current[wheel]) + CURRENT_NOISE_A * gaussian(&mut state.rng);
+                let sensed =
+                    f64::from(drive.current[wheel]) + CURRENT_NOISE_A * gaussian(&mut state.rng);
                 values.push(quantize_to_lsb(sensed, CURRENT_LSB, SampleType::F32));
             }
             outbox.frames.push(SensorFrame {

@@ -72,7 +72,13 @@ impl Plugin for WorldPlugin {
             })
             .configure_sets(
                 Update,
-                (StepSet::Decide, StepSet::Actuate, StepSet::Integrate, StepSet::Sense).chain(),
+                (
+                    StepSet::Decide,
+                    StepSet::Actuate,
+                    StepSet::Integrate,
+                    StepSet::Sense,
+                )
+                    .chain(),
             )
             .add_systems(Update, step_physics.in_set(StepSet::Integrate));
     }
@@ -99,11 +105,41 @@ fn build_arena(config: &SimConfig) -> (PhysicsWorld, Arena) {
             shape.friction(0.6).restitution(0.3),
         );
     };
-    fixed(&mut world, 0.0, -0.5, 0.0, ColliderBuilder::cuboid(half_x + 1.0, 0.5, half_y + 1.0));
-    fixed(&mut world, half_x + t, wall_h, 0.0, ColliderBuilder::cuboid(t, wall_h, half_y + 2.0 * t));
-    fixed(&mut world, -half_x - t, wall_h, 0.0, ColliderBuilder::cuboid(t, wall_h, half_y + 2.0 * t));
-    fixed(&mut world, 0.0, wall_h, half_y + t, ColliderBuilder::cuboid(half_x + 2.0 * t, wall_h, t));
-    fixed(&mut world, 0.0, wall_h, -half_y - t, ColliderBuilder::cuboid(half_x + 2.0 * t, wall_h, t));
+    fixed(
+        &mut world,
+        0.0,
+        -0.5,
+        0.0,
+        ColliderBuilder::cuboid(half_x + 1.0, 0.5, half_y + 1.0),
+    );
+    fixed(
+        &mut world,
+        half_x + t,
+        wall_h,
+        0.0,
+        ColliderBuilder::cuboid(t, wall_h, half_y + 2.0 * t),
+    );
+    fixed(
+        &mut world,
+        -half_x - t,
+        wall_h,
+        0.0,
+        ColliderBuilder::cuboid(t, wall_h, half_y + 2.0 * t),
+    );
+    fixed(
+        &mut world,
+        0.0,
+        wall_h,
+        half_y + t,
+        ColliderBuilder::cuboid(half_x + 2.0 * t, wall_h, t),
+    );
+    fixed(
+        &mut world,
+        0.0,
+        wall_h,
+        -half_y - t,
+        ColliderBuilder::cuboid(half_x + 2.0 * t, wall_h, t),
+    );
 
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed ^ 0xa7e4_a000);
     let [min_size, max_size] = a.obstacle_size_m.map(|v| v as f32);
