@@ -172,7 +172,7 @@ const CORRUPT: CodecError = CodecError::Corrupt("entropy-coded section does not 
 
 impl ResidualDecoder {
     pub(crate) fn new(bytes: &[u8]) -> Result<Self, CodecError> {
-        if bytes.len() % 4 != 0 {
+        if !bytes.len().is_multiple_of(4) {
             return Err(CodecError::Corrupt(
                 "entropy-coded section is not whole words",
             ));

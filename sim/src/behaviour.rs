@@ -63,7 +63,7 @@ fn wander(
     params: Res<RobotParams>,
     mut robots: Query<(&Robot, &mut Drive, &mut Wander)>,
 ) {
-    if clock.step % period.steps != 0 {
+    if !clock.step.is_multiple_of(period.steps) {
         return;
     }
     let p = &params.0;

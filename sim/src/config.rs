@@ -283,8 +283,10 @@ mod tests {
         let mut c = SimConfig::default();
         c.robots.count = 0;
         assert_eq!(c.validate().unwrap_err().field, "robots.count");
-        let mut c = SimConfig::default();
-        c.duration_s = f64::NAN;
+        let c = SimConfig {
+            duration_s: f64::NAN,
+            ..SimConfig::default()
+        };
         assert_eq!(c.validate().unwrap_err().field, "duration_s");
     }
 }

@@ -132,10 +132,11 @@ mod tests {
     use super::*;
 
     fn short_config(seed: u64) -> SimConfig {
-        let mut config = SimConfig::default();
-        config.seed = seed;
-        config.duration_s = 4.0;
-        config
+        SimConfig {
+            seed,
+            duration_s: 4.0,
+            ..SimConfig::default()
+        }
     }
 
     fn run(config: &SimConfig) -> (Vec<SensorFrame>, Vec<Pose2>) {

@@ -237,18 +237,22 @@ fn sample(
         ];
         let true_gyro = [f64::from(omega.x), f64::from(-omega.z), f64::from(omega.y)];
 
+        let SensorState {
+            accel_bias,
+            gyro_bias,
+            rng,
+            ..
+        } = &mut *state;
+        let mut measure = |truth: f64, bias: &mut f64, walk: f64, sigma: f64, lsb: f64| {
+            *bias += walk * dt64.sqrt() * gaussian(rng);
+            adc(truth + *bias + sigma * gaussian(rng), lsb)
+        };
         let mut values = Vec::with_capacity(6);
-        for axis in 0..3 {
-            state.accel_bias[axis] += imu.accel_bias_walk * dt64.sqrt() * gaussian(&mut state.rng);
-            let noisy =
-                true_accel[axis] + state.accel_bias[axis] + accel_sigma * gaussian(&mut state.rng);
-            values.push(adc(noisy, a_lsb));
+        for (truth, bias) in true_accel.iter().zip(accel_bias.iter_mut()) {
+            values.push(measure(*truth, bias, imu.accel_bias_walk, accel_sigma, a_lsb));
         }
-        for axis in 0..3 {
-            state.gyro_bias[axis] += imu.gyro_bias_walk * dt64.sqrt() * gaussian(&mut state.rng);
-            let noisy =
-                true_gyro[axis] + state.gyro_bias[axis] + gyro_sigma * gaussian(&mut state.rng);
-            values.push(adc(noisy, g_lsb));
+        for (truth, bias) in true_gyro.iter().zip(gyro_bias.iter_mut()) {
+            values.push(measure(*truth, bias, imu.gyro_bias_walk, gyro_sigma, g_lsb));
         }
         outbox.frames.push(SensorFrame {
             robot: robot.index,
@@ -256,7 +260,7 @@ fn sample(
             frame: Frame::new(t, values),
         });
 
-        if clock.step % params.wheel_steps == 0 {
+        if clock.step.is_multiple_of(params.wheel_steps) {
             let ticks = drive
                 .angle
                 .map(|a| (a / std::f64::consts::TAU * params.ticks_per_rev).floor());
@@ -266,7 +270,7 @@ fn sample(
                 frame: Frame::new(t, ticks.to_vec()),
             });
         }
-        if clock.step % params.motor_steps == 0 {
+        if clock.step.is_multiple_of(params.motor_steps) {
             let mut values = Vec::with_capacity(4);
             for wheel in 0..2 {
                 values.push(quantize_to_lsb(
