@@ -249,7 +249,13 @@ fn sample(
         };
         let mut values = Vec::with_capacity(6);
         for (truth, bias) in true_accel.iter().zip(accel_bias.iter_mut()) {
-            values.push(measure(*truth, bias, imu.accel_bias_walk, accel_sigma, a_lsb));
+            values.push(measure(
+                *truth,
+                bias,
+                imu.accel_bias_walk,
+                accel_sigma,
+                a_lsb,
+            ));
         }
         for (truth, bias) in true_gyro.iter().zip(gyro_bias.iter_mut()) {
             values.push(measure(*truth, bias, imu.gyro_bias_walk, gyro_sigma, g_lsb));
