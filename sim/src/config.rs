@@ -23,6 +23,7 @@ pub struct SimConfig {
     pub duration_s: f64,
     pub arena: ArenaConfig,
     pub robots: RobotConfig,
+    pub behaviour: BehaviourConfig,
     pub sensors: SensorsConfig,
 }
 
@@ -33,38 +34,112 @@ impl Default for SimConfig {
             duration_s: 30.0,
             arena: ArenaConfig::default(),
             robots: RobotConfig::default(),
+            behaviour: BehaviourConfig::default(),
             sensors: SensorsConfig::default(),
         }
     }
 }
 
-/// A walled rectangle with randomly placed box and cylinder obstacles.
+/// A walled rectangle with obstacles: placed ones, plus a number of random ones.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ArenaConfig {
     /// Inner size in metres along x and y.
     pub size_m: [f64; 2],
+    pub walls: bool,
     pub wall_height_m: f64,
+    /// Number of randomly placed obstacles.
     pub obstacles: usize,
-    /// Obstacle half-size (box) or radius (cylinder) range in metres.
+    /// Random obstacle half-size (box) or radius (cylinder) range in metres.
     pub obstacle_size_m: [f64; 2],
+    /// Obstacles at given places, in addition to the random ones.
+    pub placed: Vec<PlacedObstacle>,
 }
 
 impl Default for ArenaConfig {
     fn default() -> Self {
         Self {
             size_m: [12.0, 12.0],
+            walls: true,
             wall_height_m: 0.5,
             obstacles: 6,
             obstacle_size_m: [0.2, 0.6],
+            placed: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ObstacleShape {
+    Box,
+    Cylinder,
+}
+
+/// One obstacle at a fixed place (arena coordinates, centre at the origin).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlacedObstacle {
+    pub shape: ObstacleShape,
+    pub x: f64,
+    pub y: f64,
+    /// Half-size (box) or radius (cylinder), metres.
+    pub size_m: f64,
+}
+
+/// What drives the motor commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BehaviourKind {
+    /// Meander, avoiding obstacles.
+    Wander,
+    /// Reynolds flocking: separation, alignment, cohesion.
+    Flock,
+    /// Squads follow their leader in a wedge.
+    Formation,
+    /// Drive to random goals, a new one on arrival.
+    Goal,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BehaviourConfig {
+    pub kind: BehaviourKind,
+    /// Flocking: neighbours within this radius count.
+    pub neighbour_radius_m: f64,
+    /// Flocking: closer than this, robots push apart.
+    pub separation_m: f64,
+    /// Formation: robots per squad (the first leads) and slot spacing.
+    pub squad_size: usize,
+    pub formation_spacing_m: f64,
+    /// Goal seeking: arrival tolerance.
+    pub goal_tolerance_m: f64,
+}
+
+impl Default for BehaviourConfig {
+    fn default() -> Self {
+        Self {
+            kind: BehaviourKind::Wander,
+            neighbour_radius_m: 2.5,
+            separation_m: 0.9,
+            squad_size: 4,
+            formation_spacing_m: 0.9,
+            goal_tolerance_m: 0.4,
         }
     }
 }
 
 /// Differential-drive ground robots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RobotKind {
+    DiffDrive,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RobotConfig {
+    pub kind: RobotKind,
     pub count: usize,
     pub mass_kg: f64,
     /// Body length, width, height in metres.
@@ -86,6 +161,7 @@ pub struct RobotConfig {
 impl Default for RobotConfig {
     fn default() -> Self {
         Self {
+            kind: RobotKind::DiffDrive,
             count: 4,
             mass_kg: 4.0,
             body_m: [0.4, 0.3, 0.15],
@@ -106,7 +182,14 @@ pub struct SensorsConfig {
     /// The IMU rate is also the physics rate.
     pub imu: ImuConfig,
     pub wheels: RateConfig,
+    /// Motor commands and currents; also the behaviours' control rate.
     pub motors: RateConfig,
+    /// Pack voltage and current.
+    pub battery: RateConfig,
+    /// Ground-truth pose (for evaluation; never compressed).
+    pub pose: RateConfig,
+    /// A 2D scanning lidar, when present.
+    pub lidar: Option<LidarConfig>,
     /// Wheel encoder resolution.
     pub encoder_ticks_per_rev: u32,
 }
@@ -117,7 +200,35 @@ impl Default for SensorsConfig {
             imu: ImuConfig::default(),
             wheels: RateConfig { rate_hz: 50.0 },
             motors: RateConfig { rate_hz: 50.0 },
+            battery: RateConfig { rate_hz: 10.0 },
+            pose: RateConfig { rate_hz: 50.0 },
+            lidar: None,
             encoder_ticks_per_rev: 2048,
+        }
+    }
+}
+
+/// A 2D lidar in the plane of the robot body (RPLidar-like defaults).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LidarConfig {
+    pub rate_hz: f64,
+    pub beams: usize,
+    pub max_range_m: f64,
+    /// Range noise standard deviation.
+    pub range_noise_m: f64,
+    /// Probability that a beam returns nothing although it hit (reported as 0).
+    pub dropout: f64,
+}
+
+impl Default for LidarConfig {
+    fn default() -> Self {
+        Self {
+            rate_hz: 10.0,
+            beams: 360,
+            max_range_m: 8.0,
+            range_noise_m: 0.01,
+            dropout: 0.01,
         }
     }
 }
@@ -247,10 +358,51 @@ impl SimConfig {
                 return Err(invalid(field, format!("must be >= 0, got {v}")));
             }
         }
-        for (field, rate) in [
+        let mut rates = vec![
             ("sensors.wheels.rate_hz", self.sensors.wheels.rate_hz),
             ("sensors.motors.rate_hz", self.sensors.motors.rate_hz),
-        ] {
+            ("sensors.battery.rate_hz", self.sensors.battery.rate_hz),
+            ("sensors.pose.rate_hz", self.sensors.pose.rate_hz),
+        ];
+        if let Some(lidar) = &self.sensors.lidar {
+            rates.push(("sensors.lidar.rate_hz", lidar.rate_hz));
+            if !(1..=4096).contains(&lidar.beams) {
+                return Err(invalid(
+                    "sensors.lidar.beams",
+                    format!("must be 1 to 4096, got {}", lidar.beams),
+                ));
+            }
+            positive("sensors.lidar.max_range_m", lidar.max_range_m)?;
+            if !(lidar.range_noise_m.is_finite() && lidar.range_noise_m >= 0.0) {
+                return Err(invalid("sensors.lidar.range_noise_m", "must be >= 0"));
+            }
+            if !(0.0..=1.0).contains(&lidar.dropout) {
+                return Err(invalid(
+                    "sensors.lidar.dropout",
+                    "must be a probability, 0 to 1",
+                ));
+            }
+        }
+        let b = &self.behaviour;
+        positive("behaviour.neighbour_radius_m", b.neighbour_radius_m)?;
+        positive("behaviour.separation_m", b.separation_m)?;
+        positive("behaviour.formation_spacing_m", b.formation_spacing_m)?;
+        positive("behaviour.goal_tolerance_m", b.goal_tolerance_m)?;
+        if b.squad_size == 0 {
+            return Err(invalid("behaviour.squad_size", "must be at least 1"));
+        }
+        for (i, o) in self.arena.placed.iter().enumerate() {
+            positive(&format!("arena.placed[{i}].size_m"), o.size_m)?;
+            let inside = o.x.abs() + o.size_m < self.arena.size_m[0] / 2.0
+                && o.y.abs() + o.size_m < self.arena.size_m[1] / 2.0;
+            if !inside {
+                return Err(invalid(
+                    &format!("arena.placed[{i}]"),
+                    "must lie inside the arena",
+                ));
+            }
+        }
+        for (field, rate) in rates {
             positive(field, rate)?;
             let ratio = imu.rate_hz / rate;
             if ratio < 1.0 || (ratio - ratio.round()).abs() > 1e-9 {

@@ -9,8 +9,10 @@
 //! Must not: publish on the bus, compress, or write files. It hands out frames and poses;
 //! callers decide where they go.
 
+mod battery;
 mod behaviour;
 mod config;
+mod lidar;
 mod robots;
 mod sensors;
 mod world;
@@ -19,10 +21,11 @@ use bevy::app::App;
 use bevy::ecs::world::World;
 
 pub use config::{
-    ArenaConfig, ConfigError, ImuConfig, RateConfig, RobotConfig, SensorsConfig, SimConfig,
+    ArenaConfig, BehaviourConfig, BehaviourKind, ConfigError, ImuConfig, LidarConfig,
+    ObstacleShape, PlacedObstacle, RateConfig, RobotConfig, RobotKind, SensorsConfig, SimConfig,
 };
 use lydlr_codec::{Frame, StreamSchema};
-pub use sensors::{StreamId, stream_schemas};
+pub use sensors::{StreamId, enabled_streams, schema, stream_schemas};
 
 /// A frame from one robot's sensor.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,7 +60,7 @@ impl Swarm {
         app.add_plugins((
             world::WorldPlugin::new(config),
             robots::RobotPlugin::new(config),
-            behaviour::BehaviourPlugin,
+            behaviour::BehaviourPlugin::new(&config.behaviour),
             sensors::SensorPlugin::new(config),
         ));
         // Run the startup schedule now, so robots exist before the first step.
@@ -92,9 +95,18 @@ impl Swarm {
         (0..self.config.robots.count).map(robot_name).collect()
     }
 
-    /// The schema of every stream each robot produces, indexed by [`StreamId`].
+    /// The streams each robot produces, in a fixed order.
+    pub fn streams(&self) -> Vec<StreamId> {
+        enabled_streams(&self.config)
+    }
+
+    /// The schemas of [`Swarm::streams`], in the same order.
     pub fn schemas(&self) -> Vec<StreamSchema> {
         stream_schemas(&self.config)
+    }
+
+    pub fn config(&self) -> &SimConfig {
+        &self.config
     }
 
     /// Advances the world by one physics step.
@@ -147,6 +159,87 @@ mod tests {
             frames.extend(swarm.drain_frames());
         }
         (frames, swarm.poses())
+    }
+
+    #[test]
+    fn every_behaviour_moves_the_robots_without_leaving_the_arena() {
+        for kind in [
+            BehaviourKind::Wander,
+            BehaviourKind::Flock,
+            BehaviourKind::Formation,
+            BehaviourKind::Goal,
+        ] {
+            let mut config = short_config(5);
+            config.robots.count = 8;
+            config.duration_s = 6.0;
+            config.behaviour.kind = kind;
+            let start = Swarm::new(&config).unwrap().poses();
+            let (_, end) = run(&config);
+            let travelled: f32 = start
+                .iter()
+                .zip(&end)
+                .map(|(a, b)| (a.x - b.x).hypot(a.y - b.y))
+                .sum();
+            assert!(
+                travelled / 8.0 > 0.8,
+                "{kind:?}: mean travel {}",
+                travelled / 8.0
+            );
+            let half = config.arena.size_m.map(|s| s as f32 / 2.0);
+            assert!(
+                end.iter()
+                    .all(|p| p.x.abs() < half[0] && p.y.abs() < half[1]),
+                "{kind:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn lidar_sees_the_walls_and_reports_dropouts_as_zero() {
+        let mut config = short_config(9);
+        config.duration_s = 1.0;
+        config.sensors.lidar = Some(LidarConfig {
+            dropout: 0.05,
+            ..LidarConfig::default()
+        });
+        let (frames, _) = run(&config);
+        let scans: Vec<&SensorFrame> = frames
+            .iter()
+            .filter(|f| f.stream == StreamId::Lidar)
+            .collect();
+        assert_eq!(scans.len(), 10 * config.robots.count);
+        let values: Vec<f64> = scans
+            .iter()
+            .flat_map(|s| s.frame.values.iter().copied())
+            .collect();
+        assert!(values.iter().all(|r| *r == 0.0 || (0.0..=8.0).contains(r)));
+        let zeros = values.iter().filter(|r| **r == 0.0).count() as f64 / values.len() as f64;
+        // A 12 m arena: every beam within 8 m of a wall or obstacle hits, so zeros are
+        // dropouts plus the few beams along the long diagonals.
+        assert!((0.03..0.3).contains(&zeros), "no-return fraction {zeros}");
+    }
+
+    #[test]
+    fn collisions_show_in_the_accelerometer() {
+        // A crowded pen: robots bump into each other and into the walls.
+        let mut config = short_config(2);
+        config.robots.count = 12;
+        config.robots.cruise_speed_m_s = 1.2;
+        config.duration_s = 10.0;
+        config.arena.obstacles = 0;
+        config.arena.size_m = [5.0, 5.0];
+        let (frames, _) = run(&config);
+        let peak = frames
+            .iter()
+            .filter(|f| f.stream == StreamId::Imu)
+            .map(|f| f.frame.values[0].hypot(f.frame.values[1]))
+            .fold(0.0, f64::max);
+        // Motors alone cannot exceed the traction limit (mu g = 7.8 m/s^2); only impacts do.
+        let traction_limit = config.robots.traction_mu * 9.81;
+        assert!(
+            peak > 1.5 * traction_limit,
+            "peak horizontal acceleration {peak} m/s^2"
+        );
     }
 
     #[test]

@@ -77,7 +77,7 @@ fn spawn_robots(
     for (index, &(x, y)) in spots.iter().take(p.count).enumerate() {
         let yaw = (index as f32 * 2.399_963) % std::f32::consts::TAU;
         let body = RigidBodyBuilder::dynamic()
-            .translation(Vector::new(x, height / 2.0, y))
+            .translation(Vector::new(x, height / 2.0, -y))
             .rotation(Vector::new(0.0, yaw, 0.0))
             .enabled_rotations(false, true, false)
             .linear_damping(0.05)

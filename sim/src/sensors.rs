@@ -4,15 +4,16 @@
 use bevy::app::{App, Plugin, Update};
 use bevy::ecs::prelude::*;
 use lydlr_codec::{Frame, SampleType, SensorKind, StreamSchema, quantize_to_lsb};
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 use rapier3d::prelude::*;
 
 use crate::behaviour::ControlPeriod;
 use crate::robots::{Drive, Robot, axes};
-use crate::world::{Physics, SimClock, StepSet};
-use crate::{ImuConfig, SensorFrame, SimConfig};
+use crate::world::{Arena, Physics, SimClock, StepSet};
+use crate::{ImuConfig, LidarConfig, SensorFrame, SimConfig};
+use crate::{battery, lidar};
 
 const STANDARD_GRAVITY: f64 = 9.80665;
 const GRAVITY: Vector = Vector::new(0.0, -9.81, 0.0);
@@ -21,21 +22,47 @@ const ADC_COUNTS: f64 = 32768.0;
 const COMMAND_LSB: f64 = 0.01;
 const CURRENT_LSB: f64 = 0.001;
 const CURRENT_NOISE_A: f64 = 0.02;
+/// Lidar range resolution (millimetres, as most scanners report).
+const LIDAR_LSB_M: f64 = 0.001;
 
-/// The streams every robot publishes.
+/// The streams a robot produces. `Pose` is ground truth: exported and logged for evaluation,
+/// never sent to a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum StreamId {
     Imu = 0,
     Wheels = 1,
     Motors = 2,
+    Battery = 3,
+    Lidar = 4,
+    Pose = 5,
 }
 
 impl StreamId {
-    pub const ALL: [StreamId; 3] = [StreamId::Imu, StreamId::Wheels, StreamId::Motors];
+    pub const ALL: [StreamId; 6] = [
+        StreamId::Imu,
+        StreamId::Wheels,
+        StreamId::Motors,
+        StreamId::Battery,
+        StreamId::Lidar,
+        StreamId::Pose,
+    ];
 
     pub fn index(self) -> usize {
         self as usize
     }
+
+    /// Whether a robot sends this stream to its edge node.
+    pub fn is_transmitted(self) -> bool {
+        self != StreamId::Pose
+    }
+}
+
+/// The streams a configuration produces, in [`StreamId`] order.
+pub fn enabled_streams(config: &SimConfig) -> Vec<StreamId> {
+    StreamId::ALL
+        .into_iter()
+        .filter(|s| *s != StreamId::Lidar || config.sensors.lidar.is_some())
+        .collect()
 }
 
 fn accel_lsb(imu: &ImuConfig) -> f64 {
@@ -50,15 +77,22 @@ fn names(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| (*s).to_owned()).collect()
 }
 
-/// Schemas of the streams, indexed by [`StreamId`].
+/// Schemas of the enabled streams, in the order of [`enabled_streams`].
 pub fn stream_schemas(config: &SimConfig) -> Vec<StreamSchema> {
+    enabled_streams(config)
+        .into_iter()
+        .map(|id| schema(config, id))
+        .collect()
+}
+
+/// The schema of one stream.
+pub fn schema(config: &SimConfig, id: StreamId) -> StreamSchema {
     let imu = &config.sensors.imu;
     let accel_sigma = imu.accel_noise_ug_per_sqrt_hz * 1e-6 * STANDARD_GRAVITY * imu.rate_hz.sqrt();
     let gyro_sigma = imu.gyro_noise_dps_per_sqrt_hz.to_radians() * imu.rate_hz.sqrt();
     let (a, g) = (Some(accel_lsb(imu)), Some(gyro_lsb(imu)));
-    let tick_sigma = 0.5;
-    vec![
-        StreamSchema {
+    match id {
+        StreamId::Imu => StreamSchema {
             name: "imu".into(),
             kind: SensorKind::Imu,
             sample_type: SampleType::F32,
@@ -77,17 +111,17 @@ pub fn stream_schemas(config: &SimConfig) -> Vec<StreamSchema> {
             ],
             lsb: vec![a, a, a, g, g, g],
         },
-        StreamSchema {
+        StreamId::Wheels => StreamSchema {
             name: "wheels".into(),
             kind: SensorKind::WheelEncoder,
             sample_type: SampleType::I64,
             channels: names(&["left_ticks", "right_ticks"]),
             units: names(&["tick", "tick"]),
             rate_hz: config.sensors.wheels.rate_hz,
-            noise_sigma: vec![tick_sigma, tick_sigma],
+            noise_sigma: vec![0.5, 0.5],
             lsb: vec![Some(1.0), Some(1.0)],
         },
-        StreamSchema {
+        StreamId::Motors => StreamSchema {
             name: "motors".into(),
             kind: SensorKind::MotorCommand,
             sample_type: SampleType::F32,
@@ -102,7 +136,40 @@ pub fn stream_schemas(config: &SimConfig) -> Vec<StreamSchema> {
                 Some(CURRENT_LSB),
             ],
         },
-    ]
+        StreamId::Battery => StreamSchema {
+            name: "battery".into(),
+            kind: SensorKind::Battery,
+            sample_type: SampleType::F32,
+            channels: names(&["voltage", "current"]),
+            units: names(&["V", "A"]),
+            rate_hz: config.sensors.battery.rate_hz,
+            noise_sigma: vec![battery::VOLTAGE_NOISE_V, CURRENT_NOISE_A],
+            lsb: vec![Some(battery::VOLTAGE_LSB), Some(CURRENT_LSB)],
+        },
+        StreamId::Lidar => {
+            let lidar = config.sensors.lidar.clone().unwrap_or_default();
+            StreamSchema {
+                name: "lidar".into(),
+                kind: SensorKind::Lidar,
+                sample_type: SampleType::F32,
+                channels: (0..lidar.beams).map(|i| format!("range_{i:04}")).collect(),
+                units: vec!["m".into(); lidar.beams],
+                rate_hz: lidar.rate_hz,
+                noise_sigma: vec![lidar.range_noise_m; lidar.beams],
+                lsb: vec![Some(LIDAR_LSB_M); lidar.beams],
+            }
+        }
+        StreamId::Pose => StreamSchema {
+            name: "pose".into(),
+            kind: SensorKind::Pose,
+            sample_type: SampleType::F64,
+            channels: names(&["x", "y", "yaw"]),
+            units: names(&["m", "m", "rad"]),
+            rate_hz: config.sensors.pose.rate_hz,
+            noise_sigma: vec![0.0; 3],
+            lsb: vec![None; 3],
+        },
+    }
 }
 
 /// Frames waiting to be collected by the caller.
@@ -116,16 +183,21 @@ struct SensorParams {
     imu: ImuConfig,
     wheel_steps: u64,
     motor_steps: u64,
+    battery_steps: u64,
+    pose_steps: u64,
+    lidar: Option<(LidarConfig, u64)>,
     ticks_per_rev: f64,
     seed: u64,
 }
 
-/// Per-robot sensor state: last velocity (for acceleration), biases, and the noise source.
+/// Per-robot sensor state: last velocity (for acceleration), biases, battery, noise source.
 #[derive(Component)]
 struct SensorState {
     previous_velocity: Vector,
     accel_bias: [f64; 3],
     gyro_bias: [f64; 3],
+    battery: battery::Battery,
+    ranges: Vec<f32>,
     rng: ChaCha8Rng,
 }
 
@@ -149,6 +221,12 @@ impl Plugin for SensorPlugin {
                 imu: c.sensors.imu.clone(),
                 wheel_steps: c.decimation(c.sensors.wheels.rate_hz),
                 motor_steps: c.decimation(c.sensors.motors.rate_hz),
+                battery_steps: c.decimation(c.sensors.battery.rate_hz),
+                pose_steps: c.decimation(c.sensors.pose.rate_hz),
+                lidar: c.sensors.lidar.clone().map(|l| {
+                    let steps = c.decimation(l.rate_hz);
+                    (l, steps)
+                }),
                 ticks_per_rev: f64::from(c.sensors.encoder_ticks_per_rev),
                 seed: c.seed,
             })
@@ -158,7 +236,9 @@ impl Plugin for SensorPlugin {
             })
             .add_systems(
                 Update,
-                (attach_sensors, sample).chain().in_set(StepSet::Sense),
+                (attach_sensors, sample, scan_lidar)
+                    .chain()
+                    .in_set(StepSet::Sense),
             );
     }
 }
@@ -177,10 +257,13 @@ fn attach_sensors(
             |sigma: f64| -> [f64; 3] { std::array::from_fn(|_| sigma * gaussian(&mut rng)) };
         let accel_bias = turn_on(0.02);
         let gyro_bias = turn_on(0.003);
+        let battery = battery::Battery::charged(&mut rng);
         commands.entity(entity).insert(SensorState {
             previous_velocity: Vector::ZERO,
             accel_bias,
             gyro_bias,
+            battery,
+            ranges: Vec::new(),
             rng,
         });
     }
@@ -219,6 +302,13 @@ fn sample(
         let Some(body) = physics.world.bodies.get(robot.body) else {
             continue;
         };
+        let mut emit = |stream: StreamId, values: Vec<f64>| {
+            outbox.frames.push(SensorFrame {
+                robot: robot.index,
+                stream,
+                frame: Frame::new(t, values),
+            });
+        };
         let rotation = *body.rotation();
         let velocity = body.linvel();
         let accel = (velocity - state.previous_velocity) / dt;
@@ -240,6 +330,7 @@ fn sample(
         let SensorState {
             accel_bias,
             gyro_bias,
+            battery,
             rng,
             ..
         } = &mut *state;
@@ -260,21 +351,16 @@ fn sample(
         for (truth, bias) in true_gyro.iter().zip(gyro_bias.iter_mut()) {
             values.push(measure(*truth, bias, imu.gyro_bias_walk, gyro_sigma, g_lsb));
         }
-        outbox.frames.push(SensorFrame {
-            robot: robot.index,
-            stream: crate::StreamId::Imu,
-            frame: Frame::new(t, values),
-        });
+        emit(StreamId::Imu, values);
+
+        let draw = f64::from(drive.current[0].abs() + drive.current[1].abs());
+        battery.discharge(draw, dt64);
 
         if clock.step.is_multiple_of(params.wheel_steps) {
             let ticks = drive
                 .angle
                 .map(|a| (a / std::f64::consts::TAU * params.ticks_per_rev).floor());
-            outbox.frames.push(SensorFrame {
-                robot: robot.index,
-                stream: crate::StreamId::Wheels,
-                frame: Frame::new(t, ticks.to_vec()),
-            });
+            emit(StreamId::Wheels, ticks.to_vec());
         }
         if clock.step.is_multiple_of(params.motor_steps) {
             let mut values = Vec::with_capacity(4);
@@ -286,15 +372,77 @@ fn sample(
                 ));
             }
             for wheel in 0..2 {
-                let sensed =
-                    f64::from(drive.current[wheel]) + CURRENT_NOISE_A * gaussian(&mut state.rng);
+                let sensed = f64::from(drive.current[wheel]) + CURRENT_NOISE_A * gaussian(rng);
                 values.push(quantize_to_lsb(sensed, CURRENT_LSB, SampleType::F32));
             }
-            outbox.frames.push(SensorFrame {
-                robot: robot.index,
-                stream: crate::StreamId::Motors,
-                frame: Frame::new(t, values),
-            });
+            emit(StreamId::Motors, values);
         }
+        if clock.step.is_multiple_of(params.battery_steps) {
+            let (volts, amps) = battery.measure(draw, rng);
+            emit(
+                StreamId::Battery,
+                vec![
+                    quantize_to_lsb(volts, battery::VOLTAGE_LSB, SampleType::F32),
+                    quantize_to_lsb(amps, CURRENT_LSB, SampleType::F32),
+                ],
+            );
+        }
+        if clock.step.is_multiple_of(params.pose_steps) {
+            let p = body.translation();
+            let yaw = f64::from((-forward.z).atan2(forward.x));
+            emit(StreamId::Pose, vec![f64::from(p.x), f64::from(-p.z), yaw]);
+        }
+    }
+}
+
+fn scan_lidar(
+    physics: Res<Physics>,
+    clock: Res<SimClock>,
+    params: Res<SensorParams>,
+    arena: Res<Arena>,
+    mut outbox: ResMut<Outbox>,
+    mut robots: Query<(&Robot, &mut SensorState)>,
+) {
+    let Some((lidar, steps)) = &params.lidar else {
+        return;
+    };
+    if !clock.step.is_multiple_of(*steps) {
+        return;
+    }
+    let max_range = lidar.max_range_m as f32;
+    for (robot, mut state) in &mut robots {
+        let Some(body) = physics.world.bodies.get(robot.body) else {
+            continue;
+        };
+        let (forward, left) = axes(body.rotation());
+        let mount = lidar::Mount {
+            origin: body.translation(),
+            forward,
+            left,
+            own_body: robot.body,
+            floor: arena.ground,
+        };
+        let SensorState { ranges, rng, .. } = &mut *state;
+        lidar::scan(&physics.world, &mount, lidar.beams, max_range, ranges);
+        let values = ranges
+            .iter()
+            .map(|&r| {
+                let dropped = rng.random_bool(lidar.dropout);
+                if !r.is_finite() || dropped {
+                    return 0.0;
+                }
+                let noisy = f64::from(r) + lidar.range_noise_m * gaussian(rng);
+                quantize_to_lsb(
+                    noisy.clamp(LIDAR_LSB_M, lidar.max_range_m),
+                    LIDAR_LSB_M,
+                    SampleType::F32,
+                )
+            })
+            .collect();
+        outbox.frames.push(SensorFrame {
+            robot: robot.index,
+            stream: StreamId::Lidar,
+            frame: Frame::new(clock.time_ns(), values),
+        });
     }
 }

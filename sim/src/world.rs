@@ -7,6 +7,7 @@ use rand_chacha::ChaCha8Rng;
 use rapier3d::prelude::*;
 
 use crate::SimConfig;
+use crate::config::ObstacleShape;
 
 /// Every physics object of the simulation. Rapier's pipeline stages stay explicit in
 /// [`PhysicsWorld`]; Bevy systems reach them through this resource.
@@ -38,6 +39,8 @@ pub(crate) struct Arena {
     pub half_x: f32,
     pub half_y: f32,
     pub spawn_points: Vec<(f32, f32)>,
+    /// The floor: sensors that look sideways skip it.
+    pub ground: ColliderHandle,
 }
 
 /// Schedule sets of one physics step, in order.
@@ -100,61 +103,77 @@ fn build_arena(config: &SimConfig) -> (PhysicsWorld, Arena) {
     let t = 0.1;
 
     let fixed = |world: &mut PhysicsWorld, x: f32, y: f32, z: f32, shape: ColliderBuilder| {
-        world.insert(
-            RigidBodyBuilder::fixed().translation(Vector::new(x, y, z)),
-            shape.friction(0.6).restitution(0.3),
-        );
+        world
+            .insert(
+                RigidBodyBuilder::fixed().translation(Vector::new(x, y, z)),
+                shape.friction(0.6).restitution(0.3),
+            )
+            .1
     };
-    fixed(
+    let ground = fixed(
         &mut world,
         0.0,
         -0.5,
         0.0,
         ColliderBuilder::cuboid(half_x + 1.0, 0.5, half_y + 1.0),
     );
-    fixed(
-        &mut world,
-        half_x + t,
-        wall_h,
-        0.0,
-        ColliderBuilder::cuboid(t, wall_h, half_y + 2.0 * t),
-    );
-    fixed(
-        &mut world,
-        -half_x - t,
-        wall_h,
-        0.0,
-        ColliderBuilder::cuboid(t, wall_h, half_y + 2.0 * t),
-    );
-    fixed(
-        &mut world,
-        0.0,
-        wall_h,
-        half_y + t,
-        ColliderBuilder::cuboid(half_x + 2.0 * t, wall_h, t),
-    );
-    fixed(
-        &mut world,
-        0.0,
-        wall_h,
-        -half_y - t,
-        ColliderBuilder::cuboid(half_x + 2.0 * t, wall_h, t),
-    );
+    if a.walls {
+        fixed(
+            &mut world,
+            half_x + t,
+            wall_h,
+            0.0,
+            ColliderBuilder::cuboid(t, wall_h, half_y + 2.0 * t),
+        );
+        fixed(
+            &mut world,
+            -half_x - t,
+            wall_h,
+            0.0,
+            ColliderBuilder::cuboid(t, wall_h, half_y + 2.0 * t),
+        );
+        fixed(
+            &mut world,
+            0.0,
+            wall_h,
+            half_y + t,
+            ColliderBuilder::cuboid(half_x + 2.0 * t, wall_h, t),
+        );
+        fixed(
+            &mut world,
+            0.0,
+            wall_h,
+            -half_y - t,
+            ColliderBuilder::cuboid(half_x + 2.0 * t, wall_h, t),
+        );
+    }
 
+    // Arena (x, y) maps to Rapier (x, -z): y points left of x, up is Rapier's +y.
+    let mut obstacles: Vec<(f32, f32, f32)> = Vec::new();
+    let mut add_obstacle =
+        |world: &mut PhysicsWorld, shape: ObstacleShape, x: f32, y: f32, size: f32| {
+            let collider = match shape {
+                ObstacleShape::Box => ColliderBuilder::cuboid(size, wall_h, size),
+                ObstacleShape::Cylinder => ColliderBuilder::cylinder(wall_h, size),
+            };
+            fixed(world, x, wall_h, -y, collider);
+            obstacles.push((x, y, size * std::f32::consts::SQRT_2));
+        };
+    for o in &a.placed {
+        add_obstacle(&mut world, o.shape, o.x as f32, o.y as f32, o.size_m as f32);
+    }
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed ^ 0xa7e4_a000);
     let [min_size, max_size] = a.obstacle_size_m.map(|v| v as f32);
-    let mut obstacles: Vec<(f32, f32, f32)> = Vec::new();
     for _ in 0..a.obstacles {
         let size = rng.random_range(min_size..=max_size);
         let x = rng.random_range(-half_x + size + 0.5..=half_x - size - 0.5);
         let y = rng.random_range(-half_y + size + 0.5..=half_y - size - 0.5);
         let shape = if rng.random_bool(0.5) {
-            ColliderBuilder::cuboid(size, wall_h, size)
+            ObstacleShape::Box
         } else {
-            ColliderBuilder::cylinder(wall_h, size)
+            ObstacleShape::Cylinder
         };
-        fixed(&mut world, x, wall_h, y, shape);
-        obstacles.push((x, y, size * std::f32::consts::SQRT_2));
+        add_obstacle(&mut world, shape, x, y, size);
     }
 
     let clearance = config.robots.body_m[0].max(config.robots.body_m[1]) as f32;
@@ -180,6 +199,7 @@ fn build_arena(config: &SimConfig) -> (PhysicsWorld, Arena) {
             half_x,
             half_y,
             spawn_points,
+            ground,
         },
     )
 }
