@@ -27,6 +27,8 @@ struct StreamState {
 pub struct Compressor {
     node: String,
     block_ns: i64,
+    max_block_ns: i64,
+    min_block_frames: usize,
     max_block_frames: usize,
     codec: Box<dyn Codec>,
     streams: BTreeMap<String, StreamState>,
@@ -43,6 +45,8 @@ impl Compressor {
         Self {
             node: config.node_id.clone(),
             block_ns: i64::from(config.block_ms) * 1_000_000,
+            max_block_ns: i64::from(config.max_block_ms) * 1_000_000,
+            min_block_frames: usize::from(config.min_block_frames),
             max_block_frames: usize::from(config.max_block_frames),
             codec: Box::new(LosslessCodec),
             streams: BTreeMap::new(),
@@ -139,10 +143,12 @@ impl Compressor {
                     .map_or(frame.timestamp_ns, |t| t.max(frame.timestamp_ns)),
             );
             let state = self.streams.get_mut(stream).expect("checked above");
+            let span = state.pending.first().map_or(0, |first| {
+                frame.timestamp_ns.saturating_sub(first.timestamp_ns)
+            });
             let full = state.pending.len() >= self.max_block_frames
-                || state.pending.first().is_some_and(|first| {
-                    frame.timestamp_ns.saturating_sub(first.timestamp_ns) >= self.block_ns
-                });
+                || span >= self.max_block_ns
+                || (span >= self.block_ns && state.pending.len() >= self.min_block_frames);
             if full {
                 out.extend(self.close_block(stream));
             }
@@ -278,7 +284,7 @@ mod tests {
                 },
             ));
         }
-        // 200 ms blocks at 50 Hz hold 10 frames.
+        // 200 ms blocks at 50 Hz hold 10 frames, which is also the minimum.
         assert_eq!(packets.len(), 9);
         assert!(packets.iter().all(|p| p.frames == 10));
         packets.extend(c.flush_all());
@@ -288,6 +294,49 @@ mod tests {
         let m = c.metrics(1);
         assert_eq!((m.frames_in, m.frames_out, m.queue_depth), (95, 95, 0));
         assert!(m.ratio > 1.0);
+    }
+
+    #[test]
+    fn slow_streams_fill_the_minimum_then_the_latency_bound_closes_blocks() {
+        let config = EdgeConfig {
+            min_block_frames: 10,
+            max_block_ms: 2000,
+            ..EdgeConfig::default()
+        };
+        let mut c = Compressor::new(&config);
+        c.set_schema("wheels", schema());
+        // 5 Hz: 10 frames span 1.8 s, under the 2 s bound.
+        let slow: Vec<Frame> = (0..30)
+            .map(|i| Frame::new(i * 200_000_000, vec![0.0, 0.0]))
+            .collect();
+        let packets = c.push_raw(
+            "wheels",
+            RawFrames {
+                flush: false,
+                frames: slow,
+            },
+        );
+        assert_eq!(
+            packets.iter().map(|p| p.frames).collect::<Vec<_>>(),
+            vec![10, 10]
+        );
+        // 1 Hz: the 2 s bound closes blocks of 2 frames.
+        let mut c = Compressor::new(&config);
+        c.set_schema("wheels", schema());
+        let crawl: Vec<Frame> = (0..7)
+            .map(|i| Frame::new(i * 1_000_000_000, vec![0.0, 0.0]))
+            .collect();
+        let packets = c.push_raw(
+            "wheels",
+            RawFrames {
+                flush: false,
+                frames: crawl,
+            },
+        );
+        assert_eq!(
+            packets.iter().map(|p| p.frames).collect::<Vec<_>>(),
+            vec![2, 2, 2]
+        );
     }
 
     #[test]

@@ -27,8 +27,11 @@ pub struct EdgeConfig {
     pub node_id: String,
     /// `mqtt://host:port` (`LYDLR_BROKER`).
     pub broker: String,
-    /// A block closes when it spans this much stream time...
+    /// A block closes when it spans this much stream time and holds `min_block_frames`...
     pub block_ms: u32,
+    pub min_block_frames: u16,
+    /// ...or when it spans `max_block_ms` (a latency bound for slow streams)...
+    pub max_block_ms: u32,
     /// ...or holds this many frames.
     pub max_block_frames: u16,
     /// Metrics period in stream time; a heartbeat goes out at least this often in wall time.
@@ -43,6 +46,8 @@ impl Default for EdgeConfig {
             node_id: "robot-00".into(),
             broker: "mqtt://127.0.0.1:1883".into(),
             block_ms: 200,
+            min_block_frames: 10,
+            max_block_ms: 2000,
             max_block_frames: 1000,
             metrics_period_ms: 1000,
             max_pending_messages: 256,
@@ -97,6 +102,13 @@ impl EdgeConfig {
             return Err(EdgeConfigError::Invalid {
                 field: "block_ms",
                 reason: "block_ms, max_block_frames and metrics_period_ms must be positive".into(),
+            });
+        }
+        if self.max_block_ms < self.block_ms || self.min_block_frames > self.max_block_frames {
+            return Err(EdgeConfigError::Invalid {
+                field: "max_block_ms",
+                reason: "need block_ms <= max_block_ms and min_block_frames <= max_block_frames"
+                    .into(),
             });
         }
         Ok(())

@@ -253,12 +253,15 @@ pub fn utc_stamp() -> String {
     )
 }
 
-/// Writes `recording.rrd`: the arena, robot poses and trails, and every sensor channel on
-/// the `sim_time` timeline.
+/// Writes `recording.rrd`: the arena, robot poses and trails, lidar scans as world points,
+/// and every other sensor channel on the `sim_time` timeline.
 pub struct Recorder {
     rec: rerun::RecordingStream,
     names: Vec<String>,
+    /// Entity path per (robot, stream slot); `slot_of` maps a stream to its slot.
     sensor_paths: Vec<String>,
+    slot_of: [Option<usize>; StreamId::ALL.len()],
+    streams: usize,
     trails: Vec<Vec<[f32; 3]>>,
 }
 
@@ -266,6 +269,7 @@ impl Recorder {
     pub fn create(
         path: &Path,
         names: &[String],
+        streams: &[StreamId],
         schemas: &[StreamSchema],
         half_extents: [f32; 2],
     ) -> anyhow::Result<Recorder> {
@@ -283,6 +287,10 @@ impl Recorder {
                 [-hx, -hy, 0.0],
             ]]),
         )?;
+        let mut slot_of = [None; StreamId::ALL.len()];
+        for (slot, id) in streams.iter().enumerate() {
+            slot_of[id.index()] = Some(slot);
+        }
         let mut sensor_paths = Vec::new();
         for name in names {
             for schema in schemas {
@@ -293,21 +301,52 @@ impl Recorder {
             rec,
             names: names.to_vec(),
             sensor_paths,
+            slot_of,
+            streams: streams.len(),
             trails: vec![Vec::new(); names.len()],
         })
     }
 
-    pub fn sensor(&self, t_ns: i64, robot: usize, stream: StreamId, values: &[f64]) {
-        let Some(path) = self
-            .sensor_paths
-            .get(robot * StreamId::ALL.len() + stream.index())
-        else {
+    /// Logs one frame; lidar scans become points in the world frame (needs the pose).
+    pub fn sensor(
+        &self,
+        t_ns: i64,
+        robot: usize,
+        stream: StreamId,
+        values: &[f64],
+        pose: Option<&Pose2>,
+    ) {
+        let Some(slot) = self.slot_of[stream.index()] else {
+            return;
+        };
+        let Some(path) = self.sensor_paths.get(robot * self.streams + slot) else {
             return;
         };
         self.rec.set_duration_secs("sim_time", t_ns as f64 * 1e-9);
-        let _ = self
-            .rec
-            .log(path.as_str(), &rerun::Scalars::new(values.iter().copied()));
+        if stream == StreamId::Lidar {
+            let Some(pose) = pose else { return };
+            let step = std::f64::consts::TAU / values.len().max(1) as f64;
+            let points = values
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| **r > 0.0)
+                .map(|(i, r)| {
+                    let a = f64::from(pose.yaw) + i as f64 * step;
+                    [
+                        pose.x + (r * a.cos()) as f32,
+                        pose.y + (r * a.sin()) as f32,
+                        0.05,
+                    ]
+                });
+            let _ = self.rec.log(
+                format!("world/lidar/{}", self.names[robot]),
+                &rerun::Points3D::new(points).with_radii([0.03]),
+            );
+        } else {
+            let _ = self
+                .rec
+                .log(path.as_str(), &rerun::Scalars::new(values.iter().copied()));
+        }
     }
 
     pub fn poses(&mut self, t_ns: i64, poses: &[Pose2]) {

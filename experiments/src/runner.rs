@@ -15,7 +15,7 @@ use lydlr_bus::messages::{JsonMessage, NodeMetrics, RawFrames};
 use lydlr_bus::{BrokerUrl, BusClient, ClientOptions, EmbeddedBroker, Topic};
 use lydlr_codec::{Frame, StreamSchema};
 use lydlr_coordinator::run_coordinator;
-use lydlr_edge::{EdgeConfig, run_node};
+use lydlr_edge::run_node;
 use lydlr_sim::{StreamId, Swarm};
 
 use crate::outputs::{self, Recorder, SummaryRow};
@@ -101,7 +101,14 @@ async fn run(mut scenario: Scenario, options: RunOptions) -> anyhow::Result<RunR
 
     let swarm = Swarm::new(&scenario.sim)?;
     let names = swarm.robot_names();
-    let schemas = swarm.schemas();
+    let streams = swarm.streams();
+    // Ground truth (pose) stays on the robot's side; everything else goes to the nodes.
+    let schemas: Vec<StreamSchema> = streams
+        .iter()
+        .zip(swarm.schemas())
+        .filter(|(id, _)| id.is_transmitted())
+        .map(|(_, schema)| schema)
+        .collect();
 
     let url = match &options.broker {
         Some(url) => url.clone(),
@@ -112,14 +119,7 @@ async fn run(mut scenario: Scenario, options: RunOptions) -> anyhow::Result<RunR
     let coordinator = run_coordinator(scenario.coordinator.clone(), &url).await?;
     let mut nodes = Vec::with_capacity(names.len());
     for name in &names {
-        let config = EdgeConfig {
-            node_id: name.clone(),
-            broker: url.to_string(),
-            block_ms: scenario.edge.block_ms,
-            max_block_frames: scenario.edge.max_block_frames,
-            metrics_period_ms: scenario.edge.metrics_period_ms,
-            ..EdgeConfig::default()
-        };
+        let config = scenario.edge.node_config(name, &url.to_string());
         nodes.push(run_node(config, &url).await?);
     }
     // Nodes announce themselves after subscribing, and the broker handles a connection's
@@ -149,16 +149,22 @@ async fn run(mut scenario: Scenario, options: RunOptions) -> anyhow::Result<RunR
         Some(Recorder::create(
             &dir.join("recording.rrd"),
             &names,
-            &schemas,
+            &streams,
+            &swarm.schemas(),
             swarm.arena_half_extents(),
         )?)
     } else {
         None
     };
+    let mut slot_of = [None; StreamId::ALL.len()];
+    for (slot, id) in streams.iter().filter(|id| id.is_transmitted()).enumerate() {
+        slot_of[id.index()] = Some(slot);
+    }
     let bridge = Bridge {
         swarm,
         names: names.clone(),
         schemas: schemas.clone(),
+        slot_of,
         publisher: publisher.clone(),
         truth: truth.clone(),
         recorder,
@@ -229,7 +235,9 @@ fn toml_echo(scenario: &Scenario) -> Option<String> {
 struct Bridge {
     swarm: Swarm,
     names: Vec<String>,
+    /// Schemas of the transmitted streams; a frame's batch slot indexes them.
     schemas: Vec<StreamSchema>,
+    slot_of: [Option<usize>; StreamId::ALL.len()],
     publisher: BusClient,
     truth: Arc<Mutex<GroundTruth>>,
     recorder: Option<Recorder>,
@@ -242,7 +250,7 @@ impl Bridge {
     fn run(mut self, runtime: &tokio::runtime::Handle) -> anyhow::Result<f64> {
         let started = Instant::now();
         let total = self.swarm.total_steps();
-        let step_ns = (1e9 / self.schemas[StreamId::Imu.index()].rate_hz).round() as u64;
+        let step_ns = self.swarm.config().step_ns() as u64;
         let publish_steps = ((u64::from(self.publish_every_ms) * 1_000_000) / step_ns).max(1);
         let bar = if self.progress {
             ProgressBar::new(total)
@@ -255,21 +263,36 @@ impl Bridge {
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
-        let streams = StreamId::ALL.len();
+        let streams = self.schemas.len();
         let mut batches: Vec<Vec<Frame>> = vec![Vec::new(); self.names.len() * streams];
         for step in 1..=total {
             self.swarm.step();
             let t = self.swarm.time_ns();
-            for sf in self.swarm.drain_frames() {
-                if let Some(rec) = &self.recorder {
-                    rec.sensor(t, sf.robot, sf.stream, &sf.frame.values);
+            let frames = self.swarm.drain_frames();
+            if let Some(rec) = &mut self.recorder {
+                let lidar = frames.iter().any(|f| f.stream == StreamId::Lidar);
+                let poses = if lidar || step % 20 == 0 {
+                    self.swarm.poses()
+                } else {
+                    Vec::new()
+                };
+                for sf in &frames {
+                    rec.sensor(
+                        t,
+                        sf.robot,
+                        sf.stream,
+                        &sf.frame.values,
+                        poses.get(sf.robot),
+                    );
                 }
-                batches[sf.robot * streams + sf.stream.index()].push(sf.frame);
+                if step % 20 == 0 {
+                    rec.poses(t, &poses);
+                }
             }
-            if let Some(rec) = &mut self.recorder
-                && step % 20 == 0
-            {
-                rec.poses(t, &self.swarm.poses());
+            for sf in frames {
+                if let Some(slot) = self.slot_of[sf.stream.index()] {
+                    batches[sf.robot * streams + slot].push(sf.frame);
+                }
             }
             let last = step == total;
             if step % publish_steps == 0 || last {
@@ -296,7 +319,7 @@ impl Bridge {
         batches: &mut [Vec<Frame>],
         flush: bool,
     ) -> anyhow::Result<()> {
-        let streams = StreamId::ALL.len();
+        let streams = self.schemas.len();
         for (i, batch) in batches.iter_mut().enumerate() {
             if batch.is_empty() && !flush {
                 continue;

@@ -47,8 +47,26 @@ pub struct Scenario {
 #[serde(default, deny_unknown_fields)]
 pub struct EdgeSection {
     pub block_ms: u32,
+    pub min_block_frames: u16,
+    pub max_block_ms: u32,
     pub max_block_frames: u16,
     pub metrics_period_ms: u32,
+}
+
+impl EdgeSection {
+    /// The configuration of one node of the run.
+    pub fn node_config(&self, node: &str, broker: &str) -> lydlr_edge::EdgeConfig {
+        lydlr_edge::EdgeConfig {
+            node_id: node.to_owned(),
+            broker: broker.to_owned(),
+            block_ms: self.block_ms,
+            min_block_frames: self.min_block_frames,
+            max_block_ms: self.max_block_ms,
+            max_block_frames: self.max_block_frames,
+            metrics_period_ms: self.metrics_period_ms,
+            ..lydlr_edge::EdgeConfig::default()
+        }
+    }
 }
 
 impl Default for EdgeSection {
@@ -56,6 +74,8 @@ impl Default for EdgeSection {
         let d = lydlr_edge::EdgeConfig::default();
         Self {
             block_ms: d.block_ms,
+            min_block_frames: d.min_block_frames,
+            max_block_ms: d.max_block_ms,
             max_block_frames: d.max_block_frames,
             metrics_period_ms: d.metrics_period_ms,
         }
@@ -120,11 +140,14 @@ impl Scenario {
         self.sim
             .validate()
             .map_err(|e| (format!("sim.{}", e.field), e.reason))?;
-        let e = &self.edge;
+        if let Err(lydlr_edge::EdgeConfigError::Invalid { field, reason }) = self
+            .edge
+            .node_config("robot-00", "mqtt://127.0.0.1:1883")
+            .validate()
+        {
+            return Err((format!("edge.{field}"), reason));
+        }
         for (field, value) in [
-            ("edge.block_ms", u64::from(e.block_ms)),
-            ("edge.max_block_frames", u64::from(e.max_block_frames)),
-            ("edge.metrics_period_ms", u64::from(e.metrics_period_ms)),
             (
                 "coordinator.period_ms",
                 u64::from(self.coordinator.period_ms),

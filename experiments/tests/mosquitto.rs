@@ -99,7 +99,7 @@ fn quickstart_runs_bit_exact_on_mosquitto() {
         ..RunOptions::default()
     };
     let report = run_scenario(&scenario, &options).unwrap();
-    assert_eq!(report.produced, 4 * 2 * 300);
+    assert_eq!(report.produced, 4 * 2 * 310);
     assert!(report.all_bit_exact(), "{report:#?}");
     assert!(report.broker.ends_with(&format!(":{}", mosquitto.port)));
 }

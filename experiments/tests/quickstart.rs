@@ -31,8 +31,8 @@ fn every_frame_arrives_bit_exact_and_the_outputs_are_written() {
     let dir = temp_dir("quickstart");
     let report = run_into(&dir, 3.0);
 
-    // 4 robots x 3 s x (200 + 50 + 50) Hz.
-    assert_eq!(report.produced, 4 * 3 * 300);
+    // 4 robots x 3 s x (200 + 50 + 50 + 10) Hz.
+    assert_eq!(report.produced, 4 * 3 * 310);
     assert!(report.all_bit_exact(), "{report:#?}");
     for row in &report.rows {
         assert_eq!(row.frames_delivered, row.frames_produced, "{row:?}");
@@ -45,7 +45,7 @@ fn every_frame_arrives_bit_exact_and_the_outputs_are_written() {
         .unwrap()
         .finish()
         .unwrap();
-    assert_eq!(summary.height(), 4 * 3 + 1);
+    assert_eq!(summary.height(), 4 * 4 + 1);
     let lost = summary
         .column("frames_lost")
         .unwrap()
