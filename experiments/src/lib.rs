@@ -8,6 +8,8 @@
 //! Must not: contain codec, node or allocation logic (those live in their crates and run here
 //! exactly as they run on a robot). Heavy dependencies (polars, rerun) stop here.
 
+pub mod bench;
+pub mod export;
 pub mod outputs;
 pub mod runner;
 pub mod scenario;
