@@ -14,6 +14,8 @@ use lydlr_codec::{Frame, StreamSchema};
 use lydlr_sim::{SimConfig, Swarm};
 use polars::prelude::*;
 
+use crate::outputs::Recorder;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExportFormat {
     Csv,
@@ -47,17 +49,29 @@ trait Sink {
     fn finish(self: Box<Self>) -> anyhow::Result<Vec<PathBuf>>;
 }
 
-/// Runs the scenario's swarm and writes every stream; returns the files written.
+/// Runs the scenario's swarm and writes every stream, and a Rerun recording to `rrd` if
+/// given; returns the files written.
 pub fn export(
     config: &SimConfig,
     out: &Path,
     format: ExportFormat,
+    rrd: Option<&Path>,
     progress: bool,
 ) -> anyhow::Result<Vec<PathBuf>> {
     let mut swarm = Swarm::new(config)?;
     let names = swarm.robot_names();
     let schemas = swarm.schemas();
     let streams = swarm.streams();
+    let mut recorder = match rrd {
+        Some(path) => Some(Recorder::create(
+            path,
+            &names,
+            &streams,
+            &schemas,
+            swarm.arena_half_extents(),
+        )?),
+        None => None,
+    };
     let mut sink: Box<dyn Sink> = match format {
         ExportFormat::Csv => Box::new(CsvSink::create(out, &names, &schemas)?),
         ExportFormat::Parquet => Box::new(ParquetSink::new(out, &names, &schemas)),
@@ -72,9 +86,13 @@ pub fn export(
         ProgressStyle::with_template("{spinner} sim {bar:40} {pos}/{len} steps  eta {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    for _ in 0..swarm.total_steps() {
+    for step in 1..=swarm.total_steps() {
         swarm.step();
-        for sf in swarm.drain_frames() {
+        let frames = swarm.drain_frames();
+        if let Some(rec) = &mut recorder {
+            rec.step(&mut swarm, step, &frames);
+        }
+        for sf in &frames {
             let slot = streams
                 .iter()
                 .position(|s| *s == sf.stream)
@@ -84,7 +102,12 @@ pub fn export(
         bar.inc(1);
     }
     bar.finish_and_clear();
-    sink.finish()
+    let mut files = sink.finish()?;
+    if let (Some(rec), Some(path)) = (recorder, rrd) {
+        rec.finish()?;
+        files.push(path.to_path_buf());
+    }
+    Ok(files)
 }
 
 fn stream_path(dir: &Path, robot: &str, schema: &StreamSchema, extension: &str) -> PathBuf {

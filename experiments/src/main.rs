@@ -50,6 +50,9 @@ enum Command {
         /// Override the scenario's duration, in simulated seconds.
         #[arg(long)]
         duration: Option<f64>,
+        /// Also write a Rerun recording (poses, trails, lidar points, sensor scalars).
+        #[arg(long)]
+        rrd: Option<PathBuf>,
         #[arg(long)]
         quiet: bool,
     },
@@ -95,6 +98,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             out,
             format,
             duration,
+            rrd,
             quiet,
         } => {
             let mut loaded = Scenario::load(&scenario)?;
@@ -103,7 +107,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 loaded.sim.validate()?;
             }
             let format = ExportFormat::infer(&out, format.as_deref())?;
-            let files = export(&loaded.sim, &out, format, !quiet)?;
+            let files = export(&loaded.sim, &out, format, rrd.as_deref(), !quiet)?;
             println!("wrote {} file(s) under {}", files.len(), out.display());
             Ok(ExitCode::SUCCESS)
         }

@@ -349,6 +349,34 @@ impl Recorder {
         }
     }
 
+    /// Logs everything one simulation step produced; poses every 20 steps.
+    pub fn step(
+        &mut self,
+        swarm: &mut lydlr_sim::Swarm,
+        step: u64,
+        frames: &[lydlr_sim::SensorFrame],
+    ) {
+        let t = swarm.time_ns();
+        let lidar = frames.iter().any(|f| f.stream == StreamId::Lidar);
+        let poses = if lidar || step.is_multiple_of(20) {
+            swarm.poses()
+        } else {
+            Vec::new()
+        };
+        for sf in frames {
+            self.sensor(
+                t,
+                sf.robot,
+                sf.stream,
+                &sf.frame.values,
+                poses.get(sf.robot),
+            );
+        }
+        if step.is_multiple_of(20) {
+            self.poses(t, &poses);
+        }
+    }
+
     pub fn poses(&mut self, t_ns: i64, poses: &[Pose2]) {
         self.rec.set_duration_secs("sim_time", t_ns as f64 * 1e-9);
         let points: Vec<[f32; 3]> = poses.iter().map(|p| [p.x, p.y, 0.0]).collect();

@@ -37,7 +37,7 @@ fn export_to(tag: &str, format: ExportFormat, seed: u64) -> PathBuf {
     } else {
         root.clone()
     };
-    export(&config(seed), &out, format, false).unwrap();
+    export(&config(seed), &out, format, None, false).unwrap();
     root
 }
 

@@ -154,7 +154,9 @@ fn build_arena(config: &SimConfig) -> (PhysicsWorld, Arena) {
         |world: &mut PhysicsWorld, shape: ObstacleShape, x: f32, y: f32, size: f32| {
             let collider = match shape {
                 ObstacleShape::Box => ColliderBuilder::cuboid(size, wall_h, size),
-                ObstacleShape::Cylinder => ColliderBuilder::cylinder(wall_h, size),
+                // A vertical capsule: a round post wherever a robot can touch it, with parry's
+                // analytic ray cast (a cylinder's goes through GJK, several times slower).
+                ObstacleShape::Cylinder => ColliderBuilder::capsule_y(wall_h, size),
             };
             fixed(world, x, wall_h, -y, collider);
             obstacles.push((x, y, size * std::f32::consts::SQRT_2));
