@@ -6,15 +6,12 @@ use serde::Deserialize;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EdgeConfigError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("{path}: {source}")]
+    #[error("cannot read {path}: {error}")]
+    Read { path: String, error: std::io::Error },
+    #[error("{path}: {error}")]
     Parse {
         path: String,
-        source: toml::de::Error,
+        error: toml::de::Error,
     },
     #[error("{field}: {reason}")]
     Invalid { field: &'static str, reason: String },
@@ -64,13 +61,13 @@ impl EdgeConfig {
         let mut config = match path {
             Some(path) => {
                 let text =
-                    std::fs::read_to_string(path).map_err(|source| EdgeConfigError::Read {
+                    std::fs::read_to_string(path).map_err(|error| EdgeConfigError::Read {
                         path: path.display().to_string(),
-                        source,
+                        error,
                     })?;
-                toml::from_str(&text).map_err(|source| EdgeConfigError::Parse {
+                toml::from_str(&text).map_err(|error| EdgeConfigError::Parse {
                     path: path.display().to_string(),
-                    source,
+                    error,
                 })?
             }
             None => EdgeConfig::default(),

@@ -8,11 +8,8 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
-    #[error("cannot read scenario {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("cannot read scenario {path}: {error}")]
+    Read { path: String, error: std::io::Error },
     /// Syntax errors and unknown or mistyped fields; toml's message names the line.
     #[error("invalid scenario {path}: {message}")]
     Parse { path: String, message: String },
@@ -109,9 +106,9 @@ impl Default for RunSection {
 
 impl Scenario {
     pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ScenarioError::Read {
             path: path.display().to_string(),
-            source,
+            error,
         })?;
         Self::parse(&text, &path.display().to_string())
     }
