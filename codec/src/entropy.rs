@@ -1,11 +1,13 @@
 //! Adaptive binary range coding of integer residuals, on `constriction`'s range coder.
 //!
 //! A residual `r` is zigzag-mapped to `z`, split into a bucket `b` (the bit length of `z`) and
-//! `b - 1` mantissa bits below the implicit leading one. The bucket goes through a 7-level
-//! binary tree of adaptive probabilities, the top mantissa bit through an adaptive probability
-//! per bucket, and the rest as uniform bits. The models adapt per symbol with integer updates,
-//! so encoder and decoder stay in lockstep on every machine, and they start afresh in every
-//! packet, so packets decode independently.
+//! `b - 1` mantissa bits below the implicit leading one. The bucket is coded relative to the
+//! bit length `k` of the running mean of recent `z` (as LOCO-I estimates its Golomb
+//! parameter): "is it `k`?", "above or below?", then a unary distance, each decision with an
+//! adaptive probability. The top mantissa bit has an adaptive probability per bucket; the
+//! rest are uniform. Models adapt per symbol with integer updates, so encoder and decoder
+//! stay in lockstep on every machine, and start afresh in every packet, so packets decode
+//! independently.
 
 use core::num::NonZeroU32;
 
@@ -18,11 +20,26 @@ use crate::CodecError;
 const PRECISION: usize = 16;
 const ONE: u32 = 1 << PRECISION;
 /// Slowest adaptation step, 1/ADAPT_LIMIT.
-const ADAPT_LIMIT: u32 = 24;
+const ADAPT_LIMIT: usize = 24;
 const PROB_MIN: u32 = 48;
-const BUCKET_LEVELS: u32 = 7;
 /// Widest chunk of uniform bits coded as one symbol.
 const RAW_CHUNK: u32 = 16;
+/// Unary steps with their own probability; longer runs share the last.
+const UNARY_CONTEXTS: usize = 12;
+/// The running mean halves its history every this many symbols.
+const MEAN_WINDOW: u32 = 32;
+
+/// `RECIPROCAL[d] = 2^16 / d`: the adaptation divides by multiplying (fast, and exact enough:
+/// encoder and decoder only need the same arithmetic, not true division).
+const RECIPROCAL: [i64; ADAPT_LIMIT + 1] = {
+    let mut table = [0i64; ADAPT_LIMIT + 1];
+    let mut d = 1;
+    while d <= ADAPT_LIMIT {
+        table[d] = (1 << 16) / d as i64;
+        d += 1;
+    }
+    table
+};
 
 /// Probability of a zero bit, in units of 2^-16, that moves towards what it sees: at first
 /// as a counting estimator (step 1/(n+2)), so a short block learns in a few symbols, then at a
@@ -39,11 +56,12 @@ impl AdaptiveBit {
         seen: 0,
     };
 
+    #[inline]
     fn update(&mut self, bit: bool) {
-        let divisor = (self.seen + 2).min(ADAPT_LIMIT);
+        let divisor = (self.seen as usize + 2).min(ADAPT_LIMIT);
         let p = i64::from(self.p0);
         let target = if bit { 0 } else { i64::from(ONE) };
-        let next = p + (target - p) / i64::from(divisor);
+        let next = p + (((target - p) * RECIPROCAL[divisor]) >> 16);
         self.p0 = (next as u32).clamp(PROB_MIN, ONE - PROB_MIN);
         self.seen = self.seen.saturating_add(1);
     }
@@ -82,18 +100,50 @@ impl DecoderModel<PRECISION> for AdaptiveBit {
     }
 }
 
-/// Adaptive state for one channel's residuals.
+/// Adaptive state for one column's residuals.
 #[derive(Clone)]
 pub(crate) struct ResidualContext {
-    bucket_tree: [AdaptiveBit; 1 << BUCKET_LEVELS],
+    /// Running sum and count of recent `z`; their ratio's bit length is the expected bucket.
+    sum: u64,
+    count: u32,
+    hit: [AdaptiveBit; 65],
+    above: [AdaptiveBit; 65],
+    up: [AdaptiveBit; UNARY_CONTEXTS],
+    down: [AdaptiveBit; UNARY_CONTEXTS],
     top_mantissa: [AdaptiveBit; 65],
 }
 
 impl Default for ResidualContext {
     fn default() -> Self {
         Self {
-            bucket_tree: [AdaptiveBit::FAIR; 1 << BUCKET_LEVELS],
+            sum: 0,
+            count: 0,
+            hit: [AdaptiveBit::FAIR; 65],
+            above: [AdaptiveBit::FAIR; 65],
+            up: [AdaptiveBit::FAIR; UNARY_CONTEXTS],
+            down: [AdaptiveBit::FAIR; UNARY_CONTEXTS],
             top_mantissa: [AdaptiveBit::FAIR; 65],
+        }
+    }
+}
+
+impl ResidualContext {
+    #[inline]
+    fn expected_bucket(&self) -> u32 {
+        if self.count == 0 {
+            0
+        } else {
+            bucket_of(self.sum / u64::from(self.count))
+        }
+    }
+
+    #[inline]
+    fn observe(&mut self, z: u64) {
+        self.sum = self.sum.saturating_add(z);
+        self.count += 1;
+        if self.count >= MEAN_WINDOW {
+            self.sum /= 2;
+            self.count /= 2;
         }
     }
 }
@@ -106,6 +156,7 @@ pub(crate) fn unzigzag(z: u64) -> i64 {
     ((z >> 1) as i64) ^ -((z & 1) as i64)
 }
 
+#[inline]
 fn bucket_of(z: u64) -> u32 {
     64 - z.leading_zeros()
 }
@@ -143,11 +194,25 @@ impl ResidualEncoder {
     pub(crate) fn encode(&mut self, ctx: &mut ResidualContext, residual: i64) {
         let z = zigzag(residual);
         let bucket = bucket_of(z);
-        let mut node = 1usize;
-        for level in (0..BUCKET_LEVELS).rev() {
-            let bit = (bucket >> level) & 1 == 1;
-            self.bit(&mut ctx.bucket_tree[node], bit);
-            node = node * 2 + bit as usize;
+        let k = ctx.expected_bucket();
+        self.bit(&mut ctx.hit[k as usize], bucket != k);
+        if bucket != k {
+            let above = bucket > k;
+            self.bit(&mut ctx.above[k as usize], above);
+            let (distance, room, steps) = if above {
+                (bucket - k - 1, 64 - k - 1, &mut ctx.up)
+            } else {
+                (k - bucket - 1, k - 1, &mut ctx.down)
+            };
+            for i in 0..room {
+                let more = distance > i;
+                let slot = (i as usize).min(UNARY_CONTEXTS - 1);
+                let _ = self.coder.encode_symbol(more, steps[slot]);
+                steps[slot].update(more);
+                if !more {
+                    break;
+                }
+            }
         }
         if bucket >= 2 {
             let below_top = bucket - 1;
@@ -155,6 +220,7 @@ impl ResidualEncoder {
             self.bit(&mut ctx.top_mantissa[bucket as usize], top);
             self.raw_bits(z, below_top - 1);
         }
+        ctx.observe(z);
     }
 
     /// Finishes the range coder and returns its words as little-endian bytes.
@@ -207,12 +273,35 @@ impl ResidualDecoder {
     }
 
     pub(crate) fn decode(&mut self, ctx: &mut ResidualContext) -> Result<i64, CodecError> {
-        let mut node = 1usize;
-        for _ in 0..BUCKET_LEVELS {
-            let bit = self.bit(&mut ctx.bucket_tree[node])?;
-            node = node * 2 + bit as usize;
-        }
-        let bucket = (node - (1 << BUCKET_LEVELS)) as u32;
+        let k = ctx.expected_bucket();
+        let bucket = if !self.bit(&mut ctx.hit[k as usize])? {
+            k
+        } else {
+            let above = self.bit(&mut ctx.above[k as usize])?;
+            let (room, steps) = if above {
+                (64 - k - 1, &mut ctx.up)
+            } else {
+                (k.saturating_sub(1), &mut ctx.down)
+            };
+            if !above && k == 0 {
+                return Err(CodecError::Corrupt("residual bucket below zero"));
+            }
+            let mut distance = 0;
+            while distance < room {
+                let slot = (distance as usize).min(UNARY_CONTEXTS - 1);
+                let more = self.coder.decode_symbol(steps[slot]).map_err(|_| CORRUPT)?;
+                steps[slot].update(more);
+                if !more {
+                    break;
+                }
+                distance += 1;
+            }
+            if above {
+                k + 1 + distance
+            } else {
+                k - 1 - distance
+            }
+        };
         let z = match bucket {
             0 => 0,
             1 => 1,
@@ -224,6 +313,7 @@ impl ResidualDecoder {
                 (1u64 << below_top) | (top << (below_top - 1)) | rest
             }
         };
+        ctx.observe(z);
         Ok(unzigzag(z))
     }
 }

@@ -8,6 +8,7 @@
 //! heavy framework. This crate is what a robot builds (it cross-compiles to aarch64), and every
 //! function here is a pure transformation of bytes and samples.
 
+mod column;
 mod container;
 mod entropy;
 mod error;

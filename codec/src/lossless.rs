@@ -1,169 +1,145 @@
 //! The lossless predictive codec (codec id 1, version 1).
 //!
 //! Per block and per column (the timestamps, then each channel) it picks the cheapest exact
-//! integer representation (plain integers, counts of the channel's ADC step, or the
-//! order-preserving bit pattern of the float) and the cheapest predictor (previous sample,
-//! linear extrapolation, or none), then range-codes the prediction residuals with adaptive
-//! binary models (see `entropy`). Layout in `codec/FORMAT.md`.
+//! integer representation (integers, ADC-step counts, decimal counts, or the order-preserving
+//! bit pattern of the float) and the cheapest predictor (none, previous value, linear
+//! extrapolation, or a fitted third-order predictor), then range-codes the prediction
+//! residuals with adaptive binary models (see `entropy`). Layout in `codec/FORMAT.md`.
 
+use crate::column::{
+    History, Predictor, Representation, choose_predictor, decode_column, encode_residuals,
+    residuals,
+};
 use crate::container::{CodecId, Packet, PacketHeader};
-use crate::entropy::{ResidualContext, ResidualDecoder, ResidualEncoder, zigzag};
-use crate::frame::lsb_multiple;
+use crate::entropy::{ResidualDecoder, ResidualEncoder};
 use crate::varint::{Reader, put_uvarint};
-use crate::{Codec, CodecError, Frame, SampleType, StreamSchema};
+use crate::{Codec, CodecError, Frame, StreamSchema};
 
 const VERSION: u8 = 1;
-/// Descriptor bit: every residual of the column is zero and none is coded.
-const ALL_ZERO_SHIFT: u8 = 4;
+/// Descriptor: bits 0-2 predictor, bits 3-5 representation, bit 6 all residuals zero.
+const REPR_SHIFT: u8 = 3;
+const ALL_ZERO_BIT: u8 = 1 << 6;
 
-/// How a column's values become integers, bit-exactly.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Representation {
-    Integer = 0,
-    LsbCounts = 1,
-    F32Bits = 2,
-    F64Bits = 3,
-}
-
-impl Representation {
-    fn from_tag(tag: u8) -> Result<Self, CodecError> {
-        Ok(match tag {
-            0 => Representation::Integer,
-            1 => Representation::LsbCounts,
-            2 => Representation::F32Bits,
-            3 => Representation::F64Bits,
-            _ => return Err(CodecError::Corrupt("unknown column representation")),
-        })
-    }
-}
-
-fn ordered_f64(bits: u64) -> i64 {
-    let ordered = if bits >> 63 == 1 {
-        !bits
-    } else {
-        bits | 1 << 63
-    };
-    (ordered ^ 1 << 63) as i64
-}
-
-fn unordered_f64(value: i64) -> u64 {
-    let ordered = (value as u64) ^ 1 << 63;
-    if ordered >> 63 == 1 {
-        ordered & !(1 << 63)
-    } else {
-        !ordered
-    }
-}
-
-fn ordered_f32(bits: u32) -> i64 {
-    let ordered = if bits >> 31 == 1 {
-        !bits
-    } else {
-        bits | 1 << 31
-    };
-    i64::from(ordered) - (1 << 31)
-}
-
-fn unordered_f32(value: i64) -> Result<u32, CodecError> {
-    let ordered = u32::try_from(value + (1 << 31))
-        .map_err(|_| CodecError::Corrupt("f32 column value out of range"))?;
-    Ok(if ordered >> 31 == 1 {
-        ordered & !(1 << 31)
-    } else {
-        !ordered
-    })
-}
-
-fn as_exact_integer(x: f64) -> Option<i64> {
-    let i = x as i64;
-    ((i as f64).to_bits() == x.to_bits()).then_some(i)
-}
-
-fn to_integers(values: &[f64], repr: Representation, lsb: f64, ty: SampleType) -> Option<Vec<i64>> {
-    match repr {
-        Representation::Integer => values.iter().map(|&x| as_exact_integer(x)).collect(),
-        Representation::LsbCounts => values
-            .iter()
-            .map(|&x| {
-                let count = (x / lsb).round();
-                let count = as_exact_integer(count)?;
-                (lsb_multiple(count, lsb, ty).to_bits() == x.to_bits()).then_some(count)
-            })
-            .collect(),
-        Representation::F32Bits => values
-            .iter()
-            .map(|&x| {
-                let narrow = x as f32;
-                (f64::from(narrow).to_bits() == x.to_bits()).then(|| ordered_f32(narrow.to_bits()))
-            })
-            .collect(),
-        Representation::F64Bits => Some(values.iter().map(|x| ordered_f64(x.to_bits())).collect()),
-    }
-}
-
-fn from_integer(v: i64, repr: Representation, lsb: f64, ty: SampleType) -> Result<f64, CodecError> {
-    Ok(match repr {
-        Representation::Integer => v as f64,
-        Representation::LsbCounts => lsb_multiple(v, lsb, ty),
-        Representation::F32Bits => f64::from(f32::from_bits(unordered_f32(v)?)),
-        Representation::F64Bits => f64::from_bits(unordered_f64(v)),
-    })
-}
-
-/// Candidate representations, cheapest first; `F64Bits` always succeeds.
-fn candidates(ty: SampleType, lsb: Option<f64>) -> Vec<Representation> {
-    let mut out = Vec::with_capacity(4);
-    if ty.is_integer() {
-        out.push(Representation::Integer);
-    }
-    if lsb.is_some() {
-        out.push(Representation::LsbCounts);
-    }
-    if ty == SampleType::F32 {
-        out.push(Representation::F32Bits);
-    }
-    out.push(Representation::F64Bits);
-    out
-}
-
-/// Predicts `x[i]` from earlier values; `history` holds the two values before the block.
-fn residuals(values: &[i64], order: u8, history: [i64; 2]) -> impl Iterator<Item = i64> + '_ {
-    let (mut prev2, mut prev1) = (history[0], history[1]);
-    values.iter().map(move |&x| {
-        let prediction = predict(order, prev2, prev1);
-        prev2 = prev1;
-        prev1 = x;
-        x.wrapping_sub(prediction)
-    })
-}
-
-fn predict(order: u8, prev2: i64, prev1: i64) -> i64 {
-    match order {
-        0 => 0,
-        1 => prev1,
-        _ => prev1.wrapping_mul(2).wrapping_sub(prev2),
-    }
-}
-
-/// Rough code length in bits, enough to rank predictors.
-fn cost(residuals: impl Iterator<Item = i64>) -> u64 {
-    residuals
-        .map(|r| u64::from(64 - zigzag(r).leading_zeros()) + 1)
-        .sum()
-}
-
-/// Timestamps start from the header's first timestamp, extrapolated backwards by one nominal
+/// Timestamps start from the header's first timestamp, extrapolated backwards by the nominal
 /// period, so a regular stream's timestamp residuals are all zero.
-fn timestamp_history(first: i64, schema: &StreamSchema) -> [i64; 2] {
+pub(crate) fn timestamp_history(first: i64, schema: &StreamSchema) -> History {
     let period = if schema.rate_hz > 0.0 && schema.rate_hz.is_finite() {
         (1e9 / schema.rate_hz).round() as i64
     } else {
         0
     };
-    [
-        first.wrapping_sub(period.wrapping_mul(2)),
-        first.wrapping_sub(period),
-    ]
+    [1, 2, 3].map(|k| first.wrapping_sub(period.wrapping_mul(k)))
+}
+
+/// Writes one column: descriptor, parameters, and residuals into the shared coder.
+pub(crate) fn encode_column(
+    descriptors: &mut Vec<u8>,
+    encoder: &mut ResidualEncoder,
+    ints: &[i64],
+    repr: Representation,
+    history: History,
+) {
+    let predictor = choose_predictor(ints, history);
+    let all_zero = residuals(ints, predictor, history).all(|r| r == 0);
+    descriptors
+        .push(predictor.tag() | repr.tag() << REPR_SHIFT | if all_zero { ALL_ZERO_BIT } else { 0 });
+    if let Representation::Decimal(digits) = repr {
+        descriptors.push(digits);
+    }
+    predictor.write_parameters(descriptors);
+    if !all_zero {
+        encode_residuals(
+            encoder,
+            residuals(ints, predictor, history),
+            predictor.warmup(),
+        );
+    }
+}
+
+/// The parsed head of one column.
+pub(crate) struct ColumnHead {
+    pub repr: Representation,
+    pub predictor: Predictor,
+    pub all_zero: bool,
+}
+
+pub(crate) fn read_column_head(reader: &mut Reader<'_>) -> Result<ColumnHead, CodecError> {
+    let d = reader.u8()?;
+    if d & 0x80 != 0 {
+        return Err(CodecError::Corrupt("bad column descriptor"));
+    }
+    let repr = match d >> REPR_SHIFT & 0b111 {
+        0 => Representation::Integer,
+        1 => Representation::LsbCounts,
+        2 => Representation::F32Bits,
+        3 => Representation::F64Bits,
+        4 => {
+            let digits = reader.u8()?;
+            if digits > 15 {
+                return Err(CodecError::Corrupt(
+                    "decimal column with more than 15 digits",
+                ));
+            }
+            Representation::Decimal(digits)
+        }
+        _ => return Err(CodecError::Corrupt("unknown column representation")),
+    };
+    let predictor = Predictor::read(d & 0b111, reader)?;
+    Ok(ColumnHead {
+        repr,
+        predictor,
+        all_zero: d & ALL_ZERO_BIT != 0,
+    })
+}
+
+/// Checks a packet's header against the codec and schema that are to decode it.
+pub(crate) fn check_header(
+    packet: &Packet,
+    codec: CodecId,
+    version: u8,
+    schema: &StreamSchema,
+) -> Result<(), CodecError> {
+    let h = &packet.header;
+    if h.codec != codec {
+        return Err(CodecError::WrongCodec {
+            expected: codec,
+            found: h.codec,
+        });
+    }
+    if h.codec_version != version {
+        return Err(CodecError::UnsupportedCodecVersion {
+            codec: h.codec,
+            version: h.codec_version,
+        });
+    }
+    if h.schema_hash != schema.hash() as u32 {
+        return Err(CodecError::SchemaMismatch {
+            packet: u64::from(h.schema_hash),
+            decoder: schema.hash() & 0xffff_ffff,
+        });
+    }
+    Ok(())
+}
+
+/// Checks that every frame has the schema's channel count and that the block fits a packet.
+pub(crate) fn check_block(schema: &StreamSchema, frames: &[Frame]) -> Result<u16, CodecError> {
+    if frames.is_empty() {
+        return Err(CodecError::EmptyBlock);
+    }
+    let count = u16::try_from(frames.len()).map_err(|_| CodecError::BlockTooLarge(frames.len()))?;
+    let channels = schema.channels.len();
+    if let Some((i, f)) = frames
+        .iter()
+        .enumerate()
+        .find(|(_, f)| f.values.len() != channels)
+    {
+        return Err(CodecError::ChannelCount {
+            frame: i,
+            expected: channels,
+            found: f.values.len(),
+        });
+    }
+    Ok(count)
 }
 
 /// Per-channel prediction with adaptive range coding; exact for every `f64` bit pattern.
@@ -176,62 +152,30 @@ impl Codec for LosslessCodec {
     }
 
     fn encode(&self, schema: &StreamSchema, frames: &[Frame]) -> Result<Packet, CodecError> {
-        let first = frames.first().ok_or(CodecError::EmptyBlock)?;
-        let frame_count =
-            u16::try_from(frames.len()).map_err(|_| CodecError::BlockTooLarge(frames.len()))?;
+        let frame_count = check_block(schema, frames)?;
+        let first = frames[0].timestamp_ns;
         let channels = schema.channels.len();
-        if let Some((i, f)) = frames
-            .iter()
-            .enumerate()
-            .find(|(_, f)| f.values.len() != channels)
-        {
-            return Err(CodecError::ChannelCount {
-                frame: i,
-                expected: channels,
-                found: f.values.len(),
-            });
-        }
-
-        let mut descriptors = Vec::with_capacity(channels + 1);
+        let mut descriptors = Vec::with_capacity(2 * channels + 2);
         let mut encoder = ResidualEncoder::new();
-        let mut code_column = |ints: &[i64], repr: Representation, history: [i64; 2]| {
-            let order = (0..=2u8)
-                .min_by_key(|&o| cost(residuals(ints, o, history)))
-                .unwrap_or(1);
-            let all_zero = residuals(ints, order, history).all(|r| r == 0);
-            descriptors.push(order | (repr as u8) << 2 | u8::from(all_zero) << ALL_ZERO_SHIFT);
-            if !all_zero {
-                let mut ctx = ResidualContext::default();
-                for r in residuals(ints, order, history) {
-                    encoder.encode(&mut ctx, r);
-                }
-            }
-        };
 
         let times: Vec<i64> = frames.iter().map(|f| f.timestamp_ns).collect();
-        code_column(
+        encode_column(
+            &mut descriptors,
+            &mut encoder,
             &times,
             Representation::Integer,
-            timestamp_history(first.timestamp_ns, schema),
+            timestamp_history(first, schema),
         );
-
         let mut column = Vec::with_capacity(frames.len());
         for ch in 0..channels {
             column.clear();
             column.extend(frames.iter().map(|f| f.values[ch]));
-            let lsb = schema.lsb(ch);
-            let (repr, ints) = candidates(schema.sample_type, lsb)
-                .into_iter()
-                .find_map(|repr| {
-                    to_integers(&column, repr, lsb.unwrap_or(1.0), schema.sample_type)
-                        .map(|ints| (repr, ints))
-                })
-                .expect("F64Bits represents every value");
-            code_column(&ints, repr, [0, 0]);
+            let (repr, ints) = Representation::choose(&column, schema.sample_type, schema.lsb(ch));
+            encode_column(&mut descriptors, &mut encoder, &ints, repr, [0; 3]);
         }
 
         let mut payload = Vec::with_capacity(descriptors.len() + 16 + frames.len() * channels);
-        put_uvarint(&mut payload, descriptors.len() as u64);
+        put_uvarint(&mut payload, channels as u64 + 1);
         payload.extend_from_slice(&descriptors);
         payload.extend_from_slice(&encoder.finish());
         Ok(Packet {
@@ -241,85 +185,51 @@ impl Codec for LosslessCodec {
                 quality: 0,
                 schema_hash: schema.hash() as u32,
                 frame_count,
-                first_timestamp_ns: first.timestamp_ns,
+                first_timestamp_ns: first,
             },
             payload,
         })
     }
 
     fn decode(&self, schema: &StreamSchema, packet: &Packet) -> Result<Vec<Frame>, CodecError> {
-        let h = &packet.header;
-        if h.codec != CodecId::Lossless {
-            return Err(CodecError::WrongCodec {
-                expected: CodecId::Lossless,
-                found: h.codec,
-            });
-        }
-        if h.codec_version != VERSION {
-            return Err(CodecError::UnsupportedCodecVersion {
-                codec: h.codec,
-                version: h.codec_version,
-            });
-        }
-        if h.schema_hash != schema.hash() as u32 {
-            return Err(CodecError::SchemaMismatch {
-                packet: u64::from(h.schema_hash),
-                decoder: schema.hash() & 0xffff_ffff,
-            });
-        }
-        let n = usize::from(h.frame_count);
+        check_header(packet, CodecId::Lossless, VERSION, schema)?;
+        let n = usize::from(packet.header.frame_count);
         let channels = schema.channels.len();
         let mut reader = Reader::new(&packet.payload);
-        let columns = reader.uvarint()?;
-        if columns != channels as u64 + 1 {
+        if reader.uvarint()? != channels as u64 + 1 {
             return Err(CodecError::Corrupt("column count differs from the schema"));
         }
-        let descriptors = reader.take(channels + 1)?;
+        let heads = (0..=channels)
+            .map(|_| read_column_head(&mut reader))
+            .collect::<Result<Vec<_>, _>>()?;
+        if heads[0].repr != Representation::Integer {
+            return Err(CodecError::Corrupt("timestamps must be integers"));
+        }
         let mut decoder = ResidualDecoder::new(reader.take(reader.remaining())?)?;
-
-        let mut decode_column = |descriptor: u8, history: [i64; 2]| {
-            let order = descriptor & 0b11;
-            if order > 2 || descriptor >> (ALL_ZERO_SHIFT + 1) != 0 {
-                return Err(CodecError::Corrupt("bad column descriptor"));
-            }
-            let all_zero = descriptor >> ALL_ZERO_SHIFT & 1 == 1;
-            let mut ctx = ResidualContext::default();
-            let (mut prev2, mut prev1) = (history[0], history[1]);
-            let mut out = Vec::with_capacity(n);
-            for _ in 0..n {
-                let residual = if all_zero {
-                    0
-                } else {
-                    decoder.decode(&mut ctx)?
-                };
-                let x = predict(order, prev2, prev1).wrapping_add(residual);
-                out.push(x);
-                prev2 = prev1;
-                prev1 = x;
-            }
-            Ok(out)
-        };
-
+        let t0 = packet.header.first_timestamp_ns;
         let times = decode_column(
-            descriptors[0],
-            timestamp_history(h.first_timestamp_ns, schema),
+            &mut decoder,
+            n,
+            heads[0].predictor,
+            timestamp_history(t0, schema),
+            heads[0].all_zero,
         )?;
         let mut frames: Vec<Frame> = times
             .into_iter()
             .map(|t| Frame::new(t, Vec::with_capacity(channels)))
             .collect();
-        for (ch, &descriptor) in descriptors[1..].iter().enumerate() {
-            let repr = Representation::from_tag(descriptor >> 2 & 0b11)?;
-            let lsb = match repr {
+        for (ch, head) in heads[1..].iter().enumerate() {
+            let lsb = match head.repr {
                 Representation::LsbCounts => schema.lsb(ch).ok_or(CodecError::Corrupt(
                     "ADC-step column for a channel without one",
                 ))?,
                 _ => 1.0,
             };
-            for (frame, v) in frames.iter_mut().zip(decode_column(descriptor, [0, 0])?) {
+            let ints = decode_column(&mut decoder, n, head.predictor, [0; 3], head.all_zero)?;
+            for (frame, v) in frames.iter_mut().zip(ints) {
                 frame
                     .values
-                    .push(from_integer(v, repr, lsb, schema.sample_type)?);
+                    .push(head.repr.from_integer(v, lsb, schema.sample_type)?);
             }
         }
         Ok(frames)
@@ -330,7 +240,7 @@ impl Codec for LosslessCodec {
 mod tests {
     use super::*;
     use crate::frame::tests::imu_schema;
-    use crate::quantize_to_lsb;
+    use crate::{SampleType, quantize_to_lsb};
     use proptest::prelude::*;
 
     fn imu_block(n: usize, seed: u64) -> Vec<Frame> {

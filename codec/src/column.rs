@@ -1,0 +1,476 @@
+//! Columns of integers: how values become integers bit-exactly (representations), how
+//! integers are predicted (predictors), and how residuals are coded with a warm-up context.
+//! Shared by the lossless and the error-bounded codecs; layouts in `codec/FORMAT.md`.
+
+use crate::entropy::{ResidualContext, ResidualDecoder, ResidualEncoder, zigzag};
+use crate::frame::lsb_multiple;
+use crate::varint::{Reader, put_uvarint};
+use crate::{CodecError, SampleType};
+
+/// Fixed-point precision of fitted predictor coefficients.
+const COEFF_BITS: u32 = 12;
+/// Largest decimal exponent tried for decimal representations.
+const MAX_DECIMAL_DIGITS: u8 = 15;
+
+/// How a column's values become integers, bit-exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Representation {
+    /// The value is an integer.
+    Integer,
+    /// The value is `count * lsb` rounded to the sample type (ADC counts).
+    LsbCounts,
+    /// The order-preserving `f32` bit pattern.
+    F32Bits,
+    /// The order-preserving `f64` bit pattern: every value has one.
+    F64Bits,
+    /// The value is `count / 10^digits` (decimal text, as CSV files hold it).
+    Decimal(u8),
+}
+
+impl Representation {
+    pub(crate) fn tag(self) -> u8 {
+        match self {
+            Representation::Integer => 0,
+            Representation::LsbCounts => 1,
+            Representation::F32Bits => 2,
+            Representation::F64Bits => 3,
+            Representation::Decimal(_) => 4,
+        }
+    }
+
+    /// Converts every value, or `None` if one of them has no exact integer in this form.
+    pub(crate) fn to_integers(self, values: &[f64], lsb: f64, ty: SampleType) -> Option<Vec<i64>> {
+        values
+            .iter()
+            .map(|&x| self.to_integer(x, lsb, ty))
+            .collect()
+    }
+
+    #[inline]
+    pub(crate) fn to_integer(self, x: f64, lsb: f64, ty: SampleType) -> Option<i64> {
+        match self {
+            Representation::Integer => as_exact_integer(x),
+            Representation::LsbCounts => {
+                let count = as_exact_integer((x / lsb).round())?;
+                (lsb_multiple(count, lsb, ty).to_bits() == x.to_bits()).then_some(count)
+            }
+            Representation::F32Bits => {
+                let narrow = x as f32;
+                (f64::from(narrow).to_bits() == x.to_bits()).then(|| ordered_f32(narrow.to_bits()))
+            }
+            Representation::F64Bits => Some(ordered_f64(x.to_bits())),
+            Representation::Decimal(digits) => {
+                let scale = POW10[usize::from(digits)];
+                let count = (x * scale).round();
+                if count.abs() >= 9.007_199_254_740_992e15 {
+                    return None;
+                }
+                // Division by an exact power of ten is correctly rounded, so it reproduces the
+                // double nearest to the decimal text, which is what a parser produced.
+                let count = count as i64;
+                ((count as f64 / scale).to_bits() == x.to_bits()).then_some(count)
+            }
+        }
+    }
+
+    pub(crate) fn from_integer(self, v: i64, lsb: f64, ty: SampleType) -> Result<f64, CodecError> {
+        Ok(match self {
+            Representation::Integer => v as f64,
+            Representation::LsbCounts => lsb_multiple(v, lsb, ty),
+            Representation::F32Bits => f64::from(f32::from_bits(unordered_f32(v)?)),
+            Representation::F64Bits => f64::from_bits(unordered_f64(v)),
+            Representation::Decimal(digits) => v as f64 / POW10[usize::from(digits)],
+        })
+    }
+
+    /// The cheapest exact representation of `values`, trying the forms the sample type
+    /// allows from most to least compact.
+    pub(crate) fn choose(
+        values: &[f64],
+        ty: SampleType,
+        lsb: Option<f64>,
+    ) -> (Representation, Vec<i64>) {
+        let step = lsb.unwrap_or(1.0);
+        let mut candidates = Vec::with_capacity(5);
+        if ty.is_integer() {
+            candidates.push(Representation::Integer);
+        }
+        if lsb.is_some() {
+            candidates.push(Representation::LsbCounts);
+        }
+        if ty == SampleType::F64
+            && let Some(digits) = decimal_digits(values)
+        {
+            candidates.push(Representation::Decimal(digits));
+        }
+        if ty == SampleType::F32 {
+            candidates.push(Representation::F32Bits);
+        }
+        candidates
+            .into_iter()
+            .find_map(|r| r.to_integers(values, step, ty).map(|ints| (r, ints)))
+            .unwrap_or_else(|| {
+                let ints = values.iter().map(|x| ordered_f64(x.to_bits())).collect();
+                (Representation::F64Bits, ints)
+            })
+    }
+}
+
+const POW10: [f64; MAX_DECIMAL_DIGITS as usize + 1] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+];
+
+/// The fewest decimal digits that represent every value exactly, if any do.
+fn decimal_digits(values: &[f64]) -> Option<u8> {
+    let mut digits = 0u8;
+    for &x in values {
+        while Representation::Decimal(digits)
+            .to_integer(x, 1.0, SampleType::F64)
+            .is_none()
+        {
+            digits += 1;
+            if digits > MAX_DECIMAL_DIGITS {
+                return None;
+            }
+        }
+    }
+    // A later value may have raised the digit count; the earlier ones still fit, since a
+    // value exact at d digits is exact at d + 1.
+    Some(digits)
+}
+
+fn as_exact_integer(x: f64) -> Option<i64> {
+    let i = x as i64;
+    ((i as f64).to_bits() == x.to_bits()).then_some(i)
+}
+
+pub(crate) fn ordered_f64(bits: u64) -> i64 {
+    let ordered = if bits >> 63 == 1 {
+        !bits
+    } else {
+        bits | 1 << 63
+    };
+    (ordered ^ 1 << 63) as i64
+}
+
+pub(crate) fn unordered_f64(value: i64) -> u64 {
+    let ordered = (value as u64) ^ 1 << 63;
+    if ordered >> 63 == 1 {
+        ordered & !(1 << 63)
+    } else {
+        !ordered
+    }
+}
+
+fn ordered_f32(bits: u32) -> i64 {
+    let ordered = if bits >> 31 == 1 {
+        !bits
+    } else {
+        bits | 1 << 31
+    };
+    i64::from(ordered) - (1 << 31)
+}
+
+fn unordered_f32(value: i64) -> Result<u32, CodecError> {
+    let ordered = u32::try_from(value + (1 << 31))
+        .map_err(|_| CodecError::Corrupt("f32 column value out of range"))?;
+    Ok(if ordered >> 31 == 1 {
+        ordered & !(1 << 31)
+    } else {
+        !ordered
+    })
+}
+
+/// How each integer of a column is predicted from the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Predictor {
+    Zero,
+    Previous,
+    /// `2 x[i-1] - x[i-2]`.
+    Linear,
+    /// `intercept + (sum_j coeffs[j] x[i-1-j]) / 2^12`, fitted per block by least squares.
+    Fitted {
+        coeffs: [i16; 3],
+        intercept: i64,
+    },
+}
+
+/// The three values before the current one, newest first.
+pub(crate) type History = [i64; 3];
+
+impl Predictor {
+    pub(crate) fn tag(self) -> u8 {
+        match self {
+            Predictor::Zero => 0,
+            Predictor::Previous => 1,
+            Predictor::Linear => 2,
+            Predictor::Fitted { .. } => 3,
+        }
+    }
+
+    /// Samples at the start of a block whose prediction leans on the synthetic history.
+    pub(crate) fn warmup(self) -> usize {
+        self.tag() as usize
+    }
+
+    #[inline]
+    pub(crate) fn predict(self, h: &History) -> i64 {
+        match self {
+            Predictor::Zero => 0,
+            Predictor::Previous => h[0],
+            Predictor::Linear => h[0].wrapping_mul(2).wrapping_sub(h[1]),
+            Predictor::Fitted { coeffs, intercept } => {
+                let sum: i128 = coeffs
+                    .iter()
+                    .zip(h)
+                    .map(|(&c, &x)| i128::from(c) * i128::from(x))
+                    .sum();
+                let scaled = (sum + (1 << (COEFF_BITS - 1))) >> COEFF_BITS;
+                let p = scaled + i128::from(intercept);
+                p.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
+            }
+        }
+    }
+
+    pub(crate) fn write_parameters(self, out: &mut Vec<u8>) {
+        if let Predictor::Fitted { coeffs, intercept } = self {
+            for c in coeffs {
+                out.extend_from_slice(&c.to_le_bytes());
+            }
+            put_uvarint(out, zigzag(intercept));
+        }
+    }
+
+    pub(crate) fn read(tag: u8, reader: &mut Reader<'_>) -> Result<Predictor, CodecError> {
+        Ok(match tag {
+            0 => Predictor::Zero,
+            1 => Predictor::Previous,
+            2 => Predictor::Linear,
+            3 => {
+                let mut coeffs = [0i16; 3];
+                for c in &mut coeffs {
+                    *c = i16::from_le_bytes(reader.array()?);
+                }
+                let intercept = crate::entropy::unzigzag(reader.uvarint()?);
+                Predictor::Fitted { coeffs, intercept }
+            }
+            _ => return Err(CodecError::Corrupt("unknown predictor")),
+        })
+    }
+
+    /// Least-squares fit of a third-order predictor with intercept, quantised.
+    pub(crate) fn fit(values: &[i64], history: History) -> Option<Predictor> {
+        if values.len() < 16 {
+            return None;
+        }
+        let mean = values.iter().map(|&v| v as f64).sum::<f64>() / values.len() as f64;
+        let at = |i: usize, lag: usize| -> f64 {
+            let v = if i >= lag {
+                values[i - lag]
+            } else {
+                history[lag - i - 1]
+            };
+            v as f64 - mean
+        };
+        let mut a = [[0.0f64; 3]; 3];
+        let mut b = [0.0f64; 3];
+        for i in 3..values.len() {
+            let x = [at(i, 1), at(i, 2), at(i, 3)];
+            let y = at(i, 0);
+            for r in 0..3 {
+                b[r] += x[r] * y;
+                for c in 0..3 {
+                    a[r][c] += x[r] * x[c];
+                }
+            }
+        }
+        let c = solve3(a, b)?;
+        let limit = f64::from(i16::MAX) / f64::from(1u32 << COEFF_BITS);
+        if c.iter().any(|v| !v.is_finite() || v.abs() >= limit) {
+            return None;
+        }
+        let coeffs = c.map(|v| (v * f64::from(1u32 << COEFF_BITS)).round() as i16);
+        // The intercept that centres the residuals, in exact integer arithmetic.
+        let probe = Predictor::Fitted {
+            coeffs,
+            intercept: 0,
+        };
+        let mut h = history;
+        let mut offset = 0i128;
+        for &v in values {
+            offset += i128::from(v) - i128::from(probe.predict(&h));
+            h = [v, h[0], h[1]];
+        }
+        let intercept = (offset / values.len() as i128)
+            .clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
+        Some(Predictor::Fitted { coeffs, intercept })
+    }
+}
+
+/// Gaussian elimination with partial pivoting.
+fn solve3(mut a: [[f64; 3]; 3], mut b: [f64; 3]) -> Option<[f64; 3]> {
+    for col in 0..3 {
+        let pivot = (col..3).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
+        if a[pivot][col].abs() < 1e-9 * (1.0 + a[col][col].abs()) {
+            return None;
+        }
+        a.swap(col, pivot);
+        b.swap(col, pivot);
+        for row in col + 1..3 {
+            let f = a[row][col] / a[col][col];
+            for k in col..3 {
+                a[row][k] -= f * a[col][k];
+            }
+            b[row] -= f * b[col];
+        }
+    }
+    let mut x = [0.0; 3];
+    for row in (0..3).rev() {
+        let s: f64 = (row + 1..3).map(|k| a[row][k] * x[k]).sum();
+        x[row] = (b[row] - s) / a[row][row];
+    }
+    Some(x)
+}
+
+/// The residuals of `values` under `predictor`, starting from `history`.
+pub(crate) fn residuals(
+    values: &[i64],
+    predictor: Predictor,
+    history: History,
+) -> impl Iterator<Item = i64> + '_ {
+    let mut h = history;
+    values.iter().map(move |&x| {
+        let r = x.wrapping_sub(predictor.predict(&h));
+        h = [x, h[0], h[1]];
+        r
+    })
+}
+
+/// Rough code length in bits, enough to rank predictors.
+fn cost(residuals: impl Iterator<Item = i64>) -> u64 {
+    residuals
+        .map(|r| u64::from(64 - zigzag(r).leading_zeros()) + 1)
+        .sum()
+}
+
+/// The cheapest predictor for `values`, fitted one included (charged for its parameters).
+pub(crate) fn choose_predictor(values: &[i64], history: History) -> Predictor {
+    let mut best = (Predictor::Previous, u64::MAX);
+    let fitted = Predictor::fit(values, history);
+    for (p, overhead) in [
+        (Predictor::Zero, 0),
+        (Predictor::Previous, 0),
+        (Predictor::Linear, 0),
+    ]
+    .into_iter()
+    .chain(fitted.map(|p| (p, 64)))
+    {
+        let c = cost(residuals(values, p, history)) + overhead;
+        if c < best.1 {
+            best = (p, c);
+        }
+    }
+    best.0
+}
+
+/// Codes a column's residuals; the warm-up samples get a context of their own, so that the
+/// large first residuals do not distort the model of the rest.
+pub(crate) fn encode_residuals(
+    encoder: &mut ResidualEncoder,
+    residuals: impl Iterator<Item = i64>,
+    warmup: usize,
+) {
+    let (mut warm, mut main) = (ResidualContext::default(), ResidualContext::default());
+    for (i, r) in residuals.enumerate() {
+        encoder.encode(if i < warmup { &mut warm } else { &mut main }, r);
+    }
+}
+
+/// Decodes `n` values of a column predicted by `predictor` from `history`.
+pub(crate) fn decode_column(
+    decoder: &mut ResidualDecoder,
+    n: usize,
+    predictor: Predictor,
+    history: History,
+    all_zero: bool,
+) -> Result<Vec<i64>, CodecError> {
+    let (mut warm, mut main) = (ResidualContext::default(), ResidualContext::default());
+    let mut h = history;
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let r = if all_zero {
+            0
+        } else {
+            decoder.decode(if i < predictor.warmup() {
+                &mut warm
+            } else {
+                &mut main
+            })?
+        };
+        let x = predictor.predict(&h).wrapping_add(r);
+        out.push(x);
+        h = [x, h[0], h[1]];
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimal_text_values_are_found_and_reproduced() {
+        let values: Vec<f64> = ["0.1", "-2.375", "1234.5", "0", "-0.001"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let (repr, ints) = Representation::choose(&values, SampleType::F64, None);
+        assert_eq!(repr, Representation::Decimal(3));
+        for (x, v) in values.iter().zip(ints) {
+            assert_eq!(
+                repr.from_integer(v, 1.0, SampleType::F64)
+                    .unwrap()
+                    .to_bits(),
+                x.to_bits()
+            );
+        }
+        // -0.0 and NaN have no decimal form: the column falls back to bit patterns.
+        let (repr, _) = Representation::choose(&[0.5, -0.0], SampleType::F64, None);
+        assert_eq!(repr, Representation::F64Bits);
+    }
+
+    #[test]
+    fn fitted_predictor_learns_an_oscillation() {
+        let values: Vec<i64> = (0..400)
+            .map(|i| (1000.0 * (i as f64 * 0.05).sin()).round() as i64 + 500)
+            .collect();
+        let p = Predictor::fit(&values, [0; 3]).expect("fit");
+        let fitted_cost = cost(residuals(&values, p, [0; 3]).skip(3));
+        let linear_cost = cost(residuals(&values, Predictor::Linear, [0; 3]).skip(3));
+        assert!(fitted_cost <= linear_cost, "{fitted_cost} > {linear_cost}");
+        assert_eq!(choose_predictor(&values, [0; 3]).tag(), 3);
+    }
+
+    #[test]
+    fn fitted_predictor_finds_the_mean_of_noise() {
+        let mut state = 7u64;
+        let values: Vec<i64> = (0..400)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                5000 + ((state >> 40) % 41) as i64 - 20
+            })
+            .collect();
+        let p = Predictor::fit(&values, [0; 3]).expect("fit");
+        let mean_residual: f64 = residuals(&values, p, [0; 3])
+            .skip(3)
+            .map(|r| r as f64)
+            .sum::<f64>()
+            / 397.0;
+        assert!(
+            mean_residual.abs() < 2.0,
+            "{p:?}: mean residual {mean_residual}"
+        );
+    }
+}
