@@ -16,6 +16,8 @@ const CRC_OFFSET: usize = 24;
 pub enum CodecId {
     /// Per-channel prediction with adaptive binary range coding (`LosslessCodec`).
     Lossless = 1,
+    /// Error-bounded predictive quantisation (`BoundedCodec`).
+    Bounded = 2,
 }
 
 impl TryFrom<u8> for CodecId {
@@ -23,6 +25,7 @@ impl TryFrom<u8> for CodecId {
     fn try_from(value: u8) -> Result<Self, CodecError> {
         match value {
             1 => Ok(CodecId::Lossless),
+            2 => Ok(CodecId::Bounded),
             other => Err(CodecError::UnknownCodec(other)),
         }
     }

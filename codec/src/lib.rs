@@ -14,17 +14,25 @@ mod entropy;
 mod error;
 mod frame;
 mod lossless;
+mod lossy;
 mod varint;
 
 pub use container::{CodecId, HEADER_LEN, MAGIC, Packet, PacketHeader};
 pub use error::CodecError;
 pub use frame::{Frame, SampleType, SensorKind, StreamSchema, quantize_to_lsb};
 pub use lossless::LosslessCodec;
+pub use lossy::{BoundedCodec, ErrorBound};
 
 /// The codec that decodes packets carrying `id`.
 pub fn codec_for(id: CodecId) -> &'static dyn Codec {
+    // The bound only matters when encoding; any instance decodes any bounded packet.
+    const BOUNDED: BoundedCodec = BoundedCodec {
+        bound: ErrorBound::Absolute(0.0),
+        quality: 1,
+    };
     match id {
         CodecId::Lossless => &LosslessCodec,
+        CodecId::Bounded => &BOUNDED,
     }
 }
 

@@ -1,0 +1,701 @@
+//! The error-bounded codec (codec id 2, version 1): every decoded value lies within the bound
+//! of its original, always.
+//!
+//! Prediction runs on the reconstructed values (what the decoder will have), the prediction
+//! residual is quantised to a step of twice the bound, and the quantisation indices are
+//! range-coded like the lossless residuals. Columns whose values are integers in some unit
+//! (ADC counts, decimal digits, integer samples) are quantised in that unit, so the bound is
+//! met exactly; genuine floats are quantised in floating point and every sample is checked:
+//! one that misses the bound after rounding (or is NaN, infinite, or out of range) is sent
+//! exactly as an exception. Layout in `codec/FORMAT.md`.
+
+use crate::column::{Predictor, Representation, decode_column, encode_residuals};
+use crate::container::{CodecId, Packet, PacketHeader};
+use crate::entropy::{ResidualContext, ResidualDecoder, ResidualEncoder, zigzag};
+use crate::lossless::{
+    check_block, check_header, encode_column, read_column_head, timestamp_history,
+};
+use crate::varint::{Reader, put_uvarint};
+use crate::{Codec, CodecError, Frame, SampleType, StreamSchema};
+
+const VERSION: u8 = 1;
+const MODE_LOSSLESS: u8 = 0;
+const MODE_UNITS: u8 = 1;
+const MODE_FLOAT: u8 = 2;
+/// Quantisation indices beyond this go out as exceptions (keeps every product exact).
+const MAX_INDEX: f64 = 4_503_599_627_370_496.0;
+
+/// How large an error each channel may have.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ErrorBound {
+    /// The same absolute bound, in each channel's unit.
+    Absolute(f64),
+    /// A multiple of each channel's noise sigma (from the schema).
+    Sigma(f64),
+    /// A fraction of each channel's range within the block.
+    RangeFraction(f64),
+}
+
+impl ErrorBound {
+    /// The bound of every channel for this block; 0 means lossless.
+    pub fn per_channel(&self, schema: &StreamSchema, frames: &[Frame]) -> Vec<f64> {
+        let channels = schema.channels.len();
+        let clean = |v: f64| if v.is_finite() && v > 0.0 { v } else { 0.0 };
+        (0..channels)
+            .map(|c| match *self {
+                ErrorBound::Absolute(eb) => clean(eb),
+                ErrorBound::Sigma(k) => {
+                    clean(k * schema.noise_sigma.get(c).copied().unwrap_or(0.0))
+                }
+                ErrorBound::RangeFraction(f) => {
+                    let (lo, hi) = frames
+                        .iter()
+                        .map(|fr| fr.values[c])
+                        .filter(|v| v.is_finite())
+                        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+                            (lo.min(v), hi.max(v))
+                        });
+                    clean(f * (hi - lo))
+                }
+            })
+            .collect()
+    }
+}
+
+/// Error-bounded predictive coding at a quality level of the stream's ladder.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BoundedCodec {
+    pub bound: ErrorBound,
+    /// Written into the packet header (index on the stream's quality ladder).
+    pub quality: u8,
+}
+
+impl BoundedCodec {
+    pub fn new(bound: ErrorBound) -> Self {
+        Self { bound, quality: 1 }
+    }
+}
+
+fn round_to_type(v: f64, ty: SampleType) -> f64 {
+    match ty {
+        SampleType::F32 => f64::from(v as f32),
+        SampleType::F64 => v,
+        _ => v.round(),
+    }
+}
+
+fn predict_float(order: u8, h: [f64; 2]) -> f64 {
+    let finite = |v: f64| if v.is_finite() { v } else { 0.0 };
+    match order {
+        0 => 0.0,
+        1 => finite(h[0]),
+        _ => 2.0 * finite(h[0]) - finite(h[1]),
+    }
+}
+
+/// One float column quantised at `step`: indices, exceptions, and the reconstruction.
+struct FloatQuantised {
+    indices: Vec<i64>,
+    exceptions: Vec<(usize, f64)>,
+}
+
+fn quantise_float(values: &[f64], order: u8, eb: f64, ty: SampleType) -> FloatQuantised {
+    let step = 2.0 * eb;
+    let mut h = [0.0f64; 2];
+    let mut out = FloatQuantised {
+        indices: Vec::with_capacity(values.len()),
+        exceptions: Vec::new(),
+    };
+    for (i, &x) in values.iter().enumerate() {
+        let prediction = predict_float(order, h);
+        let q = ((x - prediction) / step).round();
+        let reconstructed = round_to_type(prediction + q * step, ty);
+        let within = x.is_finite() && q.abs() <= MAX_INDEX && (x - reconstructed).abs() <= eb;
+        let r = if within {
+            out.indices.push(q as i64);
+            reconstructed
+        } else {
+            out.exceptions.push((i, x));
+            x
+        };
+        h = [r, h[0]];
+    }
+    out
+}
+
+fn dequantise_float(
+    decoder: &mut ResidualDecoder,
+    n: usize,
+    order: u8,
+    eb: f64,
+    ty: SampleType,
+    exceptions: &[(usize, f64)],
+) -> Result<Vec<f64>, CodecError> {
+    let step = 2.0 * eb;
+    let mut h = [0.0f64; 2];
+    let (mut warm, mut main) = (ResidualContext::default(), ResidualContext::default());
+    let mut next = exceptions.iter().peekable();
+    let mut coded = 0usize;
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let r = match next.peek() {
+            Some((at, v)) if *at == i => {
+                next.next();
+                *v
+            }
+            _ => {
+                let ctx = if coded < usize::from(order) {
+                    &mut warm
+                } else {
+                    &mut main
+                };
+                coded += 1;
+                let q = decoder.decode(ctx)? as f64;
+                round_to_type(predict_float(order, h) + q * step, ty)
+            }
+        };
+        out.push(r);
+        h = [r, h[0]];
+    }
+    Ok(out)
+}
+
+/// Integer-unit quantisation: indices of `step = 2 eb + 1` units, predicted from the
+/// reconstruction. Exact: every reconstruction is within `eb` units.
+fn quantise_units(ints: &[i64], order: u8, eb: i64) -> (Vec<i64>, Vec<i64>) {
+    let step = 2 * eb + 1;
+    let predictor = predictor_of(order);
+    let mut h = [0i64; 3];
+    let mut indices = Vec::with_capacity(ints.len());
+    let mut reconstruction = Vec::with_capacity(ints.len());
+    for &x in ints {
+        let p = predictor.predict(&h);
+        let d = i128::from(x) - i128::from(p);
+        let q = (d + if d >= 0 { eb as i128 } else { -(eb as i128) }) / step as i128;
+        let r = (i128::from(p) + q * step as i128).clamp(i128::from(i64::MIN), i128::from(i64::MAX))
+            as i64;
+        indices.push(q.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64);
+        reconstruction.push(r);
+        h = [r, h[0], h[1]];
+    }
+    (indices, reconstruction)
+}
+
+fn predictor_of(order: u8) -> Predictor {
+    match order {
+        0 => Predictor::Zero,
+        1 => Predictor::Previous,
+        _ => Predictor::Linear,
+    }
+}
+
+fn cost(indices: &[i64]) -> u64 {
+    indices
+        .iter()
+        .map(|&q| u64::from(64 - zigzag(q).leading_zeros()) + 1)
+        .sum()
+}
+
+/// The column's representation in integer units, if it has one, with the unit's size.
+fn units(repr: Representation, lsb: Option<f64>) -> Option<f64> {
+    match repr {
+        Representation::Integer => Some(1.0),
+        Representation::LsbCounts => lsb,
+        Representation::Decimal(d) => Some(10f64.powi(-i32::from(d))),
+        Representation::F32Bits | Representation::F64Bits => None,
+    }
+}
+
+impl Codec for BoundedCodec {
+    fn id(&self) -> CodecId {
+        CodecId::Bounded
+    }
+
+    fn encode(&self, schema: &StreamSchema, frames: &[Frame]) -> Result<Packet, CodecError> {
+        let frame_count = check_block(schema, frames)?;
+        let first = frames[0].timestamp_ns;
+        let bounds = self.bound.per_channel(schema, frames);
+        let ty = schema.sample_type;
+        let mut head = Vec::with_capacity(16 * bounds.len());
+        let mut encoder = ResidualEncoder::new();
+        let times: Vec<i64> = frames.iter().map(|f| f.timestamp_ns).collect();
+        encode_column(
+            &mut head,
+            &mut encoder,
+            &times,
+            Representation::Integer,
+            timestamp_history(first, schema),
+        );
+
+        let mut column = Vec::with_capacity(frames.len());
+        for (c, &eb) in bounds.iter().enumerate() {
+            column.clear();
+            column.extend(frames.iter().map(|f| f.values[c]));
+            let (repr, ints) = Representation::choose(&column, ty, schema.lsb(c));
+            let lsb = schema.lsb(c).unwrap_or(1.0);
+            let unit_bound = units(repr, schema.lsb(c)).map(|u| (eb / u).floor() as i64);
+            match unit_bound {
+                _ if eb <= 0.0 => {
+                    head.push(MODE_LOSSLESS);
+                    encode_column(&mut head, &mut encoder, &ints, repr, [0; 3]);
+                }
+                Some(e) if e < 1 => {
+                    head.push(MODE_LOSSLESS);
+                    encode_column(&mut head, &mut encoder, &ints, repr, [0; 3]);
+                }
+                Some(e) => {
+                    // Pick the predictor whose indices cost least, then check the bound in
+                    // the value domain (the unit conversion rounds); misses become exceptions.
+                    let (order, (indices, reconstruction)) = (0..=2u8)
+                        .map(|o| (o, quantise_units(&ints, o, e)))
+                        .min_by_key(|(_, (q, _))| cost(q))
+                        .expect("three candidates");
+                    let mut exceptions = Vec::new();
+                    for (i, (&x, &r)) in column.iter().zip(&reconstruction).enumerate() {
+                        let value = repr.from_integer(r, lsb, ty)?;
+                        if (x - value).abs() > eb || !value.is_finite() {
+                            exceptions.push((i, ints[i]));
+                        }
+                    }
+                    head.push(MODE_UNITS);
+                    head.push(order | repr.tag() << 3);
+                    if let Representation::Decimal(d) = repr {
+                        head.push(d);
+                    }
+                    put_uvarint(&mut head, e as u64);
+                    write_exception_positions(&mut head, exceptions.iter().map(|e| e.0));
+                    for (_, v) in &exceptions {
+                        put_uvarint(&mut head, zigzag(*v));
+                    }
+                    // An exception overrides the reconstruction, so the prediction chain
+                    // must continue from the exact value: re-quantise with it in place.
+                    let indices = if exceptions.is_empty() {
+                        indices
+                    } else {
+                        requantise_units(&ints, order, e, &exceptions)
+                    };
+                    encode_residuals(&mut encoder, indices.into_iter(), usize::from(order));
+                }
+                None => {
+                    let (order, quantised) = (0..=2u8)
+                        .map(|o| (o, quantise_float(&column, o, eb, ty)))
+                        .min_by_key(|(_, q)| cost(&q.indices) + 64 * q.exceptions.len() as u64)
+                        .expect("three candidates");
+                    head.push(MODE_FLOAT);
+                    head.push(order);
+                    head.extend_from_slice(&eb.to_le_bytes());
+                    write_exception_positions(&mut head, quantised.exceptions.iter().map(|e| e.0));
+                    for (_, v) in &quantised.exceptions {
+                        head.extend_from_slice(&v.to_bits().to_le_bytes());
+                    }
+                    encode_residuals(
+                        &mut encoder,
+                        quantised.indices.into_iter(),
+                        usize::from(order),
+                    );
+                }
+            }
+        }
+
+        let mut payload = Vec::with_capacity(head.len() + 16 + frames.len() * bounds.len());
+        put_uvarint(&mut payload, bounds.len() as u64 + 1);
+        payload.extend_from_slice(&head);
+        payload.extend_from_slice(&encoder.finish());
+        Ok(Packet {
+            header: PacketHeader {
+                codec: CodecId::Bounded,
+                codec_version: VERSION,
+                quality: self.quality,
+                schema_hash: schema.hash() as u32,
+                frame_count,
+                first_timestamp_ns: first,
+            },
+            payload,
+        })
+    }
+
+    fn decode(&self, schema: &StreamSchema, packet: &Packet) -> Result<Vec<Frame>, CodecError> {
+        decode_bounded(schema, packet)
+    }
+}
+
+/// Indices for a units column where some samples are exceptions: the chain continues from
+/// the exact value of each exception, and exceptions code no index.
+fn requantise_units(ints: &[i64], order: u8, eb: i64, exceptions: &[(usize, i64)]) -> Vec<i64> {
+    let step = 2 * eb + 1;
+    let predictor = predictor_of(order);
+    let mut h = [0i64; 3];
+    let mut indices = Vec::with_capacity(ints.len());
+    let mut next = exceptions.iter().peekable();
+    for (i, &x) in ints.iter().enumerate() {
+        let r = match next.peek() {
+            Some((at, v)) if *at == i => {
+                next.next();
+                *v
+            }
+            _ => {
+                let p = predictor.predict(&h);
+                let d = i128::from(x) - i128::from(p);
+                let q = (d + if d >= 0 { eb as i128 } else { -(eb as i128) }) / step as i128;
+                indices.push(q.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64);
+                (i128::from(p) + q * step as i128).clamp(i128::from(i64::MIN), i128::from(i64::MAX))
+                    as i64
+            }
+        };
+        h = [r, h[0], h[1]];
+    }
+    indices
+}
+
+/// Count, then the gaps between successive positions (the first from 0).
+fn write_exception_positions(out: &mut Vec<u8>, positions: impl ExactSizeIterator<Item = usize>) {
+    put_uvarint(out, positions.len() as u64);
+    let mut last = 0;
+    for at in positions {
+        put_uvarint(out, (at - last) as u64);
+        last = at;
+    }
+}
+
+fn read_exception_positions(reader: &mut Reader<'_>, n: usize) -> Result<Vec<usize>, CodecError> {
+    let count = reader.uvarint()?;
+    if count > n as u64 {
+        return Err(CodecError::Corrupt("more exceptions than samples"));
+    }
+    let mut positions = Vec::with_capacity(count as usize);
+    let mut last = 0usize;
+    for k in 0..count {
+        let gap = usize::try_from(reader.uvarint()?)
+            .map_err(|_| CodecError::Corrupt("exception position"))?;
+        let at = last
+            .checked_add(gap)
+            .filter(|&a| a < n && (k == 0 || gap > 0));
+        let at = at.ok_or(CodecError::Corrupt("exception positions out of order"))?;
+        positions.push(at);
+        last = at;
+    }
+    Ok(positions)
+}
+
+fn decode_bounded(schema: &StreamSchema, packet: &Packet) -> Result<Vec<Frame>, CodecError> {
+    check_header(packet, CodecId::Bounded, VERSION, schema)?;
+    let n = usize::from(packet.header.frame_count);
+    let channels = schema.channels.len();
+    let ty = schema.sample_type;
+    let mut reader = Reader::new(&packet.payload);
+    if reader.uvarint()? != channels as u64 + 1 {
+        return Err(CodecError::Corrupt("column count differs from the schema"));
+    }
+    enum Head {
+        Lossless(crate::lossless::ColumnHead),
+        Units {
+            order: u8,
+            repr: Representation,
+            eb: i64,
+            exceptions: Vec<(usize, i64)>,
+        },
+        Float {
+            order: u8,
+            eb: f64,
+            exceptions: Vec<(usize, f64)>,
+        },
+    }
+    let time_head = read_column_head(&mut reader)?;
+    let mut heads = Vec::with_capacity(channels);
+    for _ in 0..channels {
+        heads.push(match reader.u8()? {
+            MODE_LOSSLESS => Head::Lossless(read_column_head(&mut reader)?),
+            MODE_UNITS => {
+                let d = reader.u8()?;
+                let order = d & 0b111;
+                let repr = match d >> 3 {
+                    0 => Representation::Integer,
+                    1 => Representation::LsbCounts,
+                    4 => Representation::Decimal(reader.u8()?.min(15)),
+                    _ => return Err(CodecError::Corrupt("units column without integer units")),
+                };
+                let eb =
+                    i64::try_from(reader.uvarint()?).map_err(|_| CodecError::Corrupt("bound"))?;
+                if order > 2 || !(1..1 << 52).contains(&eb) {
+                    return Err(CodecError::Corrupt("bad units column"));
+                }
+                let positions = read_exception_positions(&mut reader, n)?;
+                let exceptions = positions
+                    .into_iter()
+                    .map(|at| Ok((at, crate::entropy::unzigzag(reader.uvarint()?))))
+                    .collect::<Result<Vec<_>, CodecError>>()?;
+                Head::Units {
+                    order,
+                    repr,
+                    eb,
+                    exceptions,
+                }
+            }
+            MODE_FLOAT => {
+                let order = reader.u8()?;
+                let eb = f64::from_le_bytes(reader.array()?);
+                if order > 2 || !(eb.is_finite() && eb > 0.0) {
+                    return Err(CodecError::Corrupt("bad float column"));
+                }
+                let positions = read_exception_positions(&mut reader, n)?;
+                let exceptions = positions
+                    .into_iter()
+                    .map(|at| Ok((at, f64::from_bits(u64::from_le_bytes(reader.array()?)))))
+                    .collect::<Result<Vec<_>, CodecError>>()?;
+                Head::Float {
+                    order,
+                    eb,
+                    exceptions,
+                }
+            }
+            _ => return Err(CodecError::Corrupt("unknown column mode")),
+        });
+    }
+    let mut decoder = ResidualDecoder::new(reader.take(reader.remaining())?)?;
+    let t0 = packet.header.first_timestamp_ns;
+    let times = decode_column(
+        &mut decoder,
+        n,
+        time_head.predictor,
+        timestamp_history(t0, schema),
+        time_head.all_zero,
+    )?;
+    let mut frames: Vec<Frame> = times
+        .into_iter()
+        .map(|t| Frame::new(t, Vec::with_capacity(channels)))
+        .collect();
+    for (c, head) in heads.into_iter().enumerate() {
+        let lsb = schema.lsb(c).unwrap_or(1.0);
+        let values: Vec<f64> = match head {
+            Head::Lossless(h) => {
+                if h.repr == Representation::LsbCounts && schema.lsb(c).is_none() {
+                    return Err(CodecError::Corrupt(
+                        "ADC-step column for a channel without one",
+                    ));
+                }
+                decode_column(&mut decoder, n, h.predictor, [0; 3], h.all_zero)?
+                    .into_iter()
+                    .map(|v| h.repr.from_integer(v, lsb, ty))
+                    .collect::<Result<_, _>>()?
+            }
+            Head::Units {
+                order,
+                repr,
+                eb,
+                exceptions,
+            } => {
+                if repr == Representation::LsbCounts && schema.lsb(c).is_none() {
+                    return Err(CodecError::Corrupt(
+                        "ADC-step column for a channel without one",
+                    ));
+                }
+                let step = 2 * eb + 1;
+                let predictor = predictor_of(order);
+                let (mut warm, mut main) = (ResidualContext::default(), ResidualContext::default());
+                let mut next = exceptions.iter().peekable();
+                let mut h = [0i64; 3];
+                let mut coded = 0usize;
+                let mut out = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = match next.peek() {
+                        Some((at, v)) if *at == i => {
+                            next.next();
+                            *v
+                        }
+                        _ => {
+                            let ctx = if coded < usize::from(order) {
+                                &mut warm
+                            } else {
+                                &mut main
+                            };
+                            coded += 1;
+                            let q = i128::from(decoder.decode(ctx)?);
+                            (i128::from(predictor.predict(&h)) + q * i128::from(step))
+                                .clamp(i128::from(i64::MIN), i128::from(i64::MAX))
+                                as i64
+                        }
+                    };
+                    out.push(repr.from_integer(r, lsb, ty)?);
+                    h = [r, h[0], h[1]];
+                }
+                out
+            }
+            Head::Float {
+                order,
+                eb,
+                exceptions,
+            } => dequantise_float(&mut decoder, n, order, eb, ty, &exceptions)?,
+        };
+        for (frame, v) in frames.iter_mut().zip(values) {
+            frame.values.push(v);
+        }
+    }
+    Ok(frames)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::tests::imu_schema;
+    use crate::{LosslessCodec, quantize_to_lsb};
+    use proptest::prelude::*;
+
+    fn noisy_imu(n: usize, seed: u64) -> Vec<Frame> {
+        let schema = imu_schema();
+        let mut state = seed;
+        let mut noise = move || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 33) as f64 / (1u64 << 31) as f64) - 0.5
+        };
+        (0..n)
+            .map(|i| {
+                let t = i as f64 * 0.005;
+                let raw = [
+                    0.3 * (t * 3.0).sin() + 0.08 * noise(),
+                    0.08 * noise(),
+                    9.8 + 0.08 * noise(),
+                    0.01 * noise(),
+                    0.01 * noise(),
+                    0.5 * (t * 2.0).cos() + 0.01 * noise(),
+                ];
+                let values = raw
+                    .iter()
+                    .enumerate()
+                    .map(|(c, &x)| quantize_to_lsb(x, schema.lsb[c].unwrap(), SampleType::F32))
+                    .collect();
+                Frame::new(i as i64 * 5_000_000, values)
+            })
+            .collect()
+    }
+
+    fn max_error(a: &[Frame], b: &[Frame], channel: usize) -> f64 {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x.values[channel] - y.values[channel]).abs())
+            .fold(0.0, f64::max)
+    }
+
+    #[test]
+    fn the_bound_holds_and_the_rate_drops_as_it_grows() {
+        let schema = imu_schema();
+        let frames = noisy_imu(400, 3);
+        let lossless = LosslessCodec.encode(&schema, &frames).unwrap().len();
+        let mut previous = lossless;
+        for k in [0.5, 1.0, 2.0, 4.0] {
+            let codec = BoundedCodec::new(ErrorBound::Sigma(k));
+            let packet = codec.encode(&schema, &frames).unwrap();
+            let decoded = codec
+                .decode(&schema, &Packet::from_bytes(&packet.to_bytes()).unwrap())
+                .unwrap();
+            for c in 0..6 {
+                let eb = k * schema.noise_sigma[c];
+                assert!(max_error(&frames, &decoded, c) <= eb, "k={k} channel {c}");
+            }
+            assert!(
+                decoded
+                    .iter()
+                    .zip(&frames)
+                    .all(|(a, b)| a.timestamp_ns == b.timestamp_ns)
+            );
+            assert!(
+                packet.len() < previous,
+                "k={k}: {} bytes, not below {previous}",
+                packet.len()
+            );
+            previous = packet.len();
+        }
+    }
+
+    #[test]
+    fn non_finite_and_extreme_values_survive_as_exceptions() {
+        let mut schema = imu_schema();
+        schema.lsb = vec![None; 6];
+        schema.sample_type = SampleType::F64;
+        let specials = [
+            f64::NAN,
+            f64::INFINITY,
+            -f64::INFINITY,
+            f64::MAX,
+            -f64::MAX,
+            1e300,
+            0.1,
+            -0.0,
+        ];
+        let frames: Vec<Frame> = (0..40)
+            .map(|i| {
+                Frame::new(
+                    i,
+                    (0..6)
+                        .map(|c| specials[(i as usize + c) % specials.len()] * 0.5)
+                        .collect(),
+                )
+            })
+            .collect();
+        let codec = BoundedCodec::new(ErrorBound::Absolute(0.01));
+        let decoded = codec
+            .decode(&schema, &codec.encode(&schema, &frames).unwrap())
+            .unwrap();
+        for (a, b) in frames.iter().zip(&decoded) {
+            for (x, y) in a.values.iter().zip(&b.values) {
+                if x.is_finite() {
+                    assert!((x - y).abs() <= 0.01, "{x} -> {y}");
+                } else {
+                    assert_eq!(x.to_bits(), y.to_bits());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn corrupt_payloads_are_errors_not_panics() {
+        let schema = imu_schema();
+        let codec = BoundedCodec::new(ErrorBound::Sigma(1.0));
+        let packet = codec.encode(&schema, &noisy_imu(60, 9)).unwrap();
+        for i in 0..packet.payload.len() {
+            let mut flipped = packet.clone();
+            flipped.payload[i] ^= 0xa5;
+            let _ = codec.decode(&schema, &flipped);
+            let mut cut = packet.clone();
+            cut.payload.truncate(i);
+            let _ = codec.decode(&schema, &cut);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn every_sample_is_within_the_bound(
+            values in proptest::collection::vec(-1e6f64..1e6, 6..300),
+            eb in 1e-6f64..100.0,
+            f32_stream in any::<bool>(),
+            integers in any::<bool>(),
+        ) {
+            let mut schema = imu_schema();
+            schema.lsb = vec![None; 6];
+            schema.sample_type = match (integers, f32_stream) {
+                (true, _) => SampleType::I64,
+                (false, true) => SampleType::F32,
+                (false, false) => SampleType::F64,
+            };
+            let frames: Vec<Frame> = values
+                .chunks_exact(6)
+                .enumerate()
+                .map(|(i, chunk)| Frame::new(
+                    i as i64 * 1_000_000,
+                    chunk.iter().map(|&v| round_to_type(v, schema.sample_type)).collect(),
+                ))
+                .collect();
+            let codec = BoundedCodec::new(ErrorBound::Absolute(eb));
+            let packet = codec.encode(&schema, &frames).unwrap();
+            let decoded = codec.decode(&schema, &Packet::from_bytes(&packet.to_bytes()).unwrap()).unwrap();
+            prop_assert_eq!(decoded.len(), frames.len());
+            for (a, b) in frames.iter().zip(&decoded) {
+                prop_assert_eq!(a.timestamp_ns, b.timestamp_ns);
+                for (x, y) in a.values.iter().zip(&b.values) {
+                    prop_assert!((x - y).abs() <= eb, "{} -> {} (eb {})", x, y, eb);
+                }
+            }
+        }
+    }
+}
