@@ -9,6 +9,7 @@
 //! exactly as they run on a robot). Heavy dependencies (polars, rerun) stop here.
 
 pub mod bench;
+pub mod eval;
 pub mod export;
 pub mod outputs;
 pub mod runner;

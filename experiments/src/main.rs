@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use lydlr_experiments::bench::{bench_sim, sim_grid};
+use lydlr_experiments::eval::{Bound, read_tables, run_eval};
 use lydlr_experiments::export::{ExportFormat, export};
 use lydlr_experiments::outputs::format_table;
 use lydlr_experiments::{RunOptions, Scenario, run_scenario};
@@ -55,6 +56,24 @@ enum Command {
         rrd: Option<PathBuf>,
         #[arg(long)]
         quiet: bool,
+    },
+    /// Compress a recording with every codec and print one JSON line per codec.
+    Eval {
+        /// CSV (first column t, seconds), parquet or MCAP.
+        #[arg(long)]
+        input: PathBuf,
+        /// A codec name, or all (default).
+        #[arg(long)]
+        codec: Option<String>,
+        /// Absolute error bound: runs the lossy codecs.
+        #[arg(long, conflicts_with = "error_bound_sigma")]
+        error_bound: Option<f64>,
+        /// Error bound in units of each channel's noise sigma (estimated from the data).
+        #[arg(long)]
+        error_bound_sigma: Option<f64>,
+        /// Frames per lydlr packet.
+        #[arg(long, default_value_t = 1000)]
+        block_frames: usize,
     },
     /// Print speed figures as JSON lines (build with --release).
     Bench {
@@ -109,6 +128,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let format = ExportFormat::infer(&out, format.as_deref())?;
             let files = export(&loaded.sim, &out, format, rrd.as_deref(), !quiet)?;
             println!("wrote {} file(s) under {}", files.len(), out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Eval {
+            input,
+            codec,
+            error_bound,
+            error_bound_sigma,
+            block_frames,
+        } => {
+            let bound = match (error_bound, error_bound_sigma) {
+                (Some(eb), _) if eb.is_finite() && eb > 0.0 => Some(Bound::Absolute(eb)),
+                (_, Some(k)) if k.is_finite() && k > 0.0 => Some(Bound::Sigma(k)),
+                (None, None) => None,
+                _ => anyhow::bail!("error bounds must be positive numbers"),
+            };
+            let tables = read_tables(&input)?;
+            for line in run_eval(&tables, codec.as_deref(), bound, block_frames)? {
+                println!("{}", serde_json::to_string(&line)?);
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench {

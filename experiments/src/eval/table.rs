@@ -37,7 +37,8 @@ pub fn read_tables(path: &Path) -> anyhow::Result<Vec<Table>> {
         Some("parquet") => Ok(vec![read_parquet(path)?]),
         Some("mcap") => read_mcap(path),
         _ => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
             Ok(vec![parse_csv(&text, &path.display().to_string())?])
         }
     }
@@ -45,13 +46,22 @@ pub fn read_tables(path: &Path) -> anyhow::Result<Vec<Table>> {
 
 /// Parses CSV text; errors name the row (1-based, header is row 1) and the column.
 pub fn parse_csv(text: &str, source: &str) -> anyhow::Result<Table> {
-    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty());
     let Some((_, header)) = lines.next() else {
         bail!("{source}: empty file");
     };
-    let names: Vec<String> = header.split(',').map(|h| h.trim().trim_matches('"').to_owned()).collect();
+    let names: Vec<String> = header
+        .split(',')
+        .map(|h| h.trim().trim_matches('"').to_owned())
+        .collect();
     if names.first().map(String::as_str) != Some("t") {
-        bail!("{source}: the first column must be `t` (seconds), found {:?}", names.first().map_or("", |s| s.as_str()));
+        bail!(
+            "{source}: the first column must be `t` (seconds), found {:?}",
+            names.first().map_or("", |s| s.as_str())
+        );
     }
     if names.len() < 2 {
         bail!("{source}: no channel columns after `t`");
@@ -62,11 +72,20 @@ pub fn parse_csv(text: &str, source: &str) -> anyhow::Result<Table> {
         let row = index + 1;
         let cells: Vec<&str> = line.split(',').collect();
         if cells.len() != names.len() {
-            bail!("{source}: row {row} has {} cells, the header has {}", cells.len(), names.len());
+            bail!(
+                "{source}: row {row} has {} cells, the header has {}",
+                cells.len(),
+                names.len()
+            );
         }
         for (c, cell) in cells.iter().enumerate() {
             let value: f64 = cell.trim().parse().map_err(|_| {
-                anyhow::anyhow!("{source}: row {row}, column {} ({}): {:?} is not a number", c + 1, names[c], cell.trim())
+                anyhow::anyhow!(
+                    "{source}: row {row}, column {} ({}): {:?} is not a number",
+                    c + 1,
+                    names[c],
+                    cell.trim()
+                )
             })?;
             if c == 0 {
                 if !value.is_finite() {
@@ -92,11 +111,13 @@ pub fn parse_csv(text: &str, source: &str) -> anyhow::Result<Table> {
 fn read_parquet(path: &Path) -> anyhow::Result<Table> {
     let source = path.display().to_string();
     let file = std::fs::File::open(path).with_context(|| format!("opening {source}"))?;
-    let df = ParquetReader::new(file).finish().with_context(|| format!("reading {source}"))?;
+    let df = ParquetReader::new(file)
+        .finish()
+        .map_err(|e| anyhow::anyhow!("reading {source}: {e}"))?;
     let mut names = Vec::new();
     let mut t_ns = Vec::new();
     let mut columns = Vec::new();
-    for (c, column) in df.get_columns().iter().enumerate() {
+    for (c, column) in df.columns().iter().enumerate() {
         let name = column.name().to_string();
         if c == 0 && name != "t" {
             bail!("{source}: the first column must be `t` (seconds), found {name:?}");
@@ -106,8 +127,14 @@ fn read_parquet(path: &Path) -> anyhow::Result<Table> {
             .map_err(|_| anyhow::anyhow!("{source}: column {} ({name}) is not numeric", c + 1))?;
         let values = cast.f64()?;
         let mut out = Vec::with_capacity(values.len());
-        for (row, v) in values.into_iter().enumerate() {
-            let v = v.ok_or_else(|| anyhow::anyhow!("{source}: row {}, column {} ({name}): missing value", row + 1, c + 1))?;
+        for (row, v) in values.iter().enumerate() {
+            let v = v.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{source}: row {}, column {} ({name}): missing value",
+                    row + 1,
+                    c + 1
+                )
+            })?;
             out.push(v);
         }
         if c == 0 {
@@ -143,7 +170,10 @@ fn read_mcap(path: &Path) -> anyhow::Result<Vec<Table>> {
                     Some(json) => serde_json::from_str::<lydlr_codec::StreamSchema>(json)?.channels,
                     None => {
                         let value: serde_json::Value = serde_json::from_slice(&message.data)?;
-                        let mut keys: Vec<String> = value.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
+                        let mut keys: Vec<String> = value
+                            .as_object()
+                            .map(|o| o.keys().cloned().collect())
+                            .unwrap_or_default();
                         keys.retain(|k| k != "t");
                         keys
                     }
@@ -167,12 +197,18 @@ fn read_mcap(path: &Path) -> anyhow::Result<Vec<Table>> {
         let field = |name: &str| -> anyhow::Result<f64> {
             match value.get(name) {
                 Some(serde_json::Value::Null) => Ok(f64::NAN),
-                Some(v) => v.as_f64().ok_or_else(|| anyhow::anyhow!("{}: row {row}, column {name}: not a number", table.source)),
+                Some(v) => v.as_f64().ok_or_else(|| {
+                    anyhow::anyhow!("{}: row {row}, column {name}: not a number", table.source)
+                }),
                 None => bail!("{}: row {row}: no column {name}", table.source),
             }
         };
         let t = field("t")?;
-        let values = table.names.iter().map(|n| field(n)).collect::<anyhow::Result<Vec<f64>>>()?;
+        let values = table
+            .names
+            .iter()
+            .map(|n| field(n))
+            .collect::<anyhow::Result<Vec<f64>>>()?;
         table.t_ns.push(seconds_to_ns(t));
         for (column, v) in table.columns.iter_mut().zip(values) {
             column.push(v);
@@ -192,8 +228,14 @@ mod tests {
     fn bad_csv_names_row_and_column() {
         let err = |text: &str| parse_csv(text, "x.csv").unwrap_err().to_string();
         assert!(err("time,a\n0,1\n").contains("first column must be `t`"));
-        assert_eq!(err("t,a,b\n0,1,2\n0.1,1,oops\n"), "x.csv: row 3, column 3 (b): \"oops\" is not a number");
-        assert_eq!(err("t,a,b\n0,1,2\n0.1,1\n"), "x.csv: row 3 has 2 cells, the header has 3");
+        assert_eq!(
+            err("t,a,b\n0,1,2\n0.1,1,oops\n"),
+            "x.csv: row 3, column 3 (b): \"oops\" is not a number"
+        );
+        assert_eq!(
+            err("t,a,b\n0,1,2\n0.1,1\n"),
+            "x.csv: row 3 has 2 cells, the header has 3"
+        );
         assert!(err("t\n0\n").contains("no channel columns"));
         let ok = parse_csv("t,a\n0.5,1.25\n1,nan\n", "x.csv").unwrap();
         assert_eq!(ok.t_ns, vec![500_000_000, 1_000_000_000]);
