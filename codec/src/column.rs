@@ -13,7 +13,7 @@ const COEFF_BITS: u32 = 12;
 const MAX_DECIMAL_DIGITS: u8 = 15;
 
 /// How a column's values become integers, bit-exactly.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Representation {
     /// The value is an integer.
     Integer,
@@ -25,6 +25,9 @@ pub(crate) enum Representation {
     F64Bits,
     /// The value is `count / 10^digits` (decimal text, as CSV files hold it).
     Decimal(u8),
+    /// The value is `count * quantum` rounded to the sample type: an ADC step found in the
+    /// data when the schema does not give one.
+    Quantum(f64),
 }
 
 impl Representation {
@@ -35,6 +38,7 @@ impl Representation {
             Representation::F32Bits => 2,
             Representation::F64Bits => 3,
             Representation::Decimal(_) => 4,
+            Representation::Quantum(_) => 5,
         }
     }
 
@@ -70,6 +74,7 @@ impl Representation {
                 let count = count as i64;
                 ((count as f64 / scale).to_bits() == x.to_bits()).then_some(count)
             }
+            Representation::Quantum(q) => Representation::LsbCounts.to_integer(x, q, ty),
         }
     }
 
@@ -80,6 +85,7 @@ impl Representation {
             Representation::F32Bits => f64::from(f32::from_bits(unordered_f32(v)?)),
             Representation::F64Bits => f64::from_bits(unordered_f64(v)),
             Representation::Decimal(digits) => v as f64 / POW10[usize::from(digits)],
+            Representation::Quantum(q) => lsb_multiple(v, q, ty),
         })
     }
 
@@ -91,12 +97,14 @@ impl Representation {
         lsb: Option<f64>,
     ) -> (Representation, Vec<i64>) {
         let step = lsb.unwrap_or(1.0);
-        let mut candidates = Vec::with_capacity(5);
-        if ty.is_integer() {
-            candidates.push(Representation::Integer);
-        }
+        let mut candidates = Vec::with_capacity(6);
+        candidates.push(Representation::Integer);
         if lsb.is_some() {
             candidates.push(Representation::LsbCounts);
+        } else if !ty.is_integer()
+            && let Some(q) = detect_quantum(values, ty)
+        {
+            candidates.push(Representation::Quantum(q));
         }
         if ty == SampleType::F64
             && let Some(digits) = decimal_digits(values)
@@ -119,6 +127,69 @@ impl Representation {
 const POW10: [f64; MAX_DECIMAL_DIGITS as usize + 1] = [
     1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
 ];
+
+/// An ADC step: the `q` for which every value is `round(x / q) * q` rounded to the sample
+/// type. The smallest gap between distinct values estimates it, least squares over the counts
+/// refines it, and the exact answer is the intersection, over all values, of the intervals
+/// of `q` that round `count * q` to that value (the estimate alone is too coarse once values
+/// have been rounded to `f32`).
+fn detect_quantum(values: &[f64], ty: SampleType) -> Option<f64> {
+    let mut sorted: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    if sorted.len() < 8 || sorted.len() < values.len() {
+        return None;
+    }
+    sorted.sort_unstable_by(f64::total_cmp);
+    sorted.dedup();
+    let gap = sorted
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .filter(|d| *d > 0.0)
+        .fold(f64::INFINITY, f64::min);
+    if !gap.is_finite() || gap <= 0.0 || sorted.iter().any(|v| (v / gap).abs() > 1e12) {
+        return None;
+    }
+    let mut q = gap;
+    for _ in 0..2 {
+        let (mut num, mut den) = (0.0f64, 0.0f64);
+        for &x in &sorted {
+            let c = (x / q).round();
+            num += c * x;
+            den += c * c;
+        }
+        if den <= 0.0 {
+            return None;
+        }
+        q = num / den;
+    }
+    // Intersect the intervals of q that reproduce each value.
+    let (mut lo, mut hi) = (0.0f64, f64::INFINITY);
+    for &x in &sorted {
+        let c = (x / q).round();
+        if c == 0.0 {
+            if x != 0.0 {
+                return None;
+            }
+            continue;
+        }
+        let (below, above) = match ty {
+            SampleType::F32 => {
+                let n = x as f32;
+                (f64::from(n.next_down()), f64::from(n.next_up()))
+            }
+            _ => (x.next_down(), x.next_up()),
+        };
+        let (a, b) = ((x + below) / 2.0 / c, (x + above) / 2.0 / c);
+        lo = lo.max(a.min(b));
+        hi = hi.min(a.max(b));
+        if lo > hi {
+            return None;
+        }
+    }
+    let candidates = [(lo + hi) / 2.0, q];
+    candidates.into_iter().find(|&q| {
+        q > 0.0 && values.iter().all(|&x| Representation::Quantum(q).to_integer(x, 1.0, ty).is_some())
+    })
+}
 
 /// The fewest decimal digits that represent every value exactly, if any do.
 fn decimal_digits(values: &[f64]) -> Option<u8> {

@@ -43,9 +43,7 @@ pub(crate) fn encode_column(
     let all_zero = residuals(ints, predictor, history).all(|r| r == 0);
     descriptors
         .push(predictor.tag() | repr.tag() << REPR_SHIFT | if all_zero { ALL_ZERO_BIT } else { 0 });
-    if let Representation::Decimal(digits) = repr {
-        descriptors.push(digits);
-    }
+    write_representation_parameters(descriptors, repr);
     predictor.write_parameters(descriptors);
     if !all_zero {
         encode_residuals(
@@ -54,6 +52,44 @@ pub(crate) fn encode_column(
             predictor.warmup(),
         );
     }
+}
+
+/// Parameters that follow a descriptor: decimal digits or the detected quantum.
+pub(crate) fn write_representation_parameters(out: &mut Vec<u8>, repr: Representation) {
+    match repr {
+        Representation::Decimal(digits) => out.push(digits),
+        Representation::Quantum(q) => out.extend_from_slice(&q.to_le_bytes()),
+        _ => {}
+    }
+}
+
+pub(crate) fn read_representation(
+    tag: u8,
+    reader: &mut Reader<'_>,
+) -> Result<Representation, CodecError> {
+    Ok(match tag {
+        0 => Representation::Integer,
+        1 => Representation::LsbCounts,
+        2 => Representation::F32Bits,
+        3 => Representation::F64Bits,
+        4 => {
+            let digits = reader.u8()?;
+            if digits > 15 {
+                return Err(CodecError::Corrupt(
+                    "decimal column with more than 15 digits",
+                ));
+            }
+            Representation::Decimal(digits)
+        }
+        5 => {
+            let q = f64::from_le_bytes(reader.array()?);
+            if !(q.is_finite() && q > 0.0) {
+                return Err(CodecError::Corrupt("quantum must be a positive number"));
+            }
+            Representation::Quantum(q)
+        }
+        _ => return Err(CodecError::Corrupt("unknown column representation")),
+    })
 }
 
 /// The parsed head of one column.
@@ -68,22 +104,7 @@ pub(crate) fn read_column_head(reader: &mut Reader<'_>) -> Result<ColumnHead, Co
     if d & 0x80 != 0 {
         return Err(CodecError::Corrupt("bad column descriptor"));
     }
-    let repr = match d >> REPR_SHIFT & 0b111 {
-        0 => Representation::Integer,
-        1 => Representation::LsbCounts,
-        2 => Representation::F32Bits,
-        3 => Representation::F64Bits,
-        4 => {
-            let digits = reader.u8()?;
-            if digits > 15 {
-                return Err(CodecError::Corrupt(
-                    "decimal column with more than 15 digits",
-                ));
-            }
-            Representation::Decimal(digits)
-        }
-        _ => return Err(CodecError::Corrupt("unknown column representation")),
-    };
+    let repr = read_representation(d >> REPR_SHIFT & 0b111, reader)?;
     let predictor = Predictor::read(d & 0b111, reader)?;
     Ok(ColumnHead {
         repr,
@@ -293,6 +314,20 @@ mod tests {
         let raw = frames.len() * (8 + schema.raw_value_bytes());
         let ratio = raw as f64 / packet.len() as f64;
         assert!(ratio > 2.5, "ratio {ratio:.2} on a quantised IMU block");
+    }
+
+    #[test]
+    fn an_adc_step_missing_from_the_schema_is_found_in_the_data() {
+        let mut schema = imu_schema();
+        let frames = imu_block(300, 5);
+        let with_lsb = assert_round_trip(&schema, &frames).len();
+        schema.lsb = vec![None; 6];
+        let detected = assert_round_trip(&schema, &frames).len();
+        // Only the six 8-byte quanta in the column heads should differ.
+        assert!(
+            detected <= with_lsb + 6 * 8 + 8,
+            "{detected} vs {with_lsb} bytes"
+        );
     }
 
     #[test]

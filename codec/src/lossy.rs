@@ -13,7 +13,8 @@ use crate::column::{Predictor, Representation, decode_column, encode_residuals};
 use crate::container::{CodecId, Packet, PacketHeader};
 use crate::entropy::{ResidualContext, ResidualDecoder, ResidualEncoder, zigzag};
 use crate::lossless::{
-    check_block, check_header, encode_column, read_column_head, timestamp_history,
+    check_block, check_header, encode_column, read_column_head, read_representation,
+    timestamp_history, write_representation_parameters,
 };
 use crate::varint::{Reader, put_uvarint};
 use crate::{Codec, CodecError, Frame, SampleType, StreamSchema};
@@ -202,6 +203,7 @@ fn units(repr: Representation, lsb: Option<f64>) -> Option<f64> {
         Representation::Integer => Some(1.0),
         Representation::LsbCounts => lsb,
         Representation::Decimal(d) => Some(10f64.powi(-i32::from(d))),
+        Representation::Quantum(q) => Some(q),
         Representation::F32Bits | Representation::F64Bits => None,
     }
 }
@@ -259,9 +261,7 @@ impl Codec for BoundedCodec {
                     }
                     head.push(MODE_UNITS);
                     head.push(order | repr.tag() << 3);
-                    if let Representation::Decimal(d) = repr {
-                        head.push(d);
-                    }
+                    write_representation_parameters(&mut head, repr);
                     put_uvarint(&mut head, e as u64);
                     write_exception_positions(&mut head, exceptions.iter().map(|e| e.0));
                     for (_, v) in &exceptions {
@@ -402,18 +402,16 @@ fn decode_bounded(schema: &StreamSchema, packet: &Packet) -> Result<Vec<Frame>, 
     }
     let time_head = read_column_head(&mut reader)?;
     let mut heads = Vec::with_capacity(channels);
-    for _ in 0..channels {
+    for c_index in 0..channels {
         heads.push(match reader.u8()? {
             MODE_LOSSLESS => Head::Lossless(read_column_head(&mut reader)?),
             MODE_UNITS => {
                 let d = reader.u8()?;
                 let order = d & 0b111;
-                let repr = match d >> 3 {
-                    0 => Representation::Integer,
-                    1 => Representation::LsbCounts,
-                    4 => Representation::Decimal(reader.u8()?.min(15)),
-                    _ => return Err(CodecError::Corrupt("units column without integer units")),
-                };
+                let repr = read_representation(d >> 3, &mut reader)?;
+                if units(repr, schema.lsb(c_index)).is_none() {
+                    return Err(CodecError::Corrupt("units column without integer units"));
+                }
                 let eb =
                     i64::try_from(reader.uvarint()?).map_err(|_| CodecError::Corrupt("bound"))?;
                 if order > 2 || !(1..1 << 52).contains(&eb) {
