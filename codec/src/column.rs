@@ -7,6 +7,8 @@ use crate::frame::lsb_multiple;
 use crate::varint::{Reader, put_uvarint};
 use crate::{CodecError, SampleType};
 
+/// Values looked at when estimating a quantum or ranking predictors.
+const SAMPLE: usize = 512;
 /// Fixed-point precision of fitted predictor coefficients.
 const COEFF_BITS: u32 = 12;
 /// Largest decimal exponent tried for decimal representations.
@@ -134,10 +136,22 @@ const POW10: [f64; MAX_DECIMAL_DIGITS as usize + 1] = [
 /// of `q` that round `count * q` to that value (the estimate alone is too coarse once values
 /// have been rounded to `f32`).
 fn detect_quantum(values: &[f64], ty: SampleType) -> Option<f64> {
-    let mut sorted: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
-    if sorted.len() < 8 || sorted.len() < values.len() {
+    if values.len() < 8 || values.iter().any(|v| !v.is_finite()) {
         return None;
     }
+    // The estimate needs only a sample (plus the extremes, for the longest distance);
+    // the exact check below covers every value.
+    let (min, max) = values
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        });
+    let mut sorted: Vec<f64> = values
+        .iter()
+        .take(SAMPLE)
+        .copied()
+        .chain([min, max])
+        .collect();
     sorted.sort_unstable_by(f64::total_cmp);
     sorted.dedup();
     let gap = sorted
@@ -148,22 +162,32 @@ fn detect_quantum(values: &[f64], ty: SampleType) -> Option<f64> {
     if !gap.is_finite() || gap <= 0.0 || sorted.iter().any(|v| (v / gap).abs() > 1e12) {
         return None;
     }
+    // Refine along ever longer distances from the smallest value: the relative error of a
+    // distance shrinks as it grows, while the step count stays exact if the growth is gentle.
     let mut q = gap;
-    for _ in 0..2 {
-        let (mut num, mut den) = (0.0f64, 0.0f64);
-        for &x in &sorted {
-            let c = (x / q).round();
-            num += c * x;
-            den += c * c;
+    let base = sorted[0];
+    let mut reach = gap;
+    for &v in &sorted[1..] {
+        let d = v - base;
+        if d < reach * 8.0 {
+            continue;
         }
-        if den <= 0.0 {
-            return None;
+        let n = (d / q).round();
+        if n >= 1.0 {
+            q = d / n;
+            reach = d;
         }
-        q = num / den;
+    }
+    if let Some(&last) = sorted.last() {
+        let d = last - base;
+        let n = (d / q).round();
+        if n >= 1.0 {
+            q = d / n;
+        }
     }
     // Intersect the intervals of q that reproduce each value.
     let (mut lo, mut hi) = (0.0f64, f64::INFINITY);
-    for &x in &sorted {
+    for &x in values {
         let c = (x / q).round();
         if c == 0.0 {
             if x != 0.0 {
@@ -187,7 +211,10 @@ fn detect_quantum(values: &[f64], ty: SampleType) -> Option<f64> {
     }
     let candidates = [(lo + hi) / 2.0, q];
     candidates.into_iter().find(|&q| {
-        q > 0.0 && values.iter().all(|&x| Representation::Quantum(q).to_integer(x, 1.0, ty).is_some())
+        q > 0.0
+            && values
+                .iter()
+                .all(|&x| Representation::Quantum(q).to_integer(x, 1.0, ty).is_some())
     })
 }
 
@@ -425,7 +452,9 @@ fn cost(residuals: impl Iterator<Item = i64>) -> u64 {
 }
 
 /// The cheapest predictor for `values`, fitted one included (charged for its parameters).
+/// Long columns are judged on their first `SAMPLE` values.
 pub(crate) fn choose_predictor(values: &[i64], history: History) -> Predictor {
+    let values = &values[..values.len().min(SAMPLE)];
     let mut best = (Predictor::Previous, u64::MAX);
     let fitted = Predictor::fit(values, history);
     for (p, overhead) in [

@@ -11,7 +11,7 @@
 
 use core::num::NonZeroU32;
 
-use constriction::stream::model::{DecoderModel, EncoderModel, EntropyModel, UniformModel};
+use constriction::stream::model::{DecoderModel, EncoderModel, EntropyModel};
 use constriction::stream::queue::{DefaultRangeDecoder, DefaultRangeEncoder};
 use constriction::stream::{Decode, Encode};
 
@@ -22,8 +22,6 @@ const ONE: u32 = 1 << PRECISION;
 /// Slowest adaptation step, 1/ADAPT_LIMIT.
 const ADAPT_LIMIT: usize = 24;
 const PROB_MIN: u32 = 48;
-/// Widest chunk of uniform bits coded as one symbol.
-const RAW_CHUNK: u32 = 16;
 /// Unary steps with their own probability; longer runs share the last.
 const UNARY_CONTEXTS: usize = 12;
 /// The running mean halves its history every this many symbols.
@@ -163,12 +161,85 @@ fn bucket_of(z: u64) -> u32 {
 
 pub(crate) struct ResidualEncoder {
     coder: DefaultRangeEncoder,
+    raw: RawBitWriter,
+}
+
+/// Uniform bits go around the range coder, packed LSB-first into 64-bit words: they cost
+/// exactly their width either way, and shifting is far cheaper than coding.
+#[derive(Default)]
+struct RawBitWriter {
+    words: Vec<u64>,
+    current: u64,
+    filled: u32,
+}
+
+impl RawBitWriter {
+    #[inline]
+    fn put(&mut self, value: u64, count: u32) {
+        if count == 0 {
+            return;
+        }
+        let value = value & (u64::MAX >> (64 - count));
+        self.current |= value << self.filled;
+        let room = 64 - self.filled;
+        if count >= room {
+            self.words.push(self.current);
+            self.current = if room == 64 { 0 } else { value >> room };
+            self.filled = count - room;
+        } else {
+            self.filled += count;
+        }
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        if self.filled > 0 {
+            self.words.push(self.current);
+        }
+        let used = self.words.len() * 8
+            - if self.filled > 0 {
+                (64 - self.filled as usize) / 8
+            } else {
+                0
+            };
+        let mut bytes: Vec<u8> = self.words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        bytes.truncate(used);
+        bytes
+    }
+}
+
+struct RawBitReader<'a> {
+    bytes: &'a [u8],
+    /// Next bit to read.
+    position: usize,
+}
+
+impl RawBitReader<'_> {
+    #[inline]
+    fn get(&mut self, count: u32) -> Result<u64, CodecError> {
+        if count == 0 {
+            return Ok(0);
+        }
+        let end = self.position + count as usize;
+        if end > self.bytes.len() * 8 {
+            return Err(CodecError::Corrupt("raw bits run past the payload"));
+        }
+        let first = self.position / 8;
+        let shift = self.position % 8;
+        // Up to 64 bits starting mid-byte span at most 9 bytes.
+        let mut window = [0u8; 16];
+        let available = (self.bytes.len() - first).min(16);
+        window[..available].copy_from_slice(&self.bytes[first..first + available]);
+        let wide = u128::from_le_bytes(window) >> shift;
+        self.position = end;
+        Ok((wide as u64) & (u64::MAX >> (64 - count)))
+    }
 }
 
 impl ResidualEncoder {
     pub(crate) fn new() -> Self {
         Self {
             coder: DefaultRangeEncoder::new(),
+            raw: RawBitWriter::default(),
         }
     }
 
@@ -179,16 +250,9 @@ impl ResidualEncoder {
         model.update(bit);
     }
 
+    #[inline]
     fn raw_bits(&mut self, value: u64, count: u32) {
-        let mut left = count;
-        while left > 0 {
-            let width = left.min(RAW_CHUNK);
-            left -= width;
-            let chunk = ((value >> left) & ((1u64 << width) - 1)) as usize;
-            let _ = self
-                .coder
-                .encode_symbol(chunk, UniformModel::<u32, 24>::new(1 << width));
-        }
+        self.raw.put(value, count);
     }
 
     pub(crate) fn encode(&mut self, ctx: &mut ResidualContext, residual: i64) {
@@ -224,31 +288,47 @@ impl ResidualEncoder {
     }
 
     /// Finishes the range coder and returns its words as little-endian bytes.
+    /// The range coder's word count (varint), its words (little-endian), then the raw bits.
     pub(crate) fn finish(self) -> Vec<u8> {
         let words = self.coder.into_compressed().unwrap_or_default();
-        words.iter().flat_map(|w| w.to_le_bytes()).collect()
+        let mut out = Vec::with_capacity(words.len() * 4 + self.raw.words.len() * 8 + 4);
+        crate::varint::put_uvarint(&mut out, words.len() as u64);
+        out.extend(words.iter().flat_map(|w| w.to_le_bytes()));
+        out.extend_from_slice(&self.raw.finish());
+        out
     }
 }
 
-pub(crate) struct ResidualDecoder {
+pub(crate) struct ResidualDecoder<'a> {
     coder: DefaultRangeDecoder,
+    raw: RawBitReader<'a>,
 }
 
 const CORRUPT: CodecError = CodecError::Corrupt("entropy-coded section does not decode");
 
-impl ResidualDecoder {
-    pub(crate) fn new(bytes: &[u8]) -> Result<Self, CodecError> {
-        if !bytes.len().is_multiple_of(4) {
-            return Err(CodecError::Corrupt(
-                "entropy-coded section is not whole words",
-            ));
-        }
-        let words: Vec<u32> = bytes
+impl<'a> ResidualDecoder<'a> {
+    pub(crate) fn new(bytes: &'a [u8]) -> Result<Self, CodecError> {
+        let mut reader = crate::varint::Reader::new(bytes);
+        let count = reader.uvarint()?;
+        let words_len = usize::try_from(count)
+            .ok()
+            .and_then(|n| n.checked_mul(4))
+            .filter(|&n| n <= reader.remaining())
+            .ok_or(CORRUPT)?;
+        let words: Vec<u32> = reader
+            .take(words_len)?
             .chunks_exact(4)
             .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
+        let raw = reader.take(reader.remaining())?;
         let coder = DefaultRangeDecoder::from_compressed(words).map_err(|_| CORRUPT)?;
-        Ok(Self { coder })
+        Ok(Self {
+            coder,
+            raw: RawBitReader {
+                bytes: raw,
+                position: 0,
+            },
+        })
     }
 
     fn bit(&mut self, model: &mut AdaptiveBit) -> Result<bool, CodecError> {
@@ -257,19 +337,9 @@ impl ResidualDecoder {
         Ok(bit)
     }
 
+    #[inline]
     fn raw_bits(&mut self, count: u32) -> Result<u64, CodecError> {
-        let mut value = 0u64;
-        let mut left = count;
-        while left > 0 {
-            let width = left.min(RAW_CHUNK);
-            left -= width;
-            let chunk = self
-                .coder
-                .decode_symbol(UniformModel::<u32, 24>::new(1 << width))
-                .map_err(|_| CORRUPT)?;
-            value = (value << width) | chunk as u64;
-        }
-        Ok(value)
+        self.raw.get(count)
     }
 
     pub(crate) fn decode(&mut self, ctx: &mut ResidualContext) -> Result<i64, CodecError> {
