@@ -161,34 +161,65 @@ fn dequantise_float(
     Ok(out)
 }
 
-/// Integer-unit quantisation: indices of `step = 2 eb + 1` units, predicted from the
-/// reconstruction. Exact: every reconstruction is within `eb` units.
-fn quantise_units(ints: &[i64], order: u8, eb: i64) -> (Vec<i64>, Vec<i64>) {
-    let step = 2 * eb + 1;
-    let predictor = predictor_of(order);
-    let mut h = [0i64; 3];
-    let mut indices = Vec::with_capacity(ints.len());
-    let mut reconstruction = Vec::with_capacity(ints.len());
-    for &x in ints {
-        let p = predictor.predict(&h);
-        let d = i128::from(x) - i128::from(p);
-        let q = (d + if d >= 0 { eb as i128 } else { -(eb as i128) }) / step as i128;
-        let r = (i128::from(p) + q * step as i128).clamp(i128::from(i64::MIN), i128::from(i64::MAX))
-            as i64;
-        indices.push(q.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64);
-        reconstruction.push(r);
-        h = [r, h[0], h[1]];
-    }
-    (indices, reconstruction)
+/// A units column quantised at `2 eb + 1` units, predicted from the reconstruction.
+struct UnitsQuantised {
+    indices: Vec<i64>,
+    /// Positions and exact integers of samples sent as they are.
+    exceptions: Vec<(usize, i64)>,
 }
 
-fn predictor_of(order: u8) -> Predictor {
-    match order {
-        0 => Predictor::Zero,
-        1 => Predictor::Previous,
-        _ => Predictor::Linear,
+/// Integer-unit quantisation in one pass: each reconstruction is converted back to a value
+/// and checked against the bound there (the conversion rounds); a miss is sent exactly and
+/// the prediction chain continues from the exact value, as the decoder's will.
+fn quantise_units(
+    column: &[f64],
+    ints: &[i64],
+    predictor: Predictor,
+    eb_units: i64,
+    bound: Bound<'_>,
+) -> UnitsQuantised {
+    let step = i128::from(2 * eb_units + 1);
+    let half = i128::from(eb_units);
+    let mut h = [0i64; 3];
+    let mut out = UnitsQuantised {
+        indices: Vec::with_capacity(ints.len()),
+        exceptions: Vec::new(),
+    };
+    for (i, (&x, &value)) in ints.iter().zip(column).enumerate() {
+        let p = i128::from(predictor.predict(&h));
+        let d = i128::from(x) - p;
+        let q = (d + if d >= 0 { half } else { -half }) / step;
+        let r = p + q * step;
+        let fits = i64::try_from(r).ok().filter(|&r| {
+            bound
+                .repr
+                .from_integer(r, bound.lsb, bound.ty)
+                .is_ok_and(|v| v.is_finite() && (value - v).abs() <= bound.eb)
+        });
+        let r = match (fits, i64::try_from(q)) {
+            (Some(r), Ok(q)) => {
+                out.indices.push(q);
+                r
+            }
+            _ => {
+                out.exceptions.push((i, x));
+                x
+            }
+        };
+        h = [r, h[0], h[1]];
     }
+    out
 }
+
+/// What a units column's reconstruction must satisfy.
+#[derive(Clone, Copy)]
+struct Bound<'a> {
+    repr: &'a Representation,
+    lsb: f64,
+    ty: SampleType,
+    eb: f64,
+}
+
 
 fn cost(indices: &[i64]) -> u64 {
     indices
@@ -235,7 +266,10 @@ impl Codec for BoundedCodec {
             column.extend(frames.iter().map(|f| f.values[c]));
             let (repr, ints) = Representation::choose(&column, ty, schema.lsb(c));
             let lsb = schema.lsb(c).unwrap_or(1.0);
-            let unit_bound = units(repr, schema.lsb(c)).map(|u| (eb / u).floor() as i64);
+            // Conservative by a hair, so that a bound that is an exact multiple of the unit does not
+            // turn every extreme reconstruction into an exception after rounding.
+            let unit_bound =
+                units(repr, schema.lsb(c)).map(|u| (eb / u - 1e-6).floor().max(0.0) as i64);
             match unit_bound {
                 _ if eb <= 0.0 => {
                     head.push(MODE_LOSSLESS);
@@ -246,35 +280,35 @@ impl Codec for BoundedCodec {
                     encode_column(&mut head, &mut encoder, &ints, repr, [0; 3]);
                 }
                 Some(e) => {
-                    // Pick the predictor whose indices cost least, then check the bound in
-                    // the value domain (the unit conversion rounds); misses become exceptions.
-                    let (order, (indices, reconstruction)) = (0..=2u8)
-                        .map(|o| (o, quantise_units(&ints, o, e)))
-                        .min_by_key(|(_, (q, _))| cost(q))
-                        .expect("three candidates");
-                    let mut exceptions = Vec::new();
-                    for (i, (&x, &r)) in column.iter().zip(&reconstruction).enumerate() {
-                        let value = repr.from_integer(r, lsb, ty)?;
-                        if (x - value).abs() > eb || !value.is_finite() {
-                            exceptions.push((i, ints[i]));
-                        }
-                    }
+                    let bound = Bound {
+                        repr: &repr,
+                        lsb,
+                        ty,
+                        eb,
+                    };
+                    // A predictor fitted to the originals serves the reconstruction as well:
+                    // the two differ by at most the bound.
+                    let candidates = [Predictor::Zero, Predictor::Previous, Predictor::Linear]
+                        .into_iter()
+                        .chain(Predictor::fit(&ints, [0; 3]));
+                    let (predictor, quantised) = candidates
+                        .map(|p| (p, quantise_units(&column, &ints, p, e, bound)))
+                        .min_by_key(|(_, q)| cost(&q.indices) + 64 * q.exceptions.len() as u64)
+                        .expect("four candidates");
                     head.push(MODE_UNITS);
-                    head.push(order | repr.tag() << 3);
+                    head.push(predictor.tag() | repr.tag() << 3);
                     write_representation_parameters(&mut head, repr);
+                    predictor.write_parameters(&mut head);
                     put_uvarint(&mut head, e as u64);
-                    write_exception_positions(&mut head, exceptions.iter().map(|e| e.0));
-                    for (_, v) in &exceptions {
+                    write_exception_positions(&mut head, quantised.exceptions.iter().map(|e| e.0));
+                    for (_, v) in &quantised.exceptions {
                         put_uvarint(&mut head, zigzag(*v));
                     }
-                    // An exception overrides the reconstruction, so the prediction chain
-                    // must continue from the exact value: re-quantise with it in place.
-                    let indices = if exceptions.is_empty() {
-                        indices
-                    } else {
-                        requantise_units(&ints, order, e, &exceptions)
-                    };
-                    encode_residuals(&mut encoder, indices.into_iter(), usize::from(order));
+                    encode_residuals(
+                        &mut encoder,
+                        quantised.indices.into_iter(),
+                        predictor.warmup(),
+                    );
                 }
                 None => {
                     let (order, quantised) = (0..=2u8)
@@ -319,34 +353,6 @@ impl Codec for BoundedCodec {
     }
 }
 
-/// Indices for a units column where some samples are exceptions: the chain continues from
-/// the exact value of each exception, and exceptions code no index.
-fn requantise_units(ints: &[i64], order: u8, eb: i64, exceptions: &[(usize, i64)]) -> Vec<i64> {
-    let step = 2 * eb + 1;
-    let predictor = predictor_of(order);
-    let mut h = [0i64; 3];
-    let mut indices = Vec::with_capacity(ints.len());
-    let mut next = exceptions.iter().peekable();
-    for (i, &x) in ints.iter().enumerate() {
-        let r = match next.peek() {
-            Some((at, v)) if *at == i => {
-                next.next();
-                *v
-            }
-            _ => {
-                let p = predictor.predict(&h);
-                let d = i128::from(x) - i128::from(p);
-                let q = (d + if d >= 0 { eb as i128 } else { -(eb as i128) }) / step as i128;
-                indices.push(q.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64);
-                (i128::from(p) + q * step as i128).clamp(i128::from(i64::MIN), i128::from(i64::MAX))
-                    as i64
-            }
-        };
-        h = [r, h[0], h[1]];
-    }
-    indices
-}
-
 /// Count, then the gaps between successive positions (the first from 0).
 fn write_exception_positions(out: &mut Vec<u8>, positions: impl ExactSizeIterator<Item = usize>) {
     put_uvarint(out, positions.len() as u64);
@@ -389,7 +395,7 @@ fn decode_bounded(schema: &StreamSchema, packet: &Packet) -> Result<Vec<Frame>, 
     enum Head {
         Lossless(crate::lossless::ColumnHead),
         Units {
-            order: u8,
+            predictor: Predictor,
             repr: Representation,
             eb: i64,
             exceptions: Vec<(usize, i64)>,
@@ -407,14 +413,14 @@ fn decode_bounded(schema: &StreamSchema, packet: &Packet) -> Result<Vec<Frame>, 
             MODE_LOSSLESS => Head::Lossless(read_column_head(&mut reader)?),
             MODE_UNITS => {
                 let d = reader.u8()?;
-                let order = d & 0b111;
                 let repr = read_representation(d >> 3, &mut reader)?;
                 if units(repr, schema.lsb(c_index)).is_none() {
                     return Err(CodecError::Corrupt("units column without integer units"));
                 }
+                let predictor = Predictor::read(d & 0b111, &mut reader)?;
                 let eb =
                     i64::try_from(reader.uvarint()?).map_err(|_| CodecError::Corrupt("bound"))?;
-                if order > 2 || !(1..1 << 52).contains(&eb) {
+                if !(1..1 << 52).contains(&eb) {
                     return Err(CodecError::Corrupt("bad units column"));
                 }
                 let positions = read_exception_positions(&mut reader, n)?;
@@ -423,7 +429,7 @@ fn decode_bounded(schema: &StreamSchema, packet: &Packet) -> Result<Vec<Frame>, 
                     .map(|at| Ok((at, crate::entropy::unzigzag(reader.uvarint()?))))
                     .collect::<Result<Vec<_>, CodecError>>()?;
                 Head::Units {
-                    order,
+                    predictor,
                     repr,
                     eb,
                     exceptions,
@@ -477,7 +483,7 @@ fn decode_bounded(schema: &StreamSchema, packet: &Packet) -> Result<Vec<Frame>, 
                     .collect::<Result<_, _>>()?
             }
             Head::Units {
-                order,
+                predictor,
                 repr,
                 eb,
                 exceptions,
@@ -488,7 +494,6 @@ fn decode_bounded(schema: &StreamSchema, packet: &Packet) -> Result<Vec<Frame>, 
                     ));
                 }
                 let step = 2 * eb + 1;
-                let predictor = predictor_of(order);
                 let (mut warm, mut main) = (ResidualContext::default(), ResidualContext::default());
                 let mut next = exceptions.iter().peekable();
                 let mut h = [0i64; 3];
@@ -501,7 +506,7 @@ fn decode_bounded(schema: &StreamSchema, packet: &Packet) -> Result<Vec<Frame>, 
                             *v
                         }
                         _ => {
-                            let ctx = if coded < usize::from(order) {
+                            let ctx = if coded < predictor.warmup() {
                                 &mut warm
                             } else {
                                 &mut main
@@ -643,6 +648,36 @@ mod tests {
                     assert_eq!(x.to_bits(), y.to_bits());
                 }
             }
+        }
+    }
+
+    #[test]
+    fn a_bound_on_a_unit_multiple_holds_after_rounding_to_f32() {
+        // Ranges in millimetres stored as f32 and a bound of just over 23 mm: a reconstruction
+        // 23 counts away rounds to slightly more than the bound and must not be used.
+        let mut schema = imu_schema();
+        schema.lsb = vec![None; 6];
+        let frames: Vec<Frame> = (0..500)
+            .map(|i| {
+                let values = (0..6)
+                    .map(|c| {
+                        quantize_to_lsb(
+                            2.0 + ((i * 37 + c * 11) % 400) as f64 * 0.013,
+                            0.001,
+                            SampleType::F32,
+                        )
+                    })
+                    .collect();
+                Frame::new(i as i64, values)
+            })
+            .collect();
+        let eb = 0.023_000_139;
+        let codec = BoundedCodec::new(ErrorBound::Absolute(eb));
+        let decoded = codec
+            .decode(&schema, &codec.encode(&schema, &frames).unwrap())
+            .unwrap();
+        for c in 0..6 {
+            assert!(max_error(&frames, &decoded, c) <= eb, "channel {c}");
         }
     }
 

@@ -481,10 +481,11 @@ impl EvalCodec for QuantDeltaPco {
             &pco::standalone::simple_compress(&input.table.t_ns, &pco::ChunkConfig::default())?,
         );
         for (c, &eb) in input.table.columns.iter().zip(bounds) {
-            ensure!(
-                eb > 0.0,
-                "quant-delta-pco needs a positive bound on every channel"
-            );
+            if eb <= 0.0 {
+                // No bound (a constant channel's noise estimate): keep it exact.
+                push_section(&mut out, &pco_column(c, input.width())?);
+                continue;
+            }
             let q: Vec<i64> = c.iter().map(|&v| (v / (2.0 * eb)).round() as i64).collect();
             let mut prev = 0i64;
             let deltas: Vec<i64> = q
@@ -516,6 +517,10 @@ impl EvalCodec for QuantDeltaPco {
         let t = pco::standalone::simple_decompress::<i64>(s[0])?;
         let mut columns = Vec::new();
         for (section, &eb) in s[1..].iter().zip(bounds) {
+            if eb <= 0.0 {
+                columns.push(pco_decolumn(section, input.width())?);
+                continue;
+            }
             let mut acc = 0i64;
             let values = pco::standalone::simple_decompress::<i64>(section)?
                 .into_iter()
