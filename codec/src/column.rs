@@ -80,7 +80,7 @@ impl Representation {
         }
     }
 
-    pub(crate) fn from_integer(self, v: i64, lsb: f64, ty: SampleType) -> Result<f64, CodecError> {
+    pub(crate) fn value_of(self, v: i64, lsb: f64, ty: SampleType) -> Result<f64, CodecError> {
         Ok(match self {
             Representation::Integer => v as f64,
             Representation::LsbCounts => lsb_multiple(v, lsb, ty),
@@ -414,10 +414,11 @@ fn solve3(mut a: [[f64; 3]; 3], mut b: [f64; 3]) -> Option<[f64; 3]> {
         }
         a.swap(col, pivot);
         b.swap(col, pivot);
+        let pivot_row = a[col];
         for row in col + 1..3 {
-            let f = a[row][col] / a[col][col];
-            for k in col..3 {
-                a[row][k] -= f * a[col][k];
+            let f = a[row][col] / pivot_row[col];
+            for (cell, p) in a[row][col..].iter_mut().zip(&pivot_row[col..]) {
+                *cell -= f * p;
             }
             b[row] -= f * b[col];
         }
@@ -528,9 +529,7 @@ mod tests {
         assert_eq!(repr, Representation::Decimal(3));
         for (x, v) in values.iter().zip(ints) {
             assert_eq!(
-                repr.from_integer(v, 1.0, SampleType::F64)
-                    .unwrap()
-                    .to_bits(),
+                repr.value_of(v, 1.0, SampleType::F64).unwrap().to_bits(),
                 x.to_bits()
             );
         }

@@ -13,6 +13,7 @@ mod container;
 mod entropy;
 mod error;
 mod frame;
+mod ladder;
 mod lossless;
 mod lossy;
 mod varint;
@@ -20,6 +21,7 @@ mod varint;
 pub use container::{CodecId, HEADER_LEN, MAGIC, Packet, PacketHeader};
 pub use error::CodecError;
 pub use frame::{Frame, SampleType, SensorKind, StreamSchema, quantize_to_lsb};
+pub use ladder::{EntropyReport, QualityLadder, RdPoint, Rung, entropy_report};
 pub use lossless::LosslessCodec;
 pub use lossy::{BoundedCodec, ErrorBound};
 

@@ -250,7 +250,7 @@ impl Codec for LosslessCodec {
             for (frame, v) in frames.iter_mut().zip(ints) {
                 frame
                     .values
-                    .push(head.repr.from_integer(v, lsb, schema.sample_type)?);
+                    .push(head.repr.value_of(v, lsb, schema.sample_type)?);
             }
         }
         Ok(frames)

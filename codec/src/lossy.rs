@@ -193,7 +193,7 @@ fn quantise_units(
         let fits = i64::try_from(r).ok().filter(|&r| {
             bound
                 .repr
-                .from_integer(r, bound.lsb, bound.ty)
+                .value_of(r, bound.lsb, bound.ty)
                 .is_ok_and(|v| v.is_finite() && (value - v).abs() <= bound.eb)
         });
         let r = match (fits, i64::try_from(q)) {
@@ -219,7 +219,6 @@ struct Bound<'a> {
     ty: SampleType,
     eb: f64,
 }
-
 
 fn cost(indices: &[i64]) -> u64 {
     indices
@@ -479,7 +478,7 @@ fn decode_bounded(schema: &StreamSchema, packet: &Packet) -> Result<Vec<Frame>, 
                 }
                 decode_column(&mut decoder, n, h.predictor, [0; 3], h.all_zero)?
                     .into_iter()
-                    .map(|v| h.repr.from_integer(v, lsb, ty))
+                    .map(|v| h.repr.value_of(v, lsb, ty))
                     .collect::<Result<_, _>>()?
             }
             Head::Units {
@@ -518,7 +517,7 @@ fn decode_bounded(schema: &StreamSchema, packet: &Packet) -> Result<Vec<Frame>, 
                                 as i64
                         }
                     };
-                    out.push(repr.from_integer(r, lsb, ty)?);
+                    out.push(repr.value_of(r, lsb, ty)?);
                     h = [r, h[0], h[1]];
                 }
                 out

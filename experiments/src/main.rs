@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use lydlr_experiments::bench::{bench_sim, sim_grid};
+use lydlr_experiments::bench::{bench_codec, bench_sim, sim_grid};
 use lydlr_experiments::eval::{Bound, read_tables, run_eval};
 use lydlr_experiments::export::{ExportFormat, export};
 use lydlr_experiments::outputs::format_table;
@@ -84,6 +84,8 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// Codec ratios, throughput, 10-frame block latency and entropy, per simulated stream.
+    Codec,
     /// Simulator speed for 10, 100 and 1000 robots, with and without lidar, on one core.
     Sim {
         /// Scale every configuration's simulated duration.
@@ -145,6 +147,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let tables = read_tables(&input)?;
             for line in run_eval(&tables, codec.as_deref(), bound, block_frames)? {
+                println!("{}", serde_json::to_string(&line)?);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            what: BenchCommand::Codec,
+        } => {
+            for line in bench_codec()? {
                 println!("{}", serde_json::to_string(&line)?);
             }
             Ok(ExitCode::SUCCESS)

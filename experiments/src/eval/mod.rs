@@ -209,7 +209,6 @@ fn per_channel_bounded(
     bounds: &[f64],
     block: &[Frame],
 ) -> anyhow::Result<Vec<u8>> {
-    let _ = (schema, bounds);
     let mut s = schema.clone();
     s.noise_sigma = bounds.to_vec();
     let packet = BoundedCodec::new(ErrorBound::Sigma(1.0)).encode(&s, block)?;
@@ -296,7 +295,7 @@ fn from_row_major(input: &Prepared, bytes: &[u8]) -> anyhow::Result<(Vec<i64>, V
     let channels = input.table.columns.len();
     let row = 8 + w * channels;
     ensure!(
-        bytes.len() % row == 0,
+        bytes.len().is_multiple_of(row),
         "row-major bytes of the wrong length"
     );
     let mut t = Vec::new();

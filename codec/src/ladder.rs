@@ -1,0 +1,224 @@
+//! The quality ladder: the operating points a stream can be sent at, each with its measured
+//! rate and distortion, for the edge's rate control and the coordinator's allocation.
+
+use std::collections::BTreeMap;
+
+use crate::column::{Representation, choose_predictor, residuals};
+use crate::entropy::ResidualEncoder;
+use crate::lossless::timestamp_history;
+use crate::{BoundedCodec, Codec, CodecError, ErrorBound, Frame, LosslessCodec, StreamSchema};
+
+/// One rung: lossless (level 0) or an error bound.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rung {
+    pub level: u8,
+    /// `None` is lossless.
+    pub bound: Option<ErrorBound>,
+}
+
+/// A measured operating point.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RdPoint {
+    pub level: u8,
+    pub bits_per_second: f64,
+    /// Root-mean-square error over all channels, in units of each channel's noise sigma
+    /// (0 for lossless), so that channels of different units add up.
+    pub distortion: f64,
+    /// Largest error over all samples, in the channels' own units.
+    pub max_abs_error: f64,
+}
+
+/// The rungs of a stream, cheapest last.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QualityLadder {
+    pub rungs: Vec<Rung>,
+}
+
+impl QualityLadder {
+    /// Lossless, then bounds of 0.5, 1, 2, 4 and 8 noise sigmas.
+    pub fn standard() -> Self {
+        let mut rungs = vec![Rung {
+            level: 0,
+            bound: None,
+        }];
+        for (i, k) in [0.5, 1.0, 2.0, 4.0, 8.0].into_iter().enumerate() {
+            rungs.push(Rung {
+                level: i as u8 + 1,
+                bound: Some(ErrorBound::Sigma(k)),
+            });
+        }
+        Self { rungs }
+    }
+
+    /// The codec of one rung.
+    pub fn codec(&self, level: u8) -> Option<Box<dyn Codec>> {
+        let rung = self.rungs.iter().find(|r| r.level == level)?;
+        Some(match rung.bound {
+            None => Box::new(LosslessCodec),
+            Some(bound) => Box::new(BoundedCodec {
+                bound,
+                quality: level,
+            }),
+        })
+    }
+
+    /// Encodes `frames` at every rung and measures rate and distortion.
+    pub fn measure(
+        &self,
+        schema: &StreamSchema,
+        frames: &[Frame],
+    ) -> Result<Vec<RdPoint>, CodecError> {
+        let span_s = match (frames.first(), frames.last()) {
+            (Some(a), Some(b)) if b.timestamp_ns > a.timestamp_ns => {
+                (b.timestamp_ns - a.timestamp_ns) as f64 * 1e-9 + 1.0 / schema.rate_hz.max(1e-9)
+            }
+            _ => frames.len() as f64 / schema.rate_hz.max(1e-9),
+        };
+        let mut points = Vec::with_capacity(self.rungs.len());
+        for rung in &self.rungs {
+            let codec = self
+                .codec(rung.level)
+                .ok_or(CodecError::Corrupt("no such rung"))?;
+            let packet = codec.encode(schema, frames)?;
+            let decoded = codec.decode(schema, &packet)?;
+            let (mut sq, mut n, mut max) = (0.0f64, 0usize, 0.0f64);
+            for (a, b) in frames.iter().zip(&decoded) {
+                for (c, (x, y)) in a.values.iter().zip(&b.values).enumerate() {
+                    if x.is_finite() {
+                        let e = (x - y).abs();
+                        let sigma = schema
+                            .noise_sigma
+                            .get(c)
+                            .copied()
+                            .filter(|s| *s > 0.0)
+                            .unwrap_or(1.0);
+                        sq += (e / sigma).powi(2);
+                        n += 1;
+                        max = max.max(e);
+                    }
+                }
+            }
+            points.push(RdPoint {
+                level: rung.level,
+                bits_per_second: packet.len() as f64 * 8.0 / span_s,
+                distortion: (sq / n.max(1) as f64).sqrt(),
+                max_abs_error: max,
+            });
+        }
+        Ok(points)
+    }
+}
+
+/// Coded size of the lossless residuals against their empirical (zeroth-order) entropy.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EntropyReport {
+    pub residuals: usize,
+    /// Bits the range coder spent on the residuals (headers excluded).
+    pub coded_bits: f64,
+    /// `n * H`, with `H` the entropy of each column's residual histogram.
+    pub entropy_bits: f64,
+}
+
+/// What the lossless codec's entropy coder spends against the entropy of what it codes.
+pub fn entropy_report(schema: &StreamSchema, frames: &[Frame]) -> EntropyReport {
+    let mut report = EntropyReport {
+        residuals: 0,
+        coded_bits: 0.0,
+        entropy_bits: 0.0,
+    };
+    let Some(first) = frames.first() else {
+        return report;
+    };
+    let mut columns: Vec<(Vec<i64>, [i64; 3])> = vec![(
+        frames.iter().map(|f| f.timestamp_ns).collect(),
+        timestamp_history(first.timestamp_ns, schema),
+    )];
+    for c in 0..schema.channels.len() {
+        let values: Vec<f64> = frames
+            .iter()
+            .map(|f| f.values.get(c).copied().unwrap_or(0.0))
+            .collect();
+        columns.push((
+            Representation::choose(&values, schema.sample_type, schema.lsb(c)).1,
+            [0; 3],
+        ));
+    }
+    for (ints, history) in columns {
+        let predictor = choose_predictor(&ints, history);
+        let rs: Vec<i64> = residuals(&ints, predictor, history).collect();
+        if rs.iter().all(|r| *r == 0) {
+            continue;
+        }
+        let mut histogram: BTreeMap<i64, usize> = BTreeMap::new();
+        for r in &rs {
+            *histogram.entry(*r).or_default() += 1;
+        }
+        let n = rs.len() as f64;
+        report.entropy_bits += histogram
+            .values()
+            .map(|&k| -(k as f64) * (k as f64 / n).log2())
+            .sum::<f64>();
+        let mut encoder = ResidualEncoder::new();
+        crate::column::encode_residuals(&mut encoder, rs.iter().copied(), predictor.warmup());
+        report.coded_bits += encoder.finish().len() as f64 * 8.0;
+        report.residuals += rs.len();
+    }
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::tests::imu_schema;
+    use crate::{SampleType, quantize_to_lsb};
+
+    fn frames() -> Vec<Frame> {
+        let schema = imu_schema();
+        let mut state = 11u64;
+        (0..2000)
+            .map(|i| {
+                let values = (0..6)
+                    .map(|c| {
+                        state = state
+                            .wrapping_mul(6364136223846793005)
+                            .wrapping_add(1442695040888963407);
+                        let u = (state >> 11) as f64 / (1u64 << 53) as f64;
+                        let noise = (u - 0.5) * 3.5 * schema.noise_sigma[c];
+                        quantize_to_lsb(
+                            (i as f64 * 0.01).sin() + noise,
+                            schema.lsb[c].unwrap(),
+                            SampleType::F32,
+                        )
+                    })
+                    .collect();
+                Frame::new(i * 5_000_000, values)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rate_falls_and_distortion_rises_down_the_ladder() {
+        let points = QualityLadder::standard()
+            .measure(&imu_schema(), &frames())
+            .unwrap();
+        assert_eq!(points[0].distortion, 0.0);
+        for pair in points.windows(2) {
+            assert!(
+                pair[1].bits_per_second < pair[0].bits_per_second,
+                "{pair:?}"
+            );
+            assert!(pair[1].distortion >= pair[0].distortion, "{pair:?}");
+        }
+    }
+
+    #[test]
+    fn the_coder_stays_near_the_entropy_of_its_residuals() {
+        let report = entropy_report(&imu_schema(), &frames());
+        let overhead = report.coded_bits / report.entropy_bits - 1.0;
+        assert!(
+            overhead < 0.05,
+            "{:.1}% over the empirical entropy",
+            overhead * 100.0
+        );
+    }
+}
