@@ -7,6 +7,7 @@
 //!
 //! Must not: touch frames or codecs' payloads, or crash on anything a node sends.
 
+pub mod allocator;
 mod fleet;
 mod service;
 

@@ -194,3 +194,48 @@ fn best_of<T, E: Into<anyhow::Error>>(
     }
     best.ok_or_else(|| anyhow::anyhow!("no runs"))
 }
+
+/// One size of `lydlr bench alloc`.
+#[derive(Debug, Clone, Serialize)]
+pub struct AllocBench {
+    pub streams: usize,
+    pub millis: f64,
+    /// Relative excess of weighted distortion over the exact optimum (null where the exact
+    /// dynamic programme is too large to run).
+    pub gap_to_optimum: Option<f64>,
+    pub budget_used: f64,
+}
+
+/// The allocator on synthetic fleets of 10 to 10,000 streams.
+pub fn bench_alloc() -> Vec<AllocBench> {
+    use lydlr_coordinator::allocator::{allocate, allocate_exact, synthetic_instance};
+    [10usize, 100, 1000, 10_000]
+        .into_iter()
+        .map(|streams| {
+            let (demands, budget) = synthetic_instance(streams as u64, streams);
+            let runs = if streams >= 10_000 { 5 } else { 20 };
+            let mut best = f64::INFINITY;
+            let mut result = None;
+            for _ in 0..runs {
+                let started = Instant::now();
+                let r = allocate(&demands, budget);
+                best = best.min(started.elapsed().as_secs_f64() * 1e3);
+                result = Some(r);
+            }
+            let result = result.expect("ran");
+            let gap = (streams <= 1000)
+                .then(|| allocate_exact(&demands, budget, 1.0))
+                .flatten()
+                .map(|exact| {
+                    (result.total_distortion - exact.total_distortion)
+                        / exact.total_distortion.max(1.0)
+                });
+            AllocBench {
+                streams,
+                millis: best,
+                gap_to_optimum: gap,
+                budget_used: result.total_rate / budget,
+            }
+        })
+        .collect()
+}
