@@ -236,6 +236,9 @@ fn pareto_exact(
     Some(choice)
 }
 
+/// A stream and the point it moves to.
+type Move = (usize, usize);
+
 /// Local search over one- and two-stream moves (a downgrade here paying for an upgrade
 /// there is what a greedy fill misses); every improvement is followed by a greedy refill.
 fn improve(
@@ -250,8 +253,8 @@ fn improve(
     };
     loop {
         let (rate, _) = totals(demands, choice);
-        // The best move: (gain, [(stream, point); 2]), the second stream optional.
-        let mut best: Option<(f64, (usize, usize), Option<(usize, usize)>)> = None;
+        // The best move: its gain, then (stream, point) and optionally a second one.
+        let mut best: Option<(f64, Move, Option<Move>)> = None;
         for s in 0..demands.len() {
             let (rs, ds) = cost(s, choice[s]);
             for &(i, _) in &allowed[s] {
