@@ -165,6 +165,15 @@ pub struct StreamMetrics {
     pub encode_p50_us: f64,
     pub encode_p99_us: f64,
     pub encode_max_us: f64,
+    /// Rung of the quality ladder in use (0 = lossless).
+    #[serde(default)]
+    pub level: u8,
+    /// Allocated rate (0 before the first allocation) and the rate delivered over the last
+    /// two seconds of stream time, bits per second.
+    #[serde(default)]
+    pub target_bps: f64,
+    #[serde(default)]
+    pub delivered_bps: f64,
 }
 
 /// Published on `.../metrics` once per second of stream time; also the node's heartbeat.
@@ -198,8 +207,63 @@ impl JsonMessage for NodeMetrics {}
 pub struct StreamAllocation {
     pub stream: String,
     pub target_bps: f64,
-    /// Lowest acceptable quality level (0 = lossless).
+    /// The quality level the allocator chose (0 = lossless).
+    #[serde(default)]
+    pub level: u8,
+    /// The highest level the stream may use: quality never falls below it.
     pub quality_floor: u8,
+}
+
+/// One measured operating point.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RdPointMessage {
+    pub level: u8,
+    pub bits_per_second: f64,
+    /// RMS error in units of the channels' noise sigma (0 = lossless).
+    pub distortion: f64,
+}
+
+/// A stream's operating points in an [`RdReport`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamRd {
+    pub stream: String,
+    pub points: Vec<RdPointMessage>,
+}
+
+/// Published by a node on `.../rd`: what each of its streams would cost at each quality.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RdReport {
+    pub node: String,
+    pub streams: Vec<StreamRd>,
+}
+impl JsonMessage for RdReport {}
+
+impl RdReport {
+    /// Rejects what an allocator must not trust: too many streams or points, repeated
+    /// levels, negative or non-finite rates and distortions.
+    pub fn validate(&self) -> Result<(), MessageError> {
+        let bad = |m: &str| Err(MessageError::Json(format!("rd report: {m}")));
+        if self.streams.len() > 256 {
+            return bad("more than 256 streams");
+        }
+        for s in &self.streams {
+            if s.points.is_empty() || s.points.len() > 32 {
+                return bad("a stream needs 1 to 32 points");
+            }
+            for (i, p) in s.points.iter().enumerate() {
+                if !(p.bits_per_second.is_finite() && p.bits_per_second >= 0.0) {
+                    return bad("rates must be finite and non-negative");
+                }
+                if !(p.distortion.is_finite() && p.distortion >= 0.0) {
+                    return bad("distortions must be finite and non-negative");
+                }
+                if s.points[..i].iter().any(|q| q.level == p.level) {
+                    return bad("repeated quality level");
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Published by the coordinator on `.../alloc` every period.

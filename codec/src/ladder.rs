@@ -50,6 +50,15 @@ impl QualityLadder {
         Self { rungs }
     }
 
+    /// The error bound of each channel at `level` (0 for lossless), to check decoded data.
+    pub fn channel_bounds(&self, schema: &StreamSchema, level: u8) -> Option<Vec<f64>> {
+        let rung = self.rungs.iter().find(|r| r.level == level)?;
+        Some(match rung.bound {
+            None => vec![0.0; schema.channels.len()],
+            Some(bound) => bound.per_channel(schema, &[]),
+        })
+    }
+
     /// The codec of one rung.
     pub fn codec(&self, level: u8) -> Option<Box<dyn Codec>> {
         let rung = self.rungs.iter().find(|r| r.level == level)?;
@@ -62,11 +71,13 @@ impl QualityLadder {
         })
     }
 
-    /// Encodes `frames` at every rung and measures rate and distortion.
+    /// Encodes `frames` at every rung, in packets of `block_frames` as a node would send
+    /// them, and measures rate and distortion.
     pub fn measure(
         &self,
         schema: &StreamSchema,
         frames: &[Frame],
+        block_frames: usize,
     ) -> Result<Vec<RdPoint>, CodecError> {
         let span_s = match (frames.first(), frames.last()) {
             (Some(a), Some(b)) if b.timestamp_ns > a.timestamp_ns => {
@@ -79,8 +90,13 @@ impl QualityLadder {
             let codec = self
                 .codec(rung.level)
                 .ok_or(CodecError::Corrupt("no such rung"))?;
-            let packet = codec.encode(schema, frames)?;
-            let decoded = codec.decode(schema, &packet)?;
+            let mut bytes = 0usize;
+            let mut decoded = Vec::with_capacity(frames.len());
+            for block in frames.chunks(block_frames.max(1)) {
+                let packet = codec.encode(schema, block)?;
+                bytes += packet.len();
+                decoded.extend(codec.decode(schema, &packet)?);
+            }
             let (mut sq, mut n, mut max) = (0.0f64, 0usize, 0.0f64);
             for (a, b) in frames.iter().zip(&decoded) {
                 for (c, (x, y)) in a.values.iter().zip(&b.values).enumerate() {
@@ -100,7 +116,7 @@ impl QualityLadder {
             }
             points.push(RdPoint {
                 level: rung.level,
-                bits_per_second: packet.len() as f64 * 8.0 / span_s,
+                bits_per_second: bytes as f64 * 8.0 / span_s,
                 distortion: (sq / n.max(1) as f64).sqrt(),
                 max_abs_error: max,
             });
@@ -199,7 +215,7 @@ mod tests {
     #[test]
     fn rate_falls_and_distortion_rises_down_the_ladder() {
         let points = QualityLadder::standard()
-            .measure(&imu_schema(), &frames())
+            .measure(&imu_schema(), &frames(), 40)
             .unwrap();
         assert_eq!(points[0].distortion, 0.0);
         for pair in points.windows(2) {

@@ -4,7 +4,13 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use lydlr_bus::messages::{
-    Allocation, FleetState, JsonMessage, NodeMetrics, NodeState, NodeStatus, StreamAllocation,
+    Allocation, FleetState, JsonMessage, NodeMetrics, NodeState, NodeStatus, RdPointMessage,
+    RdReport, StreamAllocation,
+};
+
+use crate::allocator::{
+    AllocationResult, OperatingPoint, StreamDemand, allocate, allocate_equal_share,
+    allocate_proportional,
 };
 use lydlr_bus::{BusMessage, Topic};
 use serde::{Deserialize, Serialize};
@@ -18,6 +24,26 @@ pub struct CoordinatorConfig {
     pub fleet_budget_bps: f64,
     /// A node silent for this many periods is offline.
     pub offline_after_periods: u32,
+    pub allocator: AllocatorKind,
+    /// Weight of each stream's distortion, by stream name (default 1).
+    pub stream_weights: BTreeMap<String, f64>,
+    /// Weight of each node's distortion, by node name (default 1).
+    pub node_weights: BTreeMap<String, f64>,
+    /// Quality floor by stream name: the highest quality level (coarsest rung) it may use.
+    pub max_level: BTreeMap<String, u8>,
+}
+
+/// Which allocator runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AllocatorKind {
+    /// Rate-distortion optimal.
+    #[default]
+    Rd,
+    /// Baseline: the same rate for every stream.
+    Equal,
+    /// Baseline: rates proportional to each stream's lossless rate.
+    Proportional,
 }
 
 impl Default for CoordinatorConfig {
@@ -26,6 +52,10 @@ impl Default for CoordinatorConfig {
             period_ms: 500,
             fleet_budget_bps: 2_000_000.0,
             offline_after_periods: 3,
+            allocator: AllocatorKind::Rd,
+            stream_weights: BTreeMap::new(),
+            node_weights: BTreeMap::new(),
+            max_level: BTreeMap::new(),
         }
     }
 }
@@ -43,6 +73,8 @@ struct NodeEntry {
     streams: Vec<String>,
     raw_bytes: u64,
     compressed_bytes: u64,
+    /// Latest operating points per stream.
+    rd: BTreeMap<String, Vec<RdPointMessage>>,
 }
 
 /// A message for the bus.
@@ -97,6 +129,19 @@ impl Coordinator {
                 }
                 _ => false,
             },
+            Ok(Topic::Rd { node }) => match RdReport::from_json(&message.payload) {
+                Ok(report) if report.node == node && report.validate().is_ok() => {
+                    let entry = self.entry(&node, now);
+                    entry.last_seen = now;
+                    entry.rd = report
+                        .streams
+                        .into_iter()
+                        .map(|s| (s.stream, s.points))
+                        .collect();
+                    true
+                }
+                _ => false,
+            },
             Ok(Topic::Metrics { node }) => match NodeMetrics::from_json(&message.payload) {
                 Ok(m) if m.node == node && m.streams.len() <= 1024 => {
                     let entry = self.entry(&node, now);
@@ -125,6 +170,7 @@ impl Coordinator {
                 streams: Vec::new(),
                 raw_bytes: 0,
                 compressed_bytes: 0,
+                rd: BTreeMap::new(),
             })
     }
 
@@ -148,39 +194,88 @@ impl Coordinator {
         out
     }
 
-    /// Equal share of the budget per stream of every online node.
+    /// One operating point per stream of every online node, by the configured allocator.
+    /// Streams that have not reported their operating points yet are held at an equal share.
     fn allocate(&self) -> Vec<Outgoing> {
         let online: Vec<(&String, &NodeEntry)> =
             self.nodes.iter().filter(|(_, n)| n.online).collect();
-        let streams: usize = online.iter().map(|(_, n)| n.streams.len()).sum();
-        if streams == 0 {
+        let mut owners = Vec::new();
+        let mut demands = Vec::new();
+        let count: usize = online
+            .iter()
+            .map(|(_, n)| n.streams.len().max(n.rd.len()))
+            .sum();
+        if count == 0 {
             return Vec::new();
         }
-        let share = self.config.fleet_budget_bps / streams as f64;
-        online
-            .iter()
-            .map(|(name, node)| {
-                let allocation = Allocation {
-                    period: self.period,
-                    fleet_budget_bps: self.config.fleet_budget_bps,
-                    streams: node
-                        .streams
+        let share = self.config.fleet_budget_bps / count as f64;
+        for (name, node) in &online {
+            let mut streams: Vec<&String> = node.streams.iter().chain(node.rd.keys()).collect();
+            streams.sort();
+            streams.dedup();
+            for stream in streams {
+                let points: Vec<OperatingPoint> = match node.rd.get(stream) {
+                    Some(points) => points
                         .iter()
-                        .map(|s| StreamAllocation {
-                            stream: s.clone(),
-                            target_bps: share,
-                            quality_floor: 0,
+                        .map(|p| OperatingPoint {
+                            level: p.level,
+                            bits_per_second: p.bits_per_second,
+                            distortion: p.distortion,
                         })
                         .collect(),
+                    None => vec![OperatingPoint {
+                        level: 0,
+                        bits_per_second: share,
+                        distortion: 0.0,
+                    }],
                 };
-                Outgoing {
-                    topic: Topic::Alloc {
-                        node: (*name).clone(),
-                    }
-                    .to_string(),
-                    payload: allocation.to_json(),
-                    retain: false,
+                let weight = self
+                    .config
+                    .stream_weights
+                    .get(stream)
+                    .copied()
+                    .unwrap_or(1.0)
+                    * self.config.node_weights.get(*name).copied().unwrap_or(1.0);
+                demands.push(StreamDemand {
+                    points,
+                    weight,
+                    max_level: self
+                        .config
+                        .max_level
+                        .get(stream)
+                        .copied()
+                        .unwrap_or(u8::MAX),
+                });
+                owners.push(((*name).clone(), stream.clone()));
+            }
+        }
+        let budget = self.config.fleet_budget_bps;
+        let result: AllocationResult = match self.config.allocator {
+            AllocatorKind::Rd => allocate(&demands, budget),
+            AllocatorKind::Equal => allocate_equal_share(&demands, budget),
+            AllocatorKind::Proportional => allocate_proportional(&demands, budget),
+        };
+        let mut per_node: BTreeMap<String, Vec<StreamAllocation>> = BTreeMap::new();
+        for (((node, stream), demand), &i) in owners.into_iter().zip(&demands).zip(&result.choice) {
+            let point = demand.points[i];
+            per_node.entry(node).or_default().push(StreamAllocation {
+                stream,
+                target_bps: point.bits_per_second,
+                level: point.level,
+                quality_floor: demand.max_level,
+            });
+        }
+        per_node
+            .into_iter()
+            .map(|(node, streams)| Outgoing {
+                topic: Topic::Alloc { node }.to_string(),
+                payload: Allocation {
+                    period: self.period,
+                    fleet_budget_bps: budget,
+                    streams,
                 }
+                .to_json(),
+                retain: false,
             })
             .collect()
     }
@@ -242,6 +337,7 @@ mod tests {
             period_ms: 500,
             fleet_budget_bps: 9000.0,
             offline_after_periods: 3,
+            ..CoordinatorConfig::default()
         };
         let mut c = Coordinator::new(config);
         let t0 = Instant::now();
@@ -283,6 +379,68 @@ mod tests {
         // It comes back.
         c.handle(&metrics("b", &["imu"]), now);
         assert!(c.is_online("b"));
+    }
+
+    fn rd(node: &str, stream: &str, points: &[(u8, f64, f64)]) -> BusMessage {
+        let report = RdReport {
+            node: node.into(),
+            streams: vec![lydlr_bus::messages::StreamRd {
+                stream: stream.into(),
+                points: points
+                    .iter()
+                    .map(|&(level, bits_per_second, distortion)| RdPointMessage {
+                        level,
+                        bits_per_second,
+                        distortion,
+                    })
+                    .collect(),
+            }],
+        };
+        BusMessage {
+            topic: Topic::Rd { node: node.into() }.to_string(),
+            payload: report.to_json(),
+            retained: false,
+        }
+    }
+
+    #[test]
+    fn reported_operating_points_are_allocated_within_the_budget() {
+        let mut c = Coordinator::new(CoordinatorConfig {
+            fleet_budget_bps: 1000.0,
+            max_level: [("lidar".to_string(), 1u8)].into_iter().collect(),
+            ..CoordinatorConfig::default()
+        });
+        let now = Instant::now();
+        c.handle(
+            &rd(
+                "a",
+                "imu",
+                &[(0, 800.0, 0.0), (1, 400.0, 0.3), (2, 200.0, 0.9)],
+            ),
+            now,
+        );
+        c.handle(
+            &rd(
+                "b",
+                "lidar",
+                &[(0, 900.0, 0.0), (1, 600.0, 0.2), (2, 100.0, 2.0)],
+            ),
+            now,
+        );
+        // A report with a negative rate is refused and changes nothing.
+        c.handle(&rd("b", "lidar", &[(0, -5.0, 0.0)]), now);
+        assert_eq!(c.rejected(), 1);
+        c.handle(&metrics("a", &["imu"]), now);
+        c.handle(&metrics("b", &["lidar"]), now);
+        let alloc = allocations(&c.tick(now));
+        let all: Vec<&StreamAllocation> = alloc.iter().flat_map(|a| &a.streams).collect();
+        let total: f64 = all.iter().map(|s| s.target_bps).sum();
+        assert!(total <= 1000.0, "{total}");
+        let lidar = all.iter().find(|s| s.stream == "lidar").unwrap();
+        // The floor keeps lidar at level 1 or better although level 2 would be cheap.
+        assert_eq!((lidar.level, lidar.quality_floor), (1, 1));
+        let imu = all.iter().find(|s| s.stream == "imu").unwrap();
+        assert_eq!(imu.level, 1, "400 + 600 fills the budget exactly");
     }
 
     #[test]

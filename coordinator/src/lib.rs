@@ -11,5 +11,5 @@ pub mod allocator;
 mod fleet;
 mod service;
 
-pub use fleet::{Coordinator, CoordinatorConfig, Outgoing};
+pub use fleet::{AllocatorKind, Coordinator, CoordinatorConfig, Outgoing};
 pub use service::{CoordinatorHandle, run_coordinator};

@@ -32,6 +32,7 @@ pub async fn run_coordinator(
     let (client, mut rx) = BusClient::connect(url, ClientOptions::new("lydlr-coordinator"));
     client.subscribe(Topic::all_nodes("status")).await?;
     client.subscribe(Topic::all_nodes("metrics")).await?;
+    client.subscribe(Topic::all_nodes("rd")).await?;
     let (stop, mut stop_rx) = watch::channel(false);
     let task = tokio::spawn(async move {
         let mut period = tokio::time::interval(config.period());

@@ -3,9 +3,10 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
-use lydlr_bus::messages::{NodeMetrics, RawFrames, StreamMetrics};
-use lydlr_codec::{Codec, Frame, LosslessCodec, StreamSchema};
+use lydlr_bus::messages::{Allocation, NodeMetrics, RawFrames, RdReport, StreamMetrics, StreamRd};
+use lydlr_codec::{Frame, QualityLadder, StreamSchema};
 
+use crate::rate::RateControl;
 use crate::{EdgeConfig, LatencyHistogram};
 
 /// A packet ready to publish on `.../compressed/<stream>`.
@@ -21,6 +22,7 @@ struct StreamState {
     pending: Vec<Frame>,
     counters: StreamMetrics,
     latency: LatencyHistogram,
+    rate: RateControl,
 }
 
 /// Cuts each stream into blocks and encodes them.
@@ -30,7 +32,7 @@ pub struct Compressor {
     max_block_ns: i64,
     min_block_frames: usize,
     max_block_frames: usize,
-    codec: Box<dyn Codec>,
+    ladder: QualityLadder,
     streams: BTreeMap<String, StreamState>,
     /// Raw batches that arrived before their stream's schema.
     waiting: VecDeque<(String, RawFrames)>,
@@ -48,7 +50,7 @@ impl Compressor {
             max_block_ns: i64::from(config.max_block_ms) * 1_000_000,
             min_block_frames: usize::from(config.min_block_frames),
             max_block_frames: usize::from(config.max_block_frames),
-            codec: Box::new(LosslessCodec),
+            ladder: QualityLadder::standard(),
             streams: BTreeMap::new(),
             waiting: VecDeque::new(),
             max_waiting: config.max_pending_messages,
@@ -58,9 +60,9 @@ impl Compressor {
         }
     }
 
-    /// Name and version of the codec in use, as reported in the node's status.
+    /// Name and version of the codecs in use, as reported in the node's status.
     pub fn codec_name(&self) -> String {
-        format!("{:?}", self.codec.id()).to_lowercase()
+        format!("ladder/{}", self.ladder.rungs.len())
     }
 
     /// Counts a message the node could not use.
@@ -68,8 +70,34 @@ impl Compressor {
         self.rejected += 1;
     }
 
-    pub fn set_allocation(&mut self, bps: f64) {
-        self.allocated_bps = bps;
+    /// Takes the coordinator's allocation: a rate and a rung per stream.
+    pub fn set_allocation(&mut self, allocation: Allocation) {
+        self.allocated_bps = allocation.streams.iter().map(|s| s.target_bps).sum();
+        for s in allocation.streams {
+            if let Some(state) = self.streams.get_mut(&s.stream) {
+                state.rate.allocate(s);
+            }
+        }
+    }
+
+    /// Operating points measured since the last call, if any.
+    pub fn take_rd_report(&mut self) -> Option<RdReport> {
+        let mut streams = Vec::new();
+        let mut fresh = false;
+        for (name, state) in &mut self.streams {
+            fresh |= state.rate.fresh;
+            state.rate.fresh = false;
+            if !state.rate.points().is_empty() {
+                streams.push(StreamRd {
+                    stream: name.clone(),
+                    points: state.rate.points().to_vec(),
+                });
+            }
+        }
+        fresh.then(|| RdReport {
+            node: self.node.clone(),
+            streams,
+        })
     }
 
     /// Newest frame timestamp seen on any stream.
@@ -104,6 +132,7 @@ impl Compressor {
                         schema,
                         pending: Vec::new(),
                         latency: LatencyHistogram::default(),
+                        rate: RateControl::new(&self.ladder),
                     },
                 );
             }
@@ -153,8 +182,17 @@ impl Compressor {
                 out.extend(self.close_block(stream));
             }
             if let Some(state) = self.streams.get_mut(stream) {
+                state.rate.observe(&frame);
                 state.pending.push(frame);
             }
+        }
+        if let (Some(state), Some(now)) = (self.streams.get_mut(stream), self.newest_ns) {
+            let block_frames = ((state.schema.rate_hz * self.block_ns as f64 * 1e-9).round()
+                as usize)
+                .clamp(self.min_block_frames.max(1), self.max_block_frames.max(1));
+            state
+                .rate
+                .measure_if_due(&state.schema, &self.ladder, now, block_frames);
         }
         if raw.flush {
             out.extend(self.close_block(stream));
@@ -174,17 +212,17 @@ impl Compressor {
             return None;
         }
         let frames = std::mem::take(&mut state.pending);
+        let codec = self.ladder.codec(state.rate.level())?;
         let started = Instant::now();
-        let encoded = self
-            .codec
-            .encode(&state.schema, &frames)
-            .map(|p| p.to_bytes());
+        let encoded = codec.encode(&state.schema, &frames).map(|p| p.to_bytes());
         state.latency.record(started.elapsed().as_nanos() as u64);
         match encoded {
             Ok(bytes) => {
                 state.counters.frames_out += frames.len() as u64;
                 state.counters.packets_out += 1;
                 state.counters.compressed_bytes += bytes.len() as u64;
+                let end = frames.last().map_or(0, |f| f.timestamp_ns);
+                state.rate.sent(end, bytes.len());
                 Some(EncodedPacket {
                     stream: stream.to_owned(),
                     bytes,
@@ -212,6 +250,9 @@ impl Compressor {
         };
         for state in self.streams.values() {
             let mut s = state.counters.clone();
+            s.level = state.rate.level();
+            s.target_bps = state.rate.target_bps();
+            s.delivered_bps = state.rate.delivered_bps();
             s.encode_p50_us = state.latency.quantile_us(0.5);
             s.encode_p99_us = state.latency.quantile_us(0.99);
             s.encode_max_us = state.latency.max_us();
@@ -238,7 +279,7 @@ impl Compressor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lydlr_codec::{Packet, SampleType, SensorKind};
+    use lydlr_codec::{Codec, LosslessCodec, Packet, SampleType, SensorKind};
 
     fn schema() -> StreamSchema {
         StreamSchema {

@@ -13,6 +13,7 @@ mod compressor;
 mod config;
 mod latency;
 mod node;
+mod rate;
 
 pub use compressor::{Compressor, EncodedPacket};
 pub use config::{EdgeConfig, EdgeConfigError};

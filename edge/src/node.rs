@@ -141,6 +141,10 @@ impl NodeLoop {
                     let Some(message) = message else { break };
                     let packets = self.handle(message);
                     self.publish_packets(packets).await?;
+                    if let Some(report) = self.compressor.take_rd_report() {
+                        let topic = Topic::Rd { node: self.config.node_id.clone() };
+                        self.client.publish(topic.to_string(), report.to_json(), false).await?;
+                    }
                     if self.stream_metrics_due() {
                         self.publish_metrics().await?;
                         since_metrics = tokio::time::Instant::now();
@@ -203,9 +207,7 @@ impl NodeLoop {
             Topic::Status { .. } => Vec::new(),
             Topic::Alloc { .. } => {
                 match Allocation::from_json(&message.payload) {
-                    Ok(a) => self
-                        .compressor
-                        .set_allocation(a.streams.iter().map(|s| s.target_bps).sum()),
+                    Ok(a) => self.compressor.set_allocation(a),
                     Err(_) => self.compressor.reject(),
                 }
                 Vec::new()

@@ -141,6 +141,7 @@ async fn a_killed_node_is_declared_offline_and_a_stopped_one_too() {
             period_ms,
             fleet_budget_bps: 1e6,
             offline_after_periods: 3,
+            ..CoordinatorConfig::default()
         },
         &url,
     )

@@ -25,6 +25,10 @@ pub struct SummaryRow {
     pub raw_bytes: u64,
     pub compressed_bytes: u64,
     pub ratio: f64,
+    /// RMS error in units of the channels' noise sigma (0 when every packet was lossless).
+    pub distortion_rms_sigma: f64,
+    /// Coarsest quality-ladder rung used (0 = lossless throughout).
+    pub max_level: u8,
     pub encode_p50_us: f64,
     pub encode_p99_us: f64,
 }
@@ -59,6 +63,8 @@ pub fn summary_rows(
                 raw_bytes,
                 compressed_bytes: delivery.compressed_bytes,
                 ratio: ratio(raw_bytes, delivery.compressed_bytes),
+                distortion_rms_sigma: rms(delivery.squared_error_sigma, delivery.samples),
+                max_level: delivery.max_level,
                 encode_p50_us: latency.map_or(0.0, |s| s.encode_p50_us),
                 encode_p99_us: latency.map_or(0.0, |s| s.encode_p99_us),
             });
@@ -74,6 +80,8 @@ pub fn summary_rows(
         raw_bytes: 0,
         compressed_bytes: 0,
         ratio: 0.0,
+        distortion_rms_sigma: 0.0,
+        max_level: 0,
         encode_p50_us: finals.iter().map(|m| m.encode_p50_us).fold(0.0, f64::max),
         encode_p99_us: finals.iter().map(|m| m.encode_p99_us).fold(0.0, f64::max),
     };
@@ -86,8 +94,21 @@ pub fn summary_rows(
         total.compressed_bytes += r.compressed_bytes;
     }
     total.ratio = ratio(total.raw_bytes, total.compressed_bytes);
+    let (sq, n) = report.delivery.values().fold((0.0, 0), |(sq, n), d| {
+        (sq + d.squared_error_sigma, n + d.samples)
+    });
+    total.distortion_rms_sigma = rms(sq, n);
+    total.max_level = rows.iter().map(|r| r.max_level).max().unwrap_or(0);
     rows.push(total);
     rows
+}
+
+fn rms(squares: f64, n: u64) -> f64 {
+    if n == 0 {
+        0.0
+    } else {
+        (squares / n as f64).sqrt()
+    }
 }
 
 fn ratio(raw: u64, compressed: u64) -> f64 {
@@ -112,6 +133,16 @@ fn summary_frame(rows: &[SummaryRow]) -> PolarsResult<DataFrame> {
         Column::new("raw_bytes".into(), int(|r| r.raw_bytes)),
         Column::new("compressed_bytes".into(), int(|r| r.compressed_bytes)),
         Column::new("ratio".into(), real(|r| r.ratio)),
+        Column::new(
+            "distortion_rms_sigma".into(),
+            real(|r| r.distortion_rms_sigma),
+        ),
+        Column::new(
+            "max_level".into(),
+            rows.iter()
+                .map(|r| u32::from(r.max_level))
+                .collect::<Vec<_>>(),
+        ),
         Column::new("encode_p50_us".into(), real(|r| r.encode_p50_us)),
         Column::new("encode_p99_us".into(), real(|r| r.encode_p99_us)),
     ])
@@ -154,6 +185,14 @@ pub fn write_metrics_parquet(path: &Path, metrics: &[NodeMetrics]) -> anyhow::Re
         Column::new("encode_p50_us".into(), real(|(_, s)| s.encode_p50_us)),
         Column::new("encode_p99_us".into(), real(|(_, s)| s.encode_p99_us)),
         Column::new("encode_max_us".into(), real(|(_, s)| s.encode_max_us)),
+        Column::new(
+            "level".into(),
+            rows.iter()
+                .map(|(_, s)| u32::from(s.level))
+                .collect::<Vec<_>>(),
+        ),
+        Column::new("target_bps".into(), real(|(_, s)| s.target_bps)),
+        Column::new("delivered_bps".into(), real(|(_, s)| s.delivered_bps)),
         Column::new("queue_depth".into(), int(|(m, _)| m.queue_depth)),
         Column::new("rejected".into(), int(|(m, _)| m.rejected)),
         Column::new("allocated_bps".into(), real(|(m, _)| m.allocated_bps)),
@@ -175,10 +214,12 @@ pub fn format_table(rows: &[SummaryRow]) -> String {
         "raw B",
         "comp B",
         "ratio",
+        "rms/sigma",
+        "rung",
         "p50 us",
         "p99 us",
     ];
-    let cells: Vec<[String; 11]> = rows
+    let cells: Vec<[String; 13]> = rows
         .iter()
         .map(|r| {
             [
@@ -191,6 +232,8 @@ pub fn format_table(rows: &[SummaryRow]) -> String {
                 r.raw_bytes.to_string(),
                 r.compressed_bytes.to_string(),
                 format!("{:.2}", r.ratio),
+                format!("{:.3}", r.distortion_rms_sigma),
+                r.max_level.to_string(),
                 format!("{:.1}", r.encode_p50_us),
                 format!("{:.1}", r.encode_p99_us),
             ]

@@ -62,12 +62,18 @@ pub struct RunReport {
 }
 
 impl RunReport {
-    /// Every frame arrived once and decoded bit-exact.
-    pub fn all_bit_exact(&self) -> bool {
+    /// Every frame arrived once and decoded within its contract (bit-exact when lossless,
+    /// within the rung's bound when lossy).
+    pub fn all_delivered_within_bounds(&self) -> bool {
         self.produced > 0
             && self.lost == 0
             && self.mismatched == 0
             && self.delivered == self.produced
+    }
+
+    /// Every frame arrived bit-exact: nothing was sent at a lossy rung.
+    pub fn all_bit_exact(&self) -> bool {
+        self.all_delivered_within_bounds() && self.rows.iter().all(|r| r.max_level == 0)
     }
 }
 

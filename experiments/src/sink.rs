@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use lydlr_bus::messages::{FleetState, JsonMessage, NodeMetrics, NodeState, NodeStatus};
 use lydlr_bus::{BrokerUrl, BusClient, BusError, BusMessage, ClientOptions, Topic};
-use lydlr_codec::{Frame, StreamSchema, decode_packet};
+use lydlr_codec::{Frame, Packet, QualityLadder, StreamSchema, codec_for};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -41,8 +41,15 @@ pub struct Delivery {
     pub packets: u64,
     pub frames: u64,
     pub compressed_bytes: u64,
-    /// Decoded frames that differ from the original in any bit, or have no original.
+    /// Decoded frames that break their contract (lossless: any bit differs; lossy: an error
+    /// over the rung's bound), or that have no original.
     pub mismatched: u64,
+    /// Packets encoded at a lossy rung, and the coarsest rung seen.
+    pub lossy_packets: u64,
+    pub max_level: u8,
+    /// Sum of squared errors in units of each channel's noise sigma, and samples counted.
+    pub squared_error_sigma: f64,
+    pub samples: u64,
     pub duplicate_packets: u64,
     pub undecodable_packets: u64,
 }
@@ -81,6 +88,7 @@ impl Sink {
         let (delivered_tx, delivered) = watch::channel(0);
         let (online_tx, online) = watch::channel(0);
         let state = SinkState {
+            ladder: QualityLadder::standard(),
             schemas: schemas.into_iter().map(|s| (s.name.clone(), s)).collect(),
             truth,
             seen: HashSet::new(),
@@ -105,6 +113,7 @@ impl Sink {
 }
 
 struct SinkState {
+    ladder: QualityLadder,
     schemas: HashMap<String, StreamSchema>,
     truth: Arc<Mutex<GroundTruth>>,
     seen: HashSet<(String, String, i64)>,
@@ -171,8 +180,12 @@ impl SinkState {
             delivery.undecodable_packets += 1;
             return;
         };
-        let frames = match decode_packet(schema, bytes) {
-            Ok(frames) => frames,
+        let decoded = Packet::from_bytes(bytes).and_then(|p| {
+            let frames = codec_for(p.header.codec).decode(schema, &p)?;
+            Ok((p.header.quality, frames))
+        });
+        let (level, frames) = match decoded {
+            Ok(decoded) => decoded,
             Err(e) => {
                 tracing::warn!(node = %key.0, stream = %key.1, "undecodable packet: {e}");
                 delivery.undecodable_packets += 1;
@@ -190,11 +203,46 @@ impl SinkState {
         let truth = self.truth.lock().unwrap_or_else(|e| e.into_inner());
         let original = truth.streams.get(&key).map_or(&[][..], Vec::as_slice);
         let start = original.partition_point(|f| f.timestamp_ns < first);
-        let matching = frames
-            .iter()
-            .zip(original.get(start..).unwrap_or(&[]))
-            .filter(|(a, b)| a.bit_eq(b))
-            .count();
+        let Some(bounds) = self.ladder.channel_bounds(schema, level) else {
+            delivery.undecodable_packets += 1;
+            return;
+        };
+        if level > 0 {
+            delivery.lossy_packets += 1;
+            delivery.max_level = delivery.max_level.max(level);
+        }
+        let mut matching = 0;
+        for (decoded, truth) in frames.iter().zip(original.get(start..).unwrap_or(&[])) {
+            let ok =
+                if level == 0 {
+                    decoded.bit_eq(truth)
+                } else {
+                    decoded.timestamp_ns == truth.timestamp_ns
+                        && decoded.values.len() == truth.values.len()
+                        && decoded.values.iter().zip(&truth.values).zip(&bounds).all(
+                            |((y, x), eb)| {
+                                if x.is_finite() {
+                                    (x - y).abs() <= *eb
+                                } else {
+                                    x.to_bits() == y.to_bits()
+                                }
+                            },
+                        )
+                };
+            matching += usize::from(ok);
+            for (c, (y, x)) in decoded.values.iter().zip(&truth.values).enumerate() {
+                if x.is_finite() && y.is_finite() {
+                    let sigma = schema
+                        .noise_sigma
+                        .get(c)
+                        .copied()
+                        .filter(|s| *s > 0.0)
+                        .unwrap_or(1.0);
+                    delivery.squared_error_sigma += ((x - y) / sigma).powi(2);
+                    delivery.samples += 1;
+                }
+            }
+        }
         delivery.mismatched += (frames.len() - matching) as u64;
         let total: u64 = self.report.delivery.values().map(|d| d.frames).sum();
         let _ = self.delivered_tx.send(total);

@@ -1,0 +1,224 @@
+//! Rate control: which rung of the quality ladder each stream is encoded at.
+//!
+//! The coordinator allocates a rate and a rung per stream from the operating points the node
+//! reports; the node measures those points on its recent frames (in its own block size, so
+//! packet overheads count) and corrects the rung when the rate it actually delivers over the
+//! last two seconds strays from the target: a rung coarser when it overshoots, a rung finer
+//! when there is room for it, never coarser than the quality floor.
+
+use std::collections::VecDeque;
+
+use lydlr_bus::messages::{RdPointMessage, StreamAllocation};
+use lydlr_codec::{Frame, QualityLadder, StreamSchema};
+
+/// Window over which the delivered rate is measured.
+pub(crate) const WINDOW_NS: i64 = 2_000_000_000;
+/// How often operating points are measured, and on how much recent data.
+const MEASURE_EVERY_NS: i64 = 2_000_000_000;
+/// At most one rung change per this much stream time.
+const SETTLE_NS: i64 = 250_000_000;
+/// Overshoot tolerated before stepping to a coarser rung.
+const OVERSHOOT: f64 = 1.03;
+
+pub(crate) struct RateControl {
+    allocation: Option<StreamAllocation>,
+    level: u8,
+    top_level: u8,
+    sent: VecDeque<(i64, usize)>,
+    history: VecDeque<Frame>,
+    next_measure_ns: Option<i64>,
+    last_change_ns: i64,
+    points: Vec<RdPointMessage>,
+    /// New points not yet reported.
+    pub fresh: bool,
+}
+
+impl RateControl {
+    pub fn new(ladder: &QualityLadder) -> Self {
+        Self {
+            allocation: None,
+            level: 0,
+            top_level: ladder.rungs.iter().map(|r| r.level).max().unwrap_or(0),
+            sent: VecDeque::new(),
+            history: VecDeque::new(),
+            next_measure_ns: None,
+            last_change_ns: i64::MIN,
+            points: Vec::new(),
+            fresh: false,
+        }
+    }
+
+    pub fn level(&self) -> u8 {
+        self.level
+    }
+
+    pub fn target_bps(&self) -> f64 {
+        self.allocation.as_ref().map_or(0.0, |a| a.target_bps)
+    }
+
+    pub fn points(&self) -> &[RdPointMessage] {
+        &self.points
+    }
+
+    /// Takes a new allocation: its rung, within the floor.
+    pub fn allocate(&mut self, allocation: StreamAllocation) {
+        self.level = allocation
+            .level
+            .min(allocation.quality_floor)
+            .min(self.top_level);
+        self.allocation = Some(allocation);
+    }
+
+    /// Keeps the last [`WINDOW_NS`] of frames for measuring operating points.
+    pub fn observe(&mut self, frame: &Frame) {
+        self.history.push_back(frame.clone());
+        while self
+            .history
+            .front()
+            .is_some_and(|f| frame.timestamp_ns.saturating_sub(f.timestamp_ns) > WINDOW_NS)
+        {
+            self.history.pop_front();
+        }
+    }
+
+    /// Measures the ladder on the recent frames when it is time.
+    pub fn measure_if_due(
+        &mut self,
+        schema: &StreamSchema,
+        ladder: &QualityLadder,
+        now_ns: i64,
+        block_frames: usize,
+    ) {
+        let due = *self
+            .next_measure_ns
+            .get_or_insert(now_ns + MEASURE_EVERY_NS);
+        if now_ns < due || self.history.len() < 2 {
+            return;
+        }
+        self.next_measure_ns = Some(now_ns + MEASURE_EVERY_NS);
+        let frames: Vec<Frame> = self.history.iter().cloned().collect();
+        if let Ok(points) = ladder.measure(schema, &frames, block_frames) {
+            self.points = points
+                .into_iter()
+                .map(|p| RdPointMessage {
+                    level: p.level,
+                    bits_per_second: p.bits_per_second,
+                    distortion: p.distortion,
+                })
+                .collect();
+            self.fresh = true;
+        }
+    }
+
+    /// The rate delivered over the last window, bits per second.
+    pub fn delivered_bps(&self) -> f64 {
+        let bytes: usize = self.sent.iter().map(|(_, b)| b).sum();
+        bytes as f64 * 8.0 / (WINDOW_NS as f64 * 1e-9)
+    }
+
+    /// Records a sent packet and corrects the rung if the delivered rate strays.
+    pub fn sent(&mut self, end_ns: i64, bytes: usize) {
+        self.sent.push_back((end_ns, bytes));
+        let full = self
+            .sent
+            .front()
+            .is_some_and(|(t, _)| end_ns - t >= WINDOW_NS * 9 / 10);
+        while self
+            .sent
+            .front()
+            .is_some_and(|(t, _)| end_ns - t >= WINDOW_NS)
+        {
+            self.sent.pop_front();
+        }
+        let Some(allocation) = &self.allocation else {
+            return;
+        };
+        if !full || end_ns.saturating_sub(self.last_change_ns) < SETTLE_NS {
+            return;
+        }
+        let ceiling = allocation.quality_floor.min(self.top_level);
+        let rate = self.delivered_bps();
+        let target = allocation.target_bps;
+        if rate > target * OVERSHOOT && self.level < ceiling {
+            self.level += 1;
+            self.last_change_ns = end_ns;
+        } else if self.level > 0 && rate < target * 0.85 {
+            let finer = self.level - 1;
+            let predicted = self
+                .points
+                .iter()
+                .find(|p| p.level == finer)
+                .map(|p| p.bits_per_second);
+            // Only step finer when the measured points say it fits, scaled by how far the
+            // delivered rate is from the current rung's prediction.
+            let current = self
+                .points
+                .iter()
+                .find(|p| p.level == self.level)
+                .map(|p| p.bits_per_second);
+            if let (Some(finer_bps), Some(current_bps)) = (predicted, current)
+                && current_bps > 0.0
+                && finer_bps * rate / current_bps <= target
+            {
+                self.level = finer;
+                self.last_change_ns = end_ns;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn allocation(target_bps: f64, level: u8, floor: u8) -> StreamAllocation {
+        StreamAllocation {
+            stream: "imu".into(),
+            target_bps,
+            level,
+            quality_floor: floor,
+        }
+    }
+
+    #[test]
+    fn overshoot_steps_coarser_but_never_past_the_floor() {
+        let ladder = QualityLadder::standard();
+        let mut rc = RateControl::new(&ladder);
+        rc.allocate(allocation(8_000.0, 1, 2));
+        assert_eq!(rc.level(), 1);
+        // 250 bytes every 100 ms is 20 kbit/s, far over 8 kbit/s.
+        for i in 0..100 {
+            rc.sent(i * 100_000_000, 250);
+        }
+        assert_eq!(rc.level(), 2, "stopped at the floor");
+        assert!((rc.delivered_bps() - 20_000.0).abs() < 1.0);
+    }
+
+    #[test]
+    fn room_steps_finer_only_when_the_points_say_it_fits() {
+        let ladder = QualityLadder::standard();
+        let mut rc = RateControl::new(&ladder);
+        rc.points = vec![
+            RdPointMessage {
+                level: 0,
+                bits_per_second: 30_000.0,
+                distortion: 0.0,
+            },
+            RdPointMessage {
+                level: 1,
+                bits_per_second: 10_000.0,
+                distortion: 0.3,
+            },
+        ];
+        rc.allocate(allocation(12_000.0, 1, 5));
+        for i in 0..100 {
+            rc.sent(i * 100_000_000, 100); // 8 kbit/s delivered at level 1
+        }
+        assert_eq!(rc.level(), 1, "level 0 would need about 24 kbit/s");
+        rc.allocate(allocation(40_000.0, 1, 5));
+        for i in 100..200 {
+            rc.sent(i * 100_000_000, 100);
+        }
+        assert_eq!(rc.level(), 0);
+    }
+}
