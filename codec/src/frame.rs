@@ -172,31 +172,7 @@ impl Fnv1a {
 pub(crate) mod tests {
     use super::*;
 
-    pub(crate) fn imu_schema() -> StreamSchema {
-        let lsb_acc = 16.0 * 9.80665 / 32768.0;
-        let lsb_gyro = (2000.0f64).to_radians() / 32768.0;
-        StreamSchema {
-            name: "imu".into(),
-            kind: SensorKind::Imu,
-            sample_type: SampleType::F32,
-            channels: ["ax", "ay", "az", "gx", "gy", "gz"]
-                .map(String::from)
-                .to_vec(),
-            units: ["m/s^2", "m/s^2", "m/s^2", "rad/s", "rad/s", "rad/s"]
-                .map(String::from)
-                .to_vec(),
-            rate_hz: 200.0,
-            noise_sigma: vec![0.02, 0.02, 0.02, 0.002, 0.002, 0.002],
-            lsb: vec![
-                Some(lsb_acc),
-                Some(lsb_acc),
-                Some(lsb_acc),
-                Some(lsb_gyro),
-                Some(lsb_gyro),
-                Some(lsb_gyro),
-            ],
-        }
-    }
+    pub(crate) use crate::synthetic::imu_schema;
 
     #[test]
     fn schema_hash_changes_with_any_interpreting_field() {

@@ -186,30 +186,9 @@ pub fn entropy_report(schema: &StreamSchema, frames: &[Frame]) -> EntropyReport 
 mod tests {
     use super::*;
     use crate::frame::tests::imu_schema;
-    use crate::{SampleType, quantize_to_lsb};
 
     fn frames() -> Vec<Frame> {
-        let schema = imu_schema();
-        let mut state = 11u64;
-        (0..2000)
-            .map(|i| {
-                let values = (0..6)
-                    .map(|c| {
-                        state = state
-                            .wrapping_mul(6364136223846793005)
-                            .wrapping_add(1442695040888963407);
-                        let u = (state >> 11) as f64 / (1u64 << 53) as f64;
-                        let noise = (u - 0.5) * 3.5 * schema.noise_sigma[c];
-                        quantize_to_lsb(
-                            (i as f64 * 0.01).sin() + noise,
-                            schema.lsb[c].unwrap(),
-                            SampleType::F32,
-                        )
-                    })
-                    .collect();
-                Frame::new(i * 5_000_000, values)
-            })
-            .collect()
+        crate::synthetic::imu_frames(2000, 11, 8.0)
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod frame;
 mod ladder;
 mod lossless;
 mod lossy;
+pub mod synthetic;
 mod varint;
 
 pub use container::{CodecId, HEADER_LEN, MAGIC, Packet, PacketHeader};

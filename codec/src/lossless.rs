@@ -260,38 +260,12 @@ impl Codec for LosslessCodec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::SampleType;
     use crate::frame::tests::imu_schema;
-    use crate::{SampleType, quantize_to_lsb};
     use proptest::prelude::*;
 
     fn imu_block(n: usize, seed: u64) -> Vec<Frame> {
-        let schema = imu_schema();
-        let mut state = seed;
-        let mut noise = move || {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((state >> 33) as f64 / (1u64 << 31) as f64) - 0.5
-        };
-        (0..n)
-            .map(|i| {
-                let t = i as f64 * 0.005;
-                let raw = [
-                    0.3 * (t * 3.0).sin() + 0.05 * noise(),
-                    0.05 * noise(),
-                    9.80665 + 0.05 * noise(),
-                    0.01 * noise(),
-                    0.01 * noise(),
-                    0.5 * (t * 2.0).cos() + 0.01 * noise(),
-                ];
-                let values = raw
-                    .iter()
-                    .enumerate()
-                    .map(|(c, &x)| quantize_to_lsb(x, schema.lsb[c].unwrap(), SampleType::F32))
-                    .collect();
-                Frame::new(1_000_000_000 + i as i64 * 5_000_000, values)
-            })
-            .collect()
+        crate::synthetic::imu_frames(n, seed, 5.0)
     }
 
     fn assert_round_trip(schema: &StreamSchema, frames: &[Frame]) -> Packet {

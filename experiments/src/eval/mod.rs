@@ -123,7 +123,6 @@ impl<'a> Prepared<'a> {
 /// A compressor under evaluation.
 pub trait EvalCodec {
     fn name(&self) -> &'static str;
-    fn lossy(&self) -> bool;
     fn compress(&self, input: &Prepared) -> anyhow::Result<Vec<u8>>;
     /// Timestamps and columns back; the shape (rows, columns) is known to the caller.
     fn decompress(
@@ -242,9 +241,6 @@ fn pco_decolumn(bytes: &[u8], width: u32) -> anyhow::Result<Vec<f64>> {
 impl EvalCodec for Pco {
     fn name(&self) -> &'static str {
         "pco"
-    }
-    fn lossy(&self) -> bool {
-        false
     }
     fn compress(&self, input: &Prepared) -> anyhow::Result<Vec<u8>> {
         let mut out = Vec::new();
@@ -381,9 +377,6 @@ impl EvalCodec for Zstd {
     fn name(&self) -> &'static str {
         if self.shuffle { "zstd-shuffle" } else { "zstd" }
     }
-    fn lossy(&self) -> bool {
-        false
-    }
     fn compress(&self, input: &Prepared) -> anyhow::Result<Vec<u8>> {
         let raw = if self.shuffle {
             shuffled(input)
@@ -413,9 +406,6 @@ impl EvalCodec for Lz4 {
     fn name(&self) -> &'static str {
         "lz4"
     }
-    fn lossy(&self) -> bool {
-        false
-    }
     fn compress(&self, input: &Prepared) -> anyhow::Result<Vec<u8>> {
         Ok(lz4_flex::compress_prepend_size(&row_major(input)))
     }
@@ -433,9 +423,6 @@ struct Gorilla;
 impl EvalCodec for Gorilla {
     fn name(&self) -> &'static str {
         "gorilla"
-    }
-    fn lossy(&self) -> bool {
-        false
     }
     fn compress(&self, input: &Prepared) -> anyhow::Result<Vec<u8>> {
         Ok(gorilla::encode(
