@@ -123,6 +123,10 @@ impl<'a> Prepared<'a> {
 /// A compressor under evaluation.
 pub trait EvalCodec {
     fn name(&self) -> &'static str;
+    /// Whether decoded values may differ from the originals (within a bound).
+    fn lossy(&self) -> bool {
+        false
+    }
     fn compress(&self, input: &Prepared) -> anyhow::Result<Vec<u8>>;
     /// Timestamps and columns back; the shape (rows, columns) is known to the caller.
     fn decompress(
