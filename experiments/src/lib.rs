@@ -12,6 +12,7 @@ pub mod bench;
 pub mod eval;
 pub mod export;
 pub mod outputs;
+pub mod report;
 pub mod runner;
 pub mod scenario;
 pub mod sink;

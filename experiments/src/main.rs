@@ -75,6 +75,17 @@ enum Command {
         #[arg(long, default_value_t = 1000)]
         block_frames: usize,
     },
+    /// Compare a run with a stored baseline (exit 1 on a regression), or refresh a baseline.
+    Report {
+        /// The run directory (holds summary.csv).
+        run: PathBuf,
+        /// Baseline CSV to compare against.
+        #[arg(long, conflicts_with = "update_baseline")]
+        compare: Option<PathBuf>,
+        /// Write the run as the new baseline at this path (default tolerances).
+        #[arg(long)]
+        update_baseline: Option<PathBuf>,
+    },
     /// Print speed figures as JSON lines (build with --release).
     Bench {
         #[command(subcommand)]
@@ -133,6 +144,37 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let files = export(&loaded.sim, &out, format, rrd.as_deref(), !quiet)?;
             println!("wrote {} file(s) under {}", files.len(), out.display());
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Report {
+            run,
+            compare: Some(baseline),
+            ..
+        } => {
+            let (lines, regressed) = lydlr_experiments::report::compare(&baseline, &run)?;
+            for line in lines {
+                println!("{line}");
+            }
+            Ok(if regressed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Report {
+            run,
+            update_baseline: Some(out),
+            ..
+        } => {
+            let rows = lydlr_experiments::report::write_baseline(&run, &out)?;
+            println!(
+                "baseline {} written from {} ({rows} rows)",
+                out.display(),
+                run.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Report { .. } => {
+            anyhow::bail!("give --compare BASELINE or --update-baseline PATH")
         }
         Command::Eval {
             input,

@@ -214,6 +214,17 @@ async fn run(mut scenario: Scenario, options: RunOptions) -> anyhow::Result<RunR
     let rows = outputs::summary_rows(&names, &schemas, &truth, &report, &finals);
     outputs::write_summary_csv(&dir.join("summary.csv"), &rows)?;
     outputs::write_metrics_parquet(&dir.join("metrics.parquet"), &report.metrics)?;
+    crate::report::write_report(
+        &dir,
+        &crate::report::RunData {
+            scenario: &scenario,
+            rows: &rows,
+            metrics: &report.metrics,
+            fleet: &report.fleet,
+            rd: &report.rd,
+            wall_s: started.elapsed().as_secs_f64(),
+        },
+    )?;
     let total = rows.iter().find(|r| r.node == "TOTAL").cloned();
     let total = total.context("summary has no total row")?;
     Ok(RunReport {

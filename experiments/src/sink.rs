@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use lydlr_bus::messages::{FleetState, JsonMessage, NodeMetrics, NodeState, NodeStatus};
+use lydlr_bus::messages::{FleetState, JsonMessage, NodeMetrics, NodeState, NodeStatus, RdReport};
 use lydlr_bus::{BrokerUrl, BusClient, BusError, BusMessage, ClientOptions, Topic};
 use lydlr_codec::{Frame, Packet, QualityLadder, StreamSchema, codec_for};
 use tokio::sync::{mpsc, watch};
@@ -60,6 +60,8 @@ pub struct SinkReport {
     pub delivery: BTreeMap<(String, String), Delivery>,
     pub metrics: Vec<NodeMetrics>,
     pub fleet: Vec<FleetState>,
+    /// Each node's latest operating points.
+    pub rd: Vec<RdReport>,
     pub rejected_messages: u64,
 }
 
@@ -80,7 +82,7 @@ impl Sink {
         truth: Arc<Mutex<GroundTruth>>,
     ) -> Result<Sink, BusError> {
         let (client, rx) = BusClient::connect(url, ClientOptions::new("lydlr-sink"));
-        for kind in ["compressed/+", "metrics", "status"] {
+        for kind in ["compressed/+", "metrics", "status", "rd"] {
             client.subscribe(Topic::all_nodes(kind)).await?;
         }
         client.subscribe(Topic::FleetState.to_string()).await?;
@@ -164,6 +166,13 @@ impl SinkState {
                     let _ = self.online_tx.send(self.online.len());
                 }
                 Err(_) => self.report.rejected_messages += 1,
+            },
+            Ok(Topic::Rd { node }) => match RdReport::from_json(&message.payload) {
+                Ok(r) if r.node == node => {
+                    self.report.rd.retain(|old| old.node != node);
+                    self.report.rd.push(r);
+                }
+                _ => self.report.rejected_messages += 1,
             },
             Ok(Topic::FleetState) => match FleetState::from_json(&message.payload) {
                 Ok(f) => self.report.fleet.push(f),

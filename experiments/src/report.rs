@@ -1,0 +1,552 @@
+//! `report.md` with SVG plots for a run, and the regression gate against a stored baseline.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use lydlr_bus::messages::{FleetState, NodeMetrics, RdReport};
+use plotters::prelude::*;
+
+use crate::outputs::SummaryRow;
+use crate::scenario::Scenario;
+
+/// What a run leaves for the report.
+pub struct RunData<'a> {
+    pub scenario: &'a Scenario,
+    pub rows: &'a [SummaryRow],
+    pub metrics: &'a [NodeMetrics],
+    pub fleet: &'a [FleetState],
+    pub rd: &'a [RdReport],
+    pub wall_s: f64,
+}
+
+/// A node's last report in one second: sequence, delivered and allocated bit/s, mean rung.
+type NodeSecond = (u64, f64, f64, f64);
+
+/// One plotted line: label, colour, points.
+type Series<'a> = (&'a str, RGBColor, Vec<(f64, f64)>);
+
+/// Fleet delivered rate per second of stream time, from each node's latest report in it.
+fn delivered_series(metrics: &[NodeMetrics]) -> Vec<(f64, f64, f64, f64)> {
+    let mut by_second: BTreeMap<i64, BTreeMap<&str, NodeSecond>> = BTreeMap::new();
+    for m in metrics {
+        let second = m.t_stream_s.ceil() as i64;
+        let delivered: f64 = m.streams.iter().map(|s| s.delivered_bps).sum();
+        let target: f64 = m.streams.iter().map(|s| s.target_bps).sum();
+        let level = m.streams.iter().map(|s| f64::from(s.level)).sum::<f64>()
+            / m.streams.len().max(1) as f64;
+        let slot = by_second.entry(second).or_default();
+        let entry = slot.entry(&m.node).or_insert((0, 0.0, 0.0, 0.0));
+        if m.seq >= entry.0 {
+            *entry = (m.seq, delivered, target, level);
+        }
+    }
+    by_second
+        .into_iter()
+        .map(|(s, nodes)| {
+            let n = nodes.len().max(1) as f64;
+            let (d, t, l) = nodes
+                .values()
+                .fold((0.0, 0.0, 0.0), |a, v| (a.0 + v.1, a.1 + v.2, a.2 + v.3));
+            (s as f64, d, t, l / n)
+        })
+        .collect()
+}
+
+fn line_chart(path: &Path, caption: &str, y_desc: &str, series: &[Series]) -> anyhow::Result<()> {
+    let x_max = series
+        .iter()
+        .flat_map(|s| s.2.iter().map(|p| p.0))
+        .fold(1.0f64, f64::max);
+    let y_max = series
+        .iter()
+        .flat_map(|s| s.2.iter().map(|p| p.1))
+        .fold(1e-9f64, f64::max)
+        * 1.15;
+    let root = SVGBackend::new(path, (860, 420)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(caption, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..x_max, 0f64..y_max)?;
+    chart
+        .configure_mesh()
+        .x_desc("stream time (s)")
+        .y_desc(y_desc)
+        .draw()?;
+    for (name, color, points) in series {
+        let color = *color;
+        chart
+            .draw_series(LineSeries::new(
+                points.iter().copied(),
+                color.stroke_width(2),
+            ))?
+            .label(*name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .border_style(BLACK)
+        .background_style(WHITE)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
+/// Operating points of every stream (from the nodes' last reports): rate against distortion.
+fn rd_chart(path: &Path, rd: &[RdReport]) -> anyhow::Result<()> {
+    let mut curves: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    for report in rd {
+        for s in &report.streams {
+            let curve = curves.entry(s.stream.clone()).or_default();
+            for p in &s.points {
+                curve.push((p.bits_per_second / 1000.0, p.distortion));
+            }
+        }
+    }
+    let x_max = curves
+        .values()
+        .flatten()
+        .map(|p| p.0)
+        .fold(1e-9f64, f64::max)
+        * 1.1;
+    let y_max = curves
+        .values()
+        .flatten()
+        .map(|p| p.1)
+        .fold(1e-9f64, f64::max)
+        * 1.15;
+    let root = SVGBackend::new(path, (860, 420)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "operating points per stream (all nodes)",
+            ("sans-serif", 20),
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..x_max, 0f64..y_max)?;
+    chart
+        .configure_mesh()
+        .x_desc("rate (kbit/s)")
+        .y_desc("RMS error / noise sigma")
+        .draw()?;
+    let palette = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK];
+    for (i, (stream, points)) in curves.iter().enumerate() {
+        let color = palette[i % palette.len()];
+        chart
+            .draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))?
+            .label(stream.as_str())
+            .legend(move |(x, y)| Circle::new((x + 10, y), 3, color.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .border_style(BLACK)
+        .background_style(WHITE)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
+/// Histogram of the per-report encode latency p99 over all nodes and streams.
+fn latency_chart(path: &Path, metrics: &[NodeMetrics]) -> anyhow::Result<()> {
+    let values: Vec<f64> = metrics
+        .iter()
+        .flat_map(|m| m.streams.iter().map(|s| s.encode_p99_us))
+        .filter(|v| *v > 0.0)
+        .collect();
+    let max = values.iter().copied().fold(1.0f64, f64::max);
+    let bins = 30usize;
+    let width = max / bins as f64;
+    let mut counts = vec![0u32; bins];
+    for v in &values {
+        counts[((v / width) as usize).min(bins - 1)] += 1;
+    }
+    let top = counts.iter().copied().max().unwrap_or(1).max(1);
+    let root = SVGBackend::new(path, (860, 420)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "encode latency p99 per report (all nodes and streams)",
+            ("sans-serif", 20),
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..max, 0u32..top + 1)?;
+    chart
+        .configure_mesh()
+        .x_desc("microseconds")
+        .y_desc("reports")
+        .draw()?;
+    chart.draw_series(counts.iter().enumerate().map(|(i, &c)| {
+        let x0 = i as f64 * width;
+        Rectangle::new([(x0, 0), (x0 + width * 0.9, c)], BLUE.mix(0.7).filled())
+    }))?;
+    root.present()?;
+    Ok(())
+}
+
+/// Writes `report.md` and its plots into `dir`.
+pub fn write_report(dir: &Path, run: &RunData) -> anyhow::Result<()> {
+    let series = delivered_series(run.metrics);
+    let budget: Vec<(f64, f64)> = {
+        let b = run
+            .fleet
+            .last()
+            .map_or(run.scenario.coordinator.fleet_budget_bps, |f| {
+                f.fleet_budget_bps
+            });
+        series.iter().map(|s| (s.0, b / 1000.0)).collect()
+    };
+    line_chart(
+        &dir.join("bandwidth.svg"),
+        "fleet uplink: delivered rate against budget and allocation",
+        "kbit/s",
+        &[
+            (
+                "delivered",
+                BLUE,
+                series.iter().map(|s| (s.0, s.1 / 1000.0)).collect(),
+            ),
+            (
+                "allocated",
+                GREEN,
+                series.iter().map(|s| (s.0, s.2 / 1000.0)).collect(),
+            ),
+            ("budget", RED, budget),
+        ],
+    )?;
+    line_chart(
+        &dir.join("quality.svg"),
+        "mean quality rung over the fleet (0 = lossless)",
+        "rung",
+        &[(
+            "mean rung",
+            MAGENTA,
+            series.iter().map(|s| (s.0, s.3)).collect(),
+        )],
+    )?;
+    rd_chart(&dir.join("rd.svg"), run.rd)?;
+    latency_chart(&dir.join("latency.svg"), run.metrics)?;
+
+    let s = run.scenario;
+    let mut md = String::new();
+    writeln!(md, "# {}\n\n{}\n", s.name, s.description)?;
+    writeln!(
+        md,
+        "{} robots, {:.0} s simulated in {:.1} s wall, seed {}, fleet budget {:.1} kbit/s.\n",
+        s.sim.robots.count,
+        s.sim.duration_s,
+        run.wall_s,
+        s.sim.seed,
+        s.coordinator.fleet_budget_bps / 1000.0
+    )?;
+    if let Some(total) = run.rows.iter().find(|r| r.node == "TOTAL") {
+        writeln!(
+            md,
+            "**How much bandwidth:** {} of {} raw bytes sent (ratio {:.2}). **How much distortion:** RMS {:.3} noise sigmas, coarsest rung {}. **What broke:** {} frames lost, {} outside their contract.\n",
+            total.compressed_bytes,
+            total.raw_bytes,
+            total.ratio,
+            total.distortion_rms_sigma,
+            total.max_level,
+            total.frames_lost,
+            total.frames_mismatched
+        )?;
+    }
+    if let (Some(first), Some(last)) = (series.iter().find(|p| p.2 > 0.0), series.last()) {
+        let after: Vec<&(f64, f64, f64, f64)> =
+            series.iter().filter(|p| p.0 >= first.0 + 2.0).collect();
+        let budget = run
+            .fleet
+            .last()
+            .map_or(s.coordinator.fleet_budget_bps, |f| f.fleet_budget_bps);
+        let worst = after
+            .iter()
+            .map(|p| (p.1 - budget) / budget)
+            .fold(f64::NEG_INFINITY, f64::max);
+        if worst.is_finite() {
+            writeln!(
+                md,
+                "Delivered rate against the budget from {:.0} s to {:.0} s (after the first allocation): at most {:+.1} % of the budget.\n",
+                first.0 + 2.0,
+                last.0,
+                worst * 100.0
+            )?;
+        }
+    }
+    writeln!(md, "## Streams\n")?;
+    writeln!(
+        md,
+        "| node | stream | produced | delivered | lost | outside contract | ratio | RMS / sigma | rung | encode p50 us | p99 us |"
+    )?;
+    writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|")?;
+    for r in run.rows {
+        writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {:.2} | {:.3} | {} | {:.1} | {:.1} |",
+            r.node,
+            r.stream,
+            r.frames_produced,
+            r.frames_delivered,
+            r.frames_lost,
+            r.frames_mismatched,
+            r.ratio,
+            r.distortion_rms_sigma,
+            r.max_level,
+            r.encode_p50_us,
+            r.encode_p99_us
+        )?;
+    }
+    writeln!(
+        md,
+        "\n## Bandwidth\n\n![bandwidth](bandwidth.svg)\n\n![quality](quality.svg)\n"
+    )?;
+    writeln!(md, "## Rate and distortion\n\n![rd](rd.svg)\n")?;
+    writeln!(md, "## Encode latency\n\n![latency](latency.svg)\n")?;
+    writeln!(
+        md,
+        "## Faults\n\nNo faults were scheduled in this scenario."
+    )?;
+    std::fs::write(dir.join("report.md"), md).context("writing report.md")?;
+    Ok(())
+}
+
+/// A baseline row with its tolerances.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BaselineRow {
+    pub node: String,
+    pub stream: String,
+    pub ratio: f64,
+    pub distortion_rms_sigma: f64,
+    pub frames_lost: u64,
+    pub encode_p99_us: f64,
+    /// Largest allowed drop of the ratio, percent.
+    pub max_ratio_drop_pct: f64,
+    /// Largest allowed rise of the RMS distortion, in noise sigmas.
+    pub max_distortion_rise: f64,
+    pub max_lost_rise: u64,
+    /// The p99 encode latency regresses only when it rises by more than this percentage
+    /// *and* this many microseconds: latency varies by machine and load, and the p99 of a
+    /// slow stream's few packets is one scheduling hiccup away from its maximum (a run faster
+    /// than real time on two cores preempts encoders now and then: milliseconds, not a
+    /// regression). The default, 10 ms, is a twentieth of a 200 ms block.
+    pub max_p99_rise_pct: f64,
+    pub max_p99_rise_us: f64,
+}
+
+const BASELINE_HEADER: &str = "node,stream,ratio,distortion_rms_sigma,frames_lost,encode_p99_us,max_ratio_drop_pct,max_distortion_rise,max_lost_rise,max_p99_rise_pct,max_p99_rise_us";
+
+/// Reads a run's `summary.csv` (as written by `outputs::write_summary_csv`).
+pub fn read_summary(path: &Path) -> anyhow::Result<Vec<BTreeMap<String, String>>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().context("empty summary")?.split(',').collect();
+    lines
+        .enumerate()
+        .map(|(i, line)| {
+            let cells: Vec<&str> = line.split(',').collect();
+            if cells.len() != header.len() {
+                bail!(
+                    "{}: row {} has {} cells, the header {}",
+                    path.display(),
+                    i + 2,
+                    cells.len(),
+                    header.len()
+                );
+            }
+            Ok(header
+                .iter()
+                .map(|h| (*h).to_owned())
+                .zip(cells.iter().map(|c| (*c).to_owned()))
+                .collect())
+        })
+        .collect()
+}
+
+fn field<T: std::str::FromStr>(
+    row: &BTreeMap<String, String>,
+    name: &str,
+    origin: &str,
+) -> anyhow::Result<T> {
+    row.get(name)
+        .with_context(|| format!("{origin}: no column {name}"))?
+        .parse()
+        .map_err(|_| anyhow::anyhow!("{origin}: column {name} is not a number: {:?}", row[name]))
+}
+
+/// Writes a baseline from a run directory, with default tolerances.
+pub fn write_baseline(run_dir: &Path, out: &Path) -> anyhow::Result<usize> {
+    let origin = run_dir.join("summary.csv");
+    let rows = read_summary(&origin)?;
+    let mut csv = String::from(BASELINE_HEADER);
+    csv.push('\n');
+    for row in &rows {
+        let o = origin.display().to_string();
+        writeln!(
+            csv,
+            "{},{},{},{},{},{},2,0.05,0,400,10000",
+            row.get("node").context("no node")?,
+            row.get("stream").context("no stream")?,
+            field::<f64>(row, "ratio", &o)?,
+            field::<f64>(row, "distortion_rms_sigma", &o)?,
+            field::<u64>(row, "frames_lost", &o)?,
+            field::<f64>(row, "encode_p99_us", &o)?,
+        )?;
+    }
+    if let Some(parent) = out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(out, csv).with_context(|| format!("writing {}", out.display()))?;
+    Ok(rows.len())
+}
+
+pub fn read_baseline(path: &Path) -> anyhow::Result<Vec<BaselineRow>> {
+    let o = path.display().to_string();
+    read_summary(path)?
+        .iter()
+        .map(|row| {
+            Ok(BaselineRow {
+                node: row.get("node").cloned().context("no node")?,
+                stream: row.get("stream").cloned().context("no stream")?,
+                ratio: field(row, "ratio", &o)?,
+                distortion_rms_sigma: field(row, "distortion_rms_sigma", &o)?,
+                frames_lost: field(row, "frames_lost", &o)?,
+                encode_p99_us: field(row, "encode_p99_us", &o)?,
+                max_ratio_drop_pct: field(row, "max_ratio_drop_pct", &o)?,
+                max_distortion_rise: field(row, "max_distortion_rise", &o)?,
+                max_lost_rise: field(row, "max_lost_rise", &o)?,
+                max_p99_rise_pct: field(row, "max_p99_rise_pct", &o)?,
+                max_p99_rise_us: field(row, "max_p99_rise_us", &o)?,
+            })
+        })
+        .collect()
+}
+
+/// Compares a run with a baseline; returns the lines to print and whether anything regressed.
+pub fn compare(baseline: &Path, run_dir: &Path) -> anyhow::Result<(Vec<String>, bool)> {
+    let base = read_baseline(baseline)?;
+    let run_path = run_dir.join("summary.csv");
+    let run = read_summary(&run_path)?;
+    let o = run_path.display().to_string();
+    let mut lines = Vec::new();
+    let mut regressed = false;
+    for b in &base {
+        let Some(r) = run
+            .iter()
+            .find(|r| r.get("node") == Some(&b.node) && r.get("stream") == Some(&b.stream))
+        else {
+            lines.push(format!(
+                "REGRESSION {}/{}: missing from the run",
+                b.node, b.stream
+            ));
+            regressed = true;
+            continue;
+        };
+        let ratio: f64 = field(r, "ratio", &o)?;
+        let distortion: f64 = field(r, "distortion_rms_sigma", &o)?;
+        let lost: u64 = field(r, "frames_lost", &o)?;
+        let p99: f64 = field(r, "encode_p99_us", &o)?;
+        let checks = [
+            (
+                "ratio",
+                format!("{:.3} -> {:.3}", b.ratio, ratio),
+                (b.ratio - ratio) / b.ratio.max(1e-12) * 100.0 > b.max_ratio_drop_pct,
+            ),
+            (
+                "distortion",
+                format!("{:.3} -> {:.3}", b.distortion_rms_sigma, distortion),
+                distortion - b.distortion_rms_sigma > b.max_distortion_rise,
+            ),
+            (
+                "lost frames",
+                format!("{} -> {}", b.frames_lost, lost),
+                lost > b.frames_lost + b.max_lost_rise,
+            ),
+            (
+                "encode p99 us",
+                format!("{:.1} -> {:.1}", b.encode_p99_us, p99),
+                b.encode_p99_us > 0.0
+                    && (p99 - b.encode_p99_us) / b.encode_p99_us * 100.0 > b.max_p99_rise_pct
+                    && p99 - b.encode_p99_us > b.max_p99_rise_us,
+            ),
+        ];
+        for (what, change, bad) in checks {
+            if bad {
+                regressed = true;
+                lines.push(format!(
+                    "REGRESSION {}/{} {what}: {change}",
+                    b.node, b.stream
+                ));
+            } else if !change
+                .split(" -> ")
+                .collect::<Vec<_>>()
+                .windows(2)
+                .all(|w| w[0] == w[1])
+            {
+                lines.push(format!(
+                    "changed    {}/{} {what}: {change}",
+                    b.node, b.stream
+                ));
+            }
+        }
+    }
+    if lines.is_empty() {
+        lines.push(format!("no change against {}", baseline.display()));
+    }
+    Ok((lines, regressed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_dir(tag: &str, imu_ratio: f64, lost: u64) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("lydlr-report-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let csv = format!(
+            "node,stream,frames_produced,frames_delivered,frames_lost,frames_mismatched,raw_bytes,compressed_bytes,ratio,distortion_rms_sigma,max_level,encode_p50_us,encode_p99_us\n\
+             robot-00,imu,100,{d},{lost},0,3200,700,{imu_ratio},0.0,0,10.0,40.0\n\
+             TOTAL,all,100,{d},{lost},0,3200,700,{imu_ratio},0.0,0,10.0,40.0\n",
+            d = 100 - lost
+        );
+        std::fs::write(dir.join("summary.csv"), csv).unwrap();
+        dir
+    }
+
+    #[test]
+    fn the_gate_passes_an_identical_run_and_catches_each_regression() {
+        let base_run = run_dir("base", 4.0, 0);
+        let baseline = base_run.join("baseline.csv");
+        assert_eq!(write_baseline(&base_run, &baseline).unwrap(), 2);
+        let (_, regressed) = compare(&baseline, &base_run).unwrap();
+        assert!(!regressed);
+        // A 1 % drop is within the 2 % tolerance, a 3 % drop is not.
+        let (_, regressed) = compare(&baseline, &run_dir("small", 3.96, 0)).unwrap();
+        assert!(!regressed);
+        let (lines, regressed) = compare(&baseline, &run_dir("drop", 3.88, 0)).unwrap();
+        assert!(
+            regressed
+                && lines
+                    .iter()
+                    .any(|l| l.contains("REGRESSION robot-00/imu ratio")),
+            "{lines:?}"
+        );
+        let (lines, regressed) = compare(&baseline, &run_dir("lost", 4.0, 1)).unwrap();
+        assert!(
+            regressed && lines.iter().any(|l| l.contains("lost frames")),
+            "{lines:?}"
+        );
+        // A malformed baseline is an error, not a pass.
+        std::fs::write(&baseline, "node,stream\nrobot-00\n").unwrap();
+        assert!(compare(&baseline, &base_run).is_err());
+    }
+}
