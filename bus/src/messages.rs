@@ -176,6 +176,30 @@ pub struct StreamMetrics {
     pub delivered_bps: f64,
 }
 
+/// A user script's state, as the node reports it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ScriptStatus {
+    pub name: String,
+    pub enabled: bool,
+    pub calls: u64,
+    pub time_us: f64,
+    /// Why it was disabled or refused.
+    pub error: Option<String>,
+}
+
+/// `.../script/load`: install (or replace) a script, or remove it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScriptLoad {
+    pub name: String,
+    /// Scripts run in ascending order.
+    #[serde(default)]
+    pub order: i64,
+    /// Rhai source; absent to remove the script.
+    #[serde(default)]
+    pub source: Option<String>,
+}
+impl JsonMessage for ScriptLoad {}
+
 /// Published on `.../metrics` once per second of stream time; also the node's heartbeat.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct NodeMetrics {
@@ -199,6 +223,16 @@ pub struct NodeMetrics {
     /// Bits per second the node is allocated in total (0 before the first allocation).
     pub allocated_bps: f64,
     pub streams: Vec<StreamMetrics>,
+    /// Frames user scripts dropped, and the time spent in scripts, microseconds.
+    #[serde(default)]
+    pub frames_dropped_by_scripts: u64,
+    #[serde(default)]
+    pub script_time_us: f64,
+    #[serde(default)]
+    pub scripts: Vec<ScriptStatus>,
+    /// Fields added by the scripts' `on_metrics` hooks.
+    #[serde(default)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 impl JsonMessage for NodeMetrics {}
 

@@ -7,6 +7,7 @@ use lydlr_bus::messages::{Allocation, NodeMetrics, RawFrames, RdReport, StreamMe
 use lydlr_codec::{Frame, QualityLadder, StreamSchema};
 
 use crate::rate::RateControl;
+use crate::scripts::{FrameVerdict, ScriptHost, ScriptLimits};
 use crate::{EdgeConfig, LatencyHistogram};
 
 /// A packet ready to publish on `.../compressed/<stream>`.
@@ -40,6 +41,8 @@ pub struct Compressor {
     rejected: u64,
     newest_ns: Option<i64>,
     allocated_bps: f64,
+    scripts: ScriptHost,
+    dropped_by_scripts: u64,
 }
 
 impl Compressor {
@@ -57,7 +60,14 @@ impl Compressor {
             rejected: 0,
             newest_ns: None,
             allocated_bps: 0.0,
+            scripts: ScriptHost::new(ScriptLimits::default()),
+            dropped_by_scripts: 0,
         }
+    }
+
+    /// The node's user scripts.
+    pub fn scripts(&mut self) -> &mut ScriptHost {
+        &mut self.scripts
     }
 
     /// Name and version of the codecs in use, as reported in the node's status.
@@ -167,6 +177,26 @@ impl Compressor {
         state.counters.raw_bytes += frame_bytes * raw.frames.len() as u64;
         let mut out = Vec::new();
         for frame in raw.frames {
+            let frame = if self.scripts.is_empty() {
+                frame
+            } else {
+                match self.scripts.on_frame(stream, frame) {
+                    FrameVerdict::Keep { frame, boost_s } => {
+                        if boost_s > 0.0
+                            && let Some(state) = self.streams.get_mut(stream)
+                        {
+                            state
+                                .rate
+                                .boost(frame.timestamp_ns + (boost_s * 1e9) as i64);
+                        }
+                        frame
+                    }
+                    FrameVerdict::Drop => {
+                        self.dropped_by_scripts += 1;
+                        continue;
+                    }
+                }
+            };
             self.newest_ns = Some(
                 self.newest_ns
                     .map_or(frame.timestamp_ns, |t| t.max(frame.timestamp_ns)),
@@ -237,8 +267,24 @@ impl Compressor {
         }
     }
 
-    /// A snapshot of the node's counters.
-    pub fn metrics(&self, seq: u64) -> NodeMetrics {
+    /// A snapshot of the node's counters, with the scripts' `on_metrics` fields.
+    pub fn metrics(&mut self, seq: u64) -> NodeMetrics {
+        let extra = if self.scripts.is_empty() {
+            serde_json::Map::new()
+        } else {
+            self.scripts
+                .on_metrics(self.newest_ns.unwrap_or(0) as f64 * 1e-9)
+        };
+        let status = self.scripts.status();
+        let mut m = self.counters(seq);
+        m.frames_dropped_by_scripts = self.dropped_by_scripts;
+        m.script_time_us = status.iter().map(|s| s.time_us).sum();
+        m.scripts = status;
+        m.extra = extra;
+        m
+    }
+
+    fn counters(&self, seq: u64) -> NodeMetrics {
         let mut all = LatencyHistogram::default();
         let mut m = NodeMetrics {
             node: self.node.clone(),

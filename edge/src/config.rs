@@ -35,6 +35,9 @@ pub struct EdgeConfig {
     pub metrics_period_ms: u32,
     /// Raw messages held while waiting for their stream's schema.
     pub max_pending_messages: usize,
+    /// Folder of `*.rhai` scripts loaded at start, in file-name order (`LYDLR_SCRIPTS`
+    /// names a parent holding one folder per node).
+    pub scripts_dir: Option<String>,
 }
 
 impl Default for EdgeConfig {
@@ -48,6 +51,7 @@ impl Default for EdgeConfig {
             max_block_frames: 1000,
             metrics_period_ms: 1000,
             max_pending_messages: 256,
+            scripts_dir: None,
         }
     }
 }
@@ -77,6 +81,9 @@ impl EdgeConfig {
         }
         if let Some(broker) = env("LYDLR_BROKER") {
             config.broker = broker;
+        }
+        if let Some(root) = env("LYDLR_SCRIPTS") {
+            config.scripts_dir = Some(format!("{root}/{}", config.node_id));
         }
         config.validate()?;
         Ok(config)

@@ -14,6 +14,7 @@ mod config;
 mod latency;
 mod node;
 mod rate;
+pub mod scripts;
 
 pub use compressor::{Compressor, EncodedPacket};
 pub use config::{EdgeConfig, EdgeConfigError};

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use lydlr_bus::messages::{
-    Allocation, Control, JsonMessage, NodeMetrics, NodeState, NodeStatus, RawFrames,
+    Allocation, Control, JsonMessage, NodeMetrics, NodeState, NodeStatus, RawFrames, ScriptLoad,
 };
 use lydlr_bus::{BrokerUrl, BusClient, BusError, BusMessage, ClientOptions, Topic};
 use lydlr_codec::StreamSchema;
@@ -49,7 +49,12 @@ impl NodeHandle {
 pub async fn run_node(config: EdgeConfig, url: &BrokerUrl) -> Result<NodeHandle, BusError> {
     let node = config.node_id.clone();
     let status_topic = Topic::Status { node: node.clone() }.to_string();
-    let compressor = Compressor::new(&config);
+    let mut compressor = Compressor::new(&config);
+    if let Some(dir) = &config.scripts_dir {
+        for (script, error) in compressor.scripts().load_dir(std::path::Path::new(dir)) {
+            tracing::warn!(node = %node, script, "script refused: {error}");
+        }
+    }
     let offline = NodeStatus {
         node: node.clone(),
         state: NodeState::Offline,
@@ -66,6 +71,7 @@ pub async fn run_node(config: EdgeConfig, url: &BrokerUrl) -> Result<NodeHandle,
     for topic in [
         Topic::Control { node: node.clone() },
         Topic::Alloc { node: node.clone() },
+        Topic::ScriptLoad { node: node.clone() },
         Topic::Status { node: node.clone() },
     ] {
         client.subscribe(topic.to_string()).await?;
@@ -205,6 +211,24 @@ impl NodeLoop {
             },
             // Our own status, echoed back.
             Topic::Status { .. } => Vec::new(),
+            Topic::ScriptLoad { .. } => {
+                match ScriptLoad::from_json(&message.payload) {
+                    Ok(ScriptLoad {
+                        name,
+                        order,
+                        source: Some(source),
+                    }) => {
+                        if let Err(e) = self.compressor.scripts().load(&name, order, &source) {
+                            tracing::warn!(node = %self.config.node_id, script = %name, "script refused: {e}");
+                        }
+                    }
+                    Ok(ScriptLoad {
+                        name, source: None, ..
+                    }) => self.compressor.scripts().unload(&name),
+                    Err(_) => self.compressor.reject(),
+                }
+                Vec::new()
+            }
             Topic::Alloc { .. } => {
                 match Allocation::from_json(&message.payload) {
                     Ok(a) => self.compressor.set_allocation(a),

@@ -31,6 +31,9 @@ pub(crate) struct RateControl {
     points: Vec<RdPointMessage>,
     /// New points not yet reported.
     pub fresh: bool,
+    /// A script asked for lossless until this time (stream clock).
+    boost_until: i64,
+    boosted: bool,
 }
 
 impl RateControl {
@@ -45,11 +48,19 @@ impl RateControl {
             last_change_ns: i64::MIN,
             points: Vec::new(),
             fresh: false,
+            boost_until: i64::MIN,
+            boosted: false,
         }
     }
 
+    /// The rung to encode at now: lossless while a script's boost lasts.
     pub fn level(&self) -> u8 {
-        self.level
+        if self.boosted { 0 } else { self.level }
+    }
+
+    /// Lossless until `until_ns` (an event worth keeping exactly).
+    pub fn boost(&mut self, until_ns: i64) {
+        self.boost_until = self.boost_until.max(until_ns);
     }
 
     pub fn target_bps(&self) -> f64 {
@@ -71,6 +82,7 @@ impl RateControl {
 
     /// Keeps the last [`WINDOW_NS`] of frames for measuring operating points.
     pub fn observe(&mut self, frame: &Frame) {
+        self.boosted = frame.timestamp_ns < self.boost_until;
         self.history.push_back(frame.clone());
         while self
             .history

@@ -89,6 +89,20 @@ async fn garbage_is_counted_and_compression_goes_on() {
         .publish(schema_topic, schema().to_json(), true)
         .await
         .unwrap();
+    // A script that never returns: the node must stop it, disable it and go on.
+    let looping = lydlr_bus::messages::ScriptLoad {
+        name: "spin".into(),
+        order: 0,
+        source: Some("fn on_frame(frame) { loop { } }".into()),
+    };
+    client
+        .publish(
+            Topic::ScriptLoad { node: "r1".into() }.to_string(),
+            looping.to_json(),
+            false,
+        )
+        .await
+        .unwrap();
     let frames: Vec<Frame> = (0..100)
         .map(|i| Frame::new(i * 20_000_000, vec![(i * 13) as f64, (i * 17) as f64]))
         .collect();
@@ -129,6 +143,19 @@ async fn garbage_is_counted_and_compression_goes_on() {
     let last = node.stop().await.unwrap();
     assert_eq!(last.frames_out, 100);
     assert_eq!(last.rejected, 10);
+    let spin = last
+        .scripts
+        .iter()
+        .find(|s| s.name == "spin")
+        .unwrap_or_else(|| panic!("script not reported: {:?}", last.scripts));
+    assert!(
+        !spin.enabled
+            && spin
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains("time budget")),
+        "{spin:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -239,3 +239,45 @@ pub fn bench_alloc() -> Vec<AllocBench> {
         })
         .collect()
 }
+
+/// `lydlr bench script`: per-frame cost of a user script on a 6-channel IMU frame.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScriptBench {
+    pub script: String,
+    pub calls: usize,
+    pub p50_us: f64,
+    pub p99_us: f64,
+}
+
+/// Times the shipped filter and event scripts, one at a time, on simulated IMU frames.
+pub fn bench_script() -> anyhow::Result<Vec<ScriptBench>> {
+    use lydlr_edge::scripts::{ScriptHost, ScriptLimits};
+    let frames = lydlr_codec::synthetic::imu_frames(20_000, 5, 3.0);
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts");
+    let mut out = Vec::new();
+    for (folder, file) in [
+        ("filters", "10-lowpass.rhai"),
+        ("events", "collision-boost.rhai"),
+    ] {
+        let source = std::fs::read_to_string(root.join(folder).join(file))?;
+        let mut host = ScriptHost::new(ScriptLimits::default());
+        host.load(file, 0, &source)
+            .map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
+        let mut times: Vec<f64> = frames
+            .iter()
+            .map(|f| {
+                let started = Instant::now();
+                std::hint::black_box(host.on_frame("imu", f.clone()));
+                started.elapsed().as_secs_f64() * 1e6
+            })
+            .collect();
+        times.sort_by(f64::total_cmp);
+        out.push(ScriptBench {
+            script: file.to_owned(),
+            calls: times.len(),
+            p50_us: times[times.len() / 2],
+            p99_us: times[times.len() * 99 / 100],
+        });
+    }
+    Ok(out)
+}

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use lydlr_experiments::bench::{bench_alloc, bench_codec, bench_sim, sim_grid};
+use lydlr_experiments::bench::{bench_alloc, bench_codec, bench_script, bench_sim, sim_grid};
 use lydlr_experiments::eval::{Bound, read_tables, run_eval};
 use lydlr_experiments::export::{ExportFormat, export};
 use lydlr_experiments::outputs::format_table;
@@ -99,6 +99,8 @@ enum BenchCommand {
     Codec,
     /// Allocator time and gap to the exact optimum, 10 to 10,000 streams.
     Alloc,
+    /// Per-frame cost of the shipped user scripts on a 6-channel IMU frame.
+    Script,
     /// Simulator speed for 10, 100 and 1000 robots, with and without lidar, on one core.
     Sim {
         /// Scale every configuration's simulated duration.
@@ -191,6 +193,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let tables = read_tables(&input)?;
             for line in run_eval(&tables, codec.as_deref(), bound, block_frames)? {
+                println!("{}", serde_json::to_string(&line)?);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            what: BenchCommand::Script,
+        } => {
+            for line in bench_script()? {
                 println!("{}", serde_json::to_string(&line)?);
             }
             Ok(ExitCode::SUCCESS)

@@ -48,6 +48,8 @@ pub struct EdgeSection {
     pub max_block_ms: u32,
     pub max_block_frames: u16,
     pub metrics_period_ms: u32,
+    /// Folder of Rhai scripts every node loads at start.
+    pub scripts: Option<String>,
 }
 
 impl EdgeSection {
@@ -61,6 +63,7 @@ impl EdgeSection {
             max_block_ms: self.max_block_ms,
             max_block_frames: self.max_block_frames,
             metrics_period_ms: self.metrics_period_ms,
+            scripts_dir: self.scripts.clone(),
             ..lydlr_edge::EdgeConfig::default()
         }
     }
@@ -75,6 +78,7 @@ impl Default for EdgeSection {
             max_block_ms: d.max_block_ms,
             max_block_frames: d.max_block_frames,
             metrics_period_ms: d.metrics_period_ms,
+            scripts: None,
         }
     }
 }
