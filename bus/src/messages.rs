@@ -324,6 +324,13 @@ pub struct FleetState {
 }
 impl JsonMessage for FleetState {}
 
+/// `lydlr/v1/fleet/budget`: the fleet's uplink budget from now on.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct FleetBudget {
+    pub bps: f64,
+}
+impl JsonMessage for FleetBudget {}
+
 /// Requests on `.../control`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "snake_case")]

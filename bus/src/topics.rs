@@ -52,6 +52,8 @@ pub enum Topic {
     },
     /// The coordinator's fleet summary, every period.
     FleetState,
+    /// A new fleet uplink budget for the coordinator.
+    FleetBudget,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -85,7 +87,7 @@ impl Topic {
             | Topic::ModelDeploy { node }
             | Topic::ModelStatus { node }
             | Topic::ScriptLoad { node } => node,
-            Topic::FleetState => "",
+            Topic::FleetState | Topic::FleetBudget => "",
         }
     }
 
@@ -104,6 +106,9 @@ impl Topic {
         }
         if parts == ["fleet", "state"] {
             return Ok(Topic::FleetState);
+        }
+        if parts == ["fleet", "budget"] {
+            return Ok(Topic::FleetBudget);
         }
         let node = parts[0].to_owned();
         let stream = || parts.get(2).map(|s| (*s).to_owned());
@@ -153,6 +158,7 @@ impl fmt::Display for Topic {
             Topic::ModelStatus { node } => write!(f, "{PREFIX}/{node}/model/status"),
             Topic::ScriptLoad { node } => write!(f, "{PREFIX}/{node}/script/load"),
             Topic::FleetState => write!(f, "{PREFIX}/fleet/state"),
+            Topic::FleetBudget => write!(f, "{PREFIX}/fleet/budget"),
         }
     }
 }
@@ -187,6 +193,7 @@ mod tests {
             Topic::ModelStatus { node: node.clone() },
             Topic::ScriptLoad { node },
             Topic::FleetState,
+            Topic::FleetBudget,
         ];
         for topic in topics {
             assert_eq!(Topic::parse(&topic.to_string()).unwrap(), topic);

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use lydlr_bus::messages::{
-    Allocation, FleetState, JsonMessage, NodeMetrics, NodeState, NodeStatus, RdPointMessage,
-    RdReport, StreamAllocation,
+    Allocation, FleetBudget, FleetState, JsonMessage, NodeMetrics, NodeState, NodeStatus,
+    RdPointMessage, RdReport, StreamAllocation,
 };
 
 use crate::allocator::{
@@ -138,6 +138,14 @@ impl Coordinator {
                         .into_iter()
                         .map(|s| (s.stream, s.points))
                         .collect();
+                    true
+                }
+                _ => false,
+            },
+            Ok(Topic::FleetBudget) => match FleetBudget::from_json(&message.payload) {
+                Ok(b) if b.bps.is_finite() && b.bps > 0.0 => {
+                    tracing::info!(bps = b.bps, "new fleet budget");
+                    self.config.fleet_budget_bps = b.bps;
                     true
                 }
                 _ => false,

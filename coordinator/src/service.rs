@@ -33,6 +33,7 @@ pub async fn run_coordinator(
     client.subscribe(Topic::all_nodes("status")).await?;
     client.subscribe(Topic::all_nodes("metrics")).await?;
     client.subscribe(Topic::all_nodes("rd")).await?;
+    client.subscribe(Topic::FleetBudget.to_string()).await?;
     let (stop, mut stop_rx) = watch::channel(false);
     let task = tokio::spawn(async move {
         let mut period = tokio::time::interval(config.period());

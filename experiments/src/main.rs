@@ -273,7 +273,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             );
             println!("results in {}", report.dir.display());
-            Ok(if report.all_delivered_within_bounds() {
+            // A scenario that kills nodes loses their frames by design; the contract is then
+            // that nothing arrives wrong.
+            let kills = loaded
+                .events
+                .iter()
+                .any(|e| matches!(e.event, lydlr_experiments::scenario::Event::KillNode { .. }));
+            let ok = report.all_delivered_within_bounds() || (kills && report.mismatched == 0);
+            Ok(if ok {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE

@@ -9,7 +9,8 @@ use lydlr_bus::messages::{FleetState, NodeMetrics, RdReport};
 use plotters::prelude::*;
 
 use crate::outputs::SummaryRow;
-use crate::scenario::Scenario;
+use crate::runner::EventRecord;
+use crate::scenario::{Event, Scenario};
 
 /// What a run leaves for the report.
 pub struct RunData<'a> {
@@ -18,7 +19,62 @@ pub struct RunData<'a> {
     pub metrics: &'a [NodeMetrics],
     pub fleet: &'a [FleetState],
     pub rd: &'a [RdReport],
+    pub events: &'a [EventRecord],
+    /// When each fleet state arrived (run clock, seconds).
+    pub fleet_at_s: &'a [f64],
     pub wall_s: f64,
+}
+
+impl RunData<'_> {
+    /// The budget in force at simulation time `t`.
+    fn budget_at(&self, t: f64) -> f64 {
+        self.scenario
+            .events
+            .iter()
+            .filter(|e| e.at_s <= t)
+            .filter_map(|e| match e.event {
+                Event::SetBudget { bps } => Some((e.at_s, bps)),
+                _ => None,
+            })
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .map_or(self.scenario.coordinator.fleet_budget_bps, |(_, bps)| bps)
+    }
+
+    /// The first fleet state that arrived after `wall_s` and satisfies `pred`: seconds later.
+    fn fleet_after(&self, wall_s: f64, pred: impl Fn(&FleetState) -> bool) -> Option<f64> {
+        self.fleet
+            .iter()
+            .zip(self.fleet_at_s)
+            .find(|(f, at)| **at >= wall_s && pred(f))
+            .map(|(_, &at)| at - wall_s)
+    }
+
+    fn fault_rows(&self) -> Vec<String> {
+        self.events
+            .iter()
+            .map(|e| {
+                let effect = match &e.event {
+                    Event::KillNode { node } => {
+                        let lost: u64 = self.rows.iter().filter(|r| &r.node == node).map(|r| r.frames_lost).sum();
+                        let detected = self.fleet_after(e.wall_s, |f| f.offline.contains(node));
+                        format!(
+                            "declared offline after {}; {lost} of its frames lost while it was down",
+                            detected.map_or("never".to_owned(), |d| format!("{d:.2} s"))
+                        )
+                    }
+                    Event::RestartNode { node } => {
+                        let back = self.fleet_after(e.wall_s, |f| f.online.contains(node));
+                        format!("online again after {}", back.map_or("never".to_owned(), |d| format!("{d:.2} s")))
+                    }
+                    Event::SetBudget { bps } => {
+                        let applied = self.fleet_after(e.wall_s, |f| (f.fleet_budget_bps - bps).abs() < 1e-6);
+                        format!("allocations follow after {}", applied.map_or("never".to_owned(), |d| format!("{d:.2} s")))
+                    }
+                };
+                format!("| {:.1} s | {} | {} | {} |", e.at_s, e.event, e.outcome, effect)
+            })
+            .collect()
+    }
 }
 
 /// A node's last report in one second: sequence, delivered and allocated bit/s, mean rung.
@@ -196,15 +252,10 @@ fn latency_chart(path: &Path, metrics: &[NodeMetrics]) -> anyhow::Result<()> {
 /// Writes `report.md` and its plots into `dir`.
 pub fn write_report(dir: &Path, run: &RunData) -> anyhow::Result<()> {
     let series = delivered_series(run.metrics);
-    let budget: Vec<(f64, f64)> = {
-        let b = run
-            .fleet
-            .last()
-            .map_or(run.scenario.coordinator.fleet_budget_bps, |f| {
-                f.fleet_budget_bps
-            });
-        series.iter().map(|s| (s.0, b / 1000.0)).collect()
-    };
+    let budget: Vec<(f64, f64)> = series
+        .iter()
+        .map(|s| (s.0, run.budget_at(s.0) / 1000.0))
+        .collect();
     line_chart(
         &dir.join("bandwidth.svg"),
         "fleet uplink: delivered rate against budget and allocation",
@@ -262,22 +313,29 @@ pub fn write_report(dir: &Path, run: &RunData) -> anyhow::Result<()> {
         )?;
     }
     if let (Some(first), Some(last)) = (series.iter().find(|p| p.2 > 0.0), series.last()) {
-        let after: Vec<&(f64, f64, f64, f64)> =
-            series.iter().filter(|p| p.0 >= first.0 + 2.0).collect();
-        let budget = run
-            .fleet
-            .last()
-            .map_or(s.coordinator.fleet_budget_bps, |f| f.fleet_budget_bps);
-        let deviations: Vec<f64> = after
+        // Seconds at least 2 s after the first allocation and after any budget change.
+        let changes: Vec<f64> = s
+            .events
             .iter()
-            .map(|p| (p.1 - budget) / budget * 100.0)
+            .filter(|e| matches!(e.event, Event::SetBudget { .. }))
+            .map(|e| e.at_s)
+            .collect();
+        let settled =
+            |t: f64| t >= first.0 + 2.0 && !changes.iter().any(|c| t >= *c && t < c + 2.0);
+        let deviations: Vec<f64> = series
+            .iter()
+            .filter(|p| settled(p.0))
+            .map(|p| {
+                let budget = run.budget_at(p.0);
+                (p.1 - budget) / budget * 100.0
+            })
             .collect();
         let high = deviations.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let low = deviations.iter().copied().fold(f64::INFINITY, f64::min);
         if high.is_finite() {
             writeln!(
                 md,
-                "Delivered rate from {:.0} s to {:.0} s (after the first allocation), per second: between {:+.1} % and {:+.1} % of the budget.\n",
+                "Delivered rate from {:.0} s to {:.0} s, per second, leaving out the 2 s after the first allocation and after each budget change: between {:+.1} % and {:+.1} % of the budget in force.\n",
                 first.0 + 2.0,
                 last.0,
                 low,
@@ -314,10 +372,20 @@ pub fn write_report(dir: &Path, run: &RunData) -> anyhow::Result<()> {
     )?;
     writeln!(md, "## Rate and distortion\n\n![rd](rd.svg)\n")?;
     writeln!(md, "## Encode latency\n\n![latency](latency.svg)\n")?;
-    writeln!(
-        md,
-        "## Faults\n\nNo faults were scheduled in this scenario."
-    )?;
+    if run.events.is_empty() {
+        writeln!(
+            md,
+            "## Faults\n\nNo faults were scheduled in this scenario."
+        )?;
+    } else {
+        writeln!(
+            md,
+            "## Faults and events\n\n| at (sim) | event | outcome | effect |\n|---|---|---|---|"
+        )?;
+        for row in run.fault_rows() {
+            writeln!(md, "{row}")?;
+        }
+    }
     std::fs::write(dir.join("report.md"), md).context("writing report.md")?;
     Ok(())
 }

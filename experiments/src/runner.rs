@@ -5,6 +5,7 @@
 //! the coordinator tracks liveness and allocates; the sink decodes every packet and checks it
 //! against the ground truth the runner recorded before publishing.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,11 +16,11 @@ use lydlr_bus::messages::{JsonMessage, NodeMetrics, RawFrames};
 use lydlr_bus::{BrokerUrl, BusClient, ClientOptions, EmbeddedBroker, Topic};
 use lydlr_codec::{Frame, StreamSchema};
 use lydlr_coordinator::run_coordinator;
-use lydlr_edge::run_node;
+use lydlr_edge::{NodeHandle, run_node};
 use lydlr_sim::{StreamId, Swarm};
 
 use crate::outputs::{self, Recorder, SummaryRow};
-use crate::scenario::Scenario;
+use crate::scenario::{Event, Scenario};
 use crate::sink::{GroundTruth, Sink};
 
 /// Command-line choices that are not part of the scenario.
@@ -121,12 +122,14 @@ async fn run(mut scenario: Scenario, options: RunOptions) -> anyhow::Result<RunR
         None => EmbeddedBroker::start()?.url(),
     };
     let truth = Arc::new(Mutex::new(GroundTruth::default()));
-    let sink = Sink::start(&url, schemas.clone(), truth.clone()).await?;
+    let clock = Instant::now();
+    let sink = Sink::start(&url, schemas.clone(), truth.clone(), clock).await?;
     let coordinator = run_coordinator(scenario.coordinator.clone(), &url).await?;
-    let mut nodes = Vec::with_capacity(names.len());
+    let nodes: Arc<tokio::sync::Mutex<BTreeMap<String, NodeHandle>>> = Arc::default();
     for name in &names {
         let config = scenario.edge.node_config(name, &url.to_string());
-        nodes.push(run_node(config, &url).await?);
+        let handle = run_node(config, &url).await?;
+        nodes.lock().await.insert(name.clone(), handle);
     }
     // Nodes announce themselves after subscribing, and the broker handles a connection's
     // packets in order: once the sink has seen every node online, both ends are listening.
@@ -166,7 +169,73 @@ async fn run(mut scenario: Scenario, options: RunOptions) -> anyhow::Result<RunR
     for (slot, id) in streams.iter().filter(|id| id.is_transmitted()).enumerate() {
         slot_of[id.index()] = Some(slot);
     }
+    // Events are triggered by the simulation clock and carried out here.
+    let step_s = 1.0 / scenario.sim.physics_hz();
+    let mut schedule: Vec<(u64, Event)> = scenario
+        .events
+        .iter()
+        .map(|e| (((e.at_s / step_s).round() as u64).max(1), e.event.clone()))
+        .collect();
+    schedule.sort_by_key(|e| e.0);
+    let (event_tx, mut event_rx) = tokio::sync::mpsc::unbounded_channel::<(f64, Event)>();
+    let event_log: Arc<Mutex<Vec<EventRecord>>> = Arc::default();
+    let executor = {
+        let (nodes, log, publisher, url) = (
+            nodes.clone(),
+            event_log.clone(),
+            publisher.clone(),
+            url.clone(),
+        );
+        let edge = scenario.edge.clone();
+        tokio::spawn(async move {
+            while let Some((at_s, event)) = event_rx.recv().await {
+                let wall_s = clock.elapsed().as_secs_f64();
+                let outcome = match &event {
+                    Event::KillNode { node } => match nodes.lock().await.remove(node) {
+                        Some(handle) => {
+                            handle.abort();
+                            "killed".to_owned()
+                        }
+                        None => "not running".to_owned(),
+                    },
+                    Event::RestartNode { node } => {
+                        if nodes.lock().await.contains_key(node) {
+                            "already running".to_owned()
+                        } else {
+                            match run_node(edge.node_config(node, &url.to_string()), &url).await {
+                                Ok(handle) => {
+                                    nodes.lock().await.insert(node.clone(), handle);
+                                    "restarted".to_owned()
+                                }
+                                Err(e) => format!("restart failed: {e}"),
+                            }
+                        }
+                    }
+                    Event::SetBudget { bps } => {
+                        let message = lydlr_bus::messages::FleetBudget { bps: *bps };
+                        match publisher
+                            .publish(Topic::FleetBudget.to_string(), message.to_json(), true)
+                            .await
+                        {
+                            Ok(()) => "published".to_owned(),
+                            Err(e) => format!("not published: {e}"),
+                        }
+                    }
+                };
+                if let Ok(mut log) = log.lock() {
+                    log.push(EventRecord {
+                        at_s,
+                        wall_s,
+                        event,
+                        outcome,
+                    });
+                }
+            }
+        })
+    };
     let bridge = Bridge {
+        schedule,
+        event_tx,
         swarm,
         names: names.clone(),
         schemas: schemas.clone(),
@@ -193,10 +262,12 @@ async fn run(mut scenario: Scenario, options: RunOptions) -> anyhow::Result<RunR
         tracing::warn!("not every frame arrived within {drain:?}");
     }
 
-    let mut finals: Vec<NodeMetrics> = Vec::with_capacity(nodes.len());
-    for node in nodes {
+    let _ = executor.await;
+    let mut finals: Vec<NodeMetrics> = Vec::new();
+    for (_, node) in std::mem::take(&mut *nodes.lock().await) {
         finals.push(node.stop().await?);
     }
+    let events = event_log.lock().map(|l| l.clone()).unwrap_or_default();
     coordinator.stop().await?;
     let _ = publisher.disconnect().await;
     let mut report = sink.stop().await;
@@ -222,6 +293,8 @@ async fn run(mut scenario: Scenario, options: RunOptions) -> anyhow::Result<RunR
             metrics: &report.metrics,
             fleet: &report.fleet,
             rd: &report.rd,
+            events: &events,
+            fleet_at_s: &report.fleet_at_s,
             wall_s: started.elapsed().as_secs_f64(),
         },
     )?;
@@ -249,7 +322,20 @@ fn toml_echo(scenario: &Scenario) -> Option<String> {
 }
 
 /// Steps the swarm and publishes its frames, batched per stream.
+/// A scheduled event as it happened.
+#[derive(Debug, Clone)]
+pub struct EventRecord {
+    /// Simulation time it was due, and wall time (since the run's clock) it was carried out.
+    pub at_s: f64,
+    pub wall_s: f64,
+    pub event: Event,
+    pub outcome: String,
+}
+
 struct Bridge {
+    /// (physics step, event), in order; sent to the executor when the step is reached.
+    schedule: Vec<(u64, Event)>,
+    event_tx: tokio::sync::mpsc::UnboundedSender<(f64, Event)>,
     swarm: Swarm,
     names: Vec<String>,
     /// Schemas of the transmitted streams; a frame's batch slot indexes them.
@@ -282,8 +368,14 @@ impl Bridge {
         );
         let streams = self.schemas.len();
         let mut batches: Vec<Vec<Frame>> = vec![Vec::new(); self.names.len() * streams];
+        let mut next_event = 0;
         for step in 1..=total {
             self.swarm.step();
+            while next_event < self.schedule.len() && self.schedule[next_event].0 <= step {
+                let t = self.swarm.time_ns() as f64 * 1e-9;
+                let _ = self.event_tx.send((t, self.schedule[next_event].1.clone()));
+                next_event += 1;
+            }
             let t = self.swarm.time_ns();
             let frames = self.swarm.drain_frames();
             if let Some(rec) = &mut self.recorder {

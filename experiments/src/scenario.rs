@@ -37,6 +37,38 @@ pub struct Scenario {
     pub coordinator: CoordinatorConfig,
     #[serde(default)]
     pub run: RunSection,
+    /// Things that happen during the run: faults and budget changes.
+    #[serde(default)]
+    pub events: Vec<ScheduledEvent>,
+}
+
+/// An event at a time of the simulation clock.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScheduledEvent {
+    pub at_s: f64,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Event {
+    /// The node's process dies: no goodbye, the broker publishes its last will.
+    KillNode { node: String },
+    /// A killed node starts again.
+    RestartNode { node: String },
+    /// The fleet uplink budget changes (published on `lydlr/v1/fleet/budget`).
+    SetBudget { bps: f64 },
+}
+
+impl std::fmt::Display for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Event::KillNode { node } => write!(f, "kill {node}"),
+            Event::RestartNode { node } => write!(f, "restart {node}"),
+            Event::SetBudget { bps } => write!(f, "budget {:.1} kbit/s", bps / 1000.0),
+        }
+    }
 }
 
 /// How every edge node of the run is configured.
@@ -173,12 +205,60 @@ impl Scenario {
         if !(self.run.drain_timeout_s.is_finite() && self.run.drain_timeout_s > 0.0) {
             return Err(("run.drain_timeout_s".into(), "must be positive".into()));
         }
+        let robots = self.sim.robots.count;
+        for (i, e) in self.events.iter().enumerate() {
+            let field = format!("events[{i}]");
+            if !(e.at_s.is_finite() && (0.0..self.sim.duration_s).contains(&e.at_s)) {
+                return Err((format!("{field}.at_s"), "must lie within the run".into()));
+            }
+            match &e.event {
+                Event::KillNode { node } | Event::RestartNode { node } => {
+                    let known = (0..robots).any(|r| lydlr_sim::robot_name(r) == *node);
+                    if !known {
+                        return Err((format!("{field}.node"), format!("no robot named {node:?}")));
+                    }
+                }
+                Event::SetBudget { bps } => {
+                    if !(bps.is_finite() && *bps > 0.0) {
+                        return Err((format!("{field}.bps"), "must be positive".into()));
+                    }
+                }
+            }
+        }
         Ok(())
     }
 }
 
-/// The 1-based line where a dotted field (`sim.robots.count`, `sim.arena.size_m[0]`) is set.
+/// The 1-based line where a dotted field (`sim.robots.count`, `sim.arena.size_m[0]`,
+/// `events[1].at_s` for the second `[[events]]` table) is set.
 fn line_of(text: &str, field: &str) -> Option<usize> {
+    // An entry of an array of tables: find its header, then the key below it.
+    if let Some((array, rest)) = field.split_once('[')
+        && let Some((index, key)) = rest.split_once("].")
+        && let Ok(index) = index.parse::<usize>()
+        && !array.contains('.')
+    {
+        let header = format!("[[{array}]]");
+        let mut seen = 0;
+        let mut inside = false;
+        for (i, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or("").trim();
+            if line.starts_with('[') {
+                inside = line == header && {
+                    seen += 1;
+                    seen == index + 1
+                };
+                if inside && key.is_empty() {
+                    return Some(i + 1);
+                }
+                continue;
+            }
+            if inside && line.split_once('=').is_some_and(|(k, _)| k.trim() == key) {
+                return Some(i + 1);
+            }
+        }
+        return None;
+    }
     let field = field.split('[').next().unwrap_or(field);
     let (table, key) = field.rsplit_once('.').unwrap_or(("", field));
     let mut current = String::new();
@@ -232,6 +312,34 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("name"), "{err}");
+    }
+
+    #[test]
+    fn events_parse_and_bad_ones_name_their_field() {
+        let ok = "name = \"t\"\n[[events]]\nat_s = 5.0\nkind = \"kill_node\"\nnode = \"robot-01\"\n\n[[events]]\nat_s = 6.0\nkind = \"set_budget\"\nbps = 1000.0\n";
+        let s = Scenario::parse(ok, "t.toml").unwrap();
+        assert_eq!(s.events.len(), 2);
+        assert_eq!(
+            s.events[0].event,
+            Event::KillNode {
+                node: "robot-01".into()
+            }
+        );
+        let err = Scenario::parse(&ok.replace("robot-01", "robot-09"), "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("events[0].node") && err.contains("robot-09"),
+            "{err}"
+        );
+        let err = Scenario::parse(&ok.replace("at_s = 6.0", "at_s = 99.0"), "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("t.toml:8: events[1].at_s"), "{err}");
+        let err = Scenario::parse(&ok.replace("kill_node", "explode"), "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("explode"), "{err}");
     }
 
     #[test]

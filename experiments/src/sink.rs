@@ -60,6 +60,8 @@ pub struct SinkReport {
     pub delivery: BTreeMap<(String, String), Delivery>,
     pub metrics: Vec<NodeMetrics>,
     pub fleet: Vec<FleetState>,
+    /// When each fleet state arrived, seconds on the run's clock.
+    pub fleet_at_s: Vec<f64>,
     /// Each node's latest operating points.
     pub rd: Vec<RdReport>,
     pub rejected_messages: u64,
@@ -80,6 +82,7 @@ impl Sink {
         url: &BrokerUrl,
         schemas: Vec<StreamSchema>,
         truth: Arc<Mutex<GroundTruth>>,
+        clock: std::time::Instant,
     ) -> Result<Sink, BusError> {
         let (client, rx) = BusClient::connect(url, ClientOptions::new("lydlr-sink"));
         for kind in ["compressed/+", "metrics", "status", "rd"] {
@@ -90,6 +93,7 @@ impl Sink {
         let (delivered_tx, delivered) = watch::channel(0);
         let (online_tx, online) = watch::channel(0);
         let state = SinkState {
+            clock,
             ladder: QualityLadder::standard(),
             schemas: schemas.into_iter().map(|s| (s.name.clone(), s)).collect(),
             truth,
@@ -115,6 +119,7 @@ impl Sink {
 }
 
 struct SinkState {
+    clock: std::time::Instant,
     ladder: QualityLadder,
     schemas: HashMap<String, StreamSchema>,
     truth: Arc<Mutex<GroundTruth>>,
@@ -175,7 +180,12 @@ impl SinkState {
                 _ => self.report.rejected_messages += 1,
             },
             Ok(Topic::FleetState) => match FleetState::from_json(&message.payload) {
-                Ok(f) => self.report.fleet.push(f),
+                Ok(f) => {
+                    self.report.fleet.push(f);
+                    self.report
+                        .fleet_at_s
+                        .push(self.clock.elapsed().as_secs_f64());
+                }
                 Err(_) => self.report.rejected_messages += 1,
             },
             _ => self.report.rejected_messages += 1,
