@@ -321,6 +321,12 @@ pub struct FleetState {
     pub compressed_bytes: u64,
     /// Messages the coordinator refused.
     pub rejected: u64,
+    /// Sum of the allocated rates; above the budget only when `over_budget`.
+    #[serde(default)]
+    pub allocated_bps: f64,
+    /// Even every stream's cheapest allowed point does not fit the budget.
+    #[serde(default)]
+    pub over_budget: bool,
 }
 impl JsonMessage for FleetState {}
 

@@ -192,8 +192,10 @@ impl Coordinator {
                 node.online = false;
             }
         }
-        let mut out = self.allocate();
-        let state = self.fleet_state();
+        let (mut out, allocated_bps, over_budget) = self.allocate();
+        let mut state = self.fleet_state();
+        state.allocated_bps = allocated_bps;
+        state.over_budget = over_budget;
         out.push(Outgoing {
             topic: Topic::FleetState.to_string(),
             payload: state.to_json(),
@@ -204,7 +206,7 @@ impl Coordinator {
 
     /// One operating point per stream of every online node, by the configured allocator.
     /// Streams that have not reported their operating points yet are held at an equal share.
-    fn allocate(&self) -> Vec<Outgoing> {
+    fn allocate(&self) -> (Vec<Outgoing>, f64, bool) {
         let online: Vec<(&String, &NodeEntry)> =
             self.nodes.iter().filter(|(_, n)| n.online).collect();
         let mut owners = Vec::new();
@@ -214,7 +216,7 @@ impl Coordinator {
             .map(|(_, n)| n.streams.len().max(n.rd.len()))
             .sum();
         if count == 0 {
-            return Vec::new();
+            return (Vec::new(), 0.0, false);
         }
         let share = self.config.fleet_budget_bps / count as f64;
         for (name, node) in &online {
@@ -273,7 +275,7 @@ impl Coordinator {
                 quality_floor: demand.max_level,
             });
         }
-        per_node
+        let messages = per_node
             .into_iter()
             .map(|(node, streams)| Outgoing {
                 topic: Topic::Alloc { node }.to_string(),
@@ -285,7 +287,8 @@ impl Coordinator {
                 .to_json(),
                 retain: false,
             })
-            .collect()
+            .collect();
+        (messages, result.total_rate, result.over_budget)
     }
 
     pub fn fleet_state(&self) -> FleetState {

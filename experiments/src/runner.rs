@@ -60,6 +60,10 @@ pub struct RunReport {
     pub delivered: u64,
     pub lost: u64,
     pub mismatched: u64,
+    /// Scheduled events as they were carried out.
+    pub events: Vec<EventRecord>,
+    /// Fleet states as the sink received them, with their arrival (run clock, seconds).
+    pub fleet: Vec<(f64, lydlr_bus::messages::FleetState)>,
 }
 
 impl RunReport {
@@ -253,13 +257,23 @@ async fn run(mut scenario: Scenario, options: RunOptions) -> anyhow::Result<RunR
         .context("simulation task panicked")??;
 
     let produced = truth.lock().map(|t| t.total()).unwrap_or(0) as u64;
+    // Wait until everything arrived, or nothing more arrives for a second (frames sent to a
+    // killed node never will), within the drain timeout.
     let mut delivered = sink.delivered.clone();
-    let drain = Duration::from_secs_f64(scenario.run.drain_timeout_s);
-    if tokio::time::timeout(drain, delivered.wait_for(|d| *d >= produced))
-        .await
-        .is_err()
-    {
-        tracing::warn!("not every frame arrived within {drain:?}");
+    let drain_until = Instant::now() + Duration::from_secs_f64(scenario.run.drain_timeout_s);
+    let mut last = *delivered.borrow();
+    while last < produced && Instant::now() < drain_until {
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            delivered.wait_for(|d| *d >= produced),
+        )
+        .await;
+        let now = *delivered.borrow();
+        if now == last {
+            tracing::warn!("{} frames did not arrive", produced - now);
+            break;
+        }
+        last = now;
     }
 
     let _ = executor.await;
@@ -309,6 +323,13 @@ async fn run(mut scenario: Scenario, options: RunOptions) -> anyhow::Result<RunR
         delivered: total.frames_delivered,
         lost: total.frames_lost,
         mismatched: total.frames_mismatched,
+        fleet: report
+            .fleet_at_s
+            .iter()
+            .copied()
+            .zip(report.fleet.iter().cloned())
+            .collect(),
+        events: events.clone(),
         rows,
     })
     .inspect(|r: &RunReport| {
