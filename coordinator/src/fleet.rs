@@ -265,12 +265,20 @@ impl Coordinator {
             AllocatorKind::Equal => allocate_equal_share(&demands, budget),
             AllocatorKind::Proportional => allocate_proportional(&demands, budget),
         };
+        // What the chosen points leave of the budget becomes headroom, in proportion to each
+        // stream's rate: targets then add up to the budget, and a stream whose rate wobbles
+        // above its measured point is not pushed to a coarser rung while the fleet has room.
+        let headroom = if result.over_budget || result.total_rate <= 0.0 {
+            1.0
+        } else {
+            (budget / result.total_rate).max(1.0)
+        };
         let mut per_node: BTreeMap<String, Vec<StreamAllocation>> = BTreeMap::new();
         for (((node, stream), demand), &i) in owners.into_iter().zip(&demands).zip(&result.choice) {
             let point = demand.points[i];
             per_node.entry(node).or_default().push(StreamAllocation {
                 stream,
-                target_bps: point.bits_per_second,
+                target_bps: point.bits_per_second * headroom,
                 level: point.level,
                 quality_floor: demand.max_level,
             });

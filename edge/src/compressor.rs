@@ -97,10 +97,11 @@ impl Compressor {
         for (name, state) in &mut self.streams {
             fresh |= state.rate.fresh;
             state.rate.fresh = false;
-            if !state.rate.points().is_empty() {
+            let points = state.rate.points();
+            if !points.is_empty() {
                 streams.push(StreamRd {
                     stream: name.clone(),
-                    points: state.rate.points().to_vec(),
+                    points,
                 });
             }
         }

@@ -34,6 +34,9 @@ pub(crate) struct RateControl {
     /// A script asked for lossless until this time (stream clock).
     boost_until: i64,
     boosted: bool,
+    /// Delivered over predicted rate at the rung in use (moving average): the measured
+    /// points are scaled by it when reported, so the allocator plans with real rates.
+    calibration: f64,
 }
 
 impl RateControl {
@@ -50,6 +53,7 @@ impl RateControl {
             fresh: false,
             boost_until: i64::MIN,
             boosted: false,
+            calibration: 1.0,
         }
     }
 
@@ -67,8 +71,15 @@ impl RateControl {
         self.allocation.as_ref().map_or(0.0, |a| a.target_bps)
     }
 
-    pub fn points(&self) -> &[RdPointMessage] {
-        &self.points
+    /// The measured points, rates scaled by how the delivered rate compares with them.
+    pub fn points(&self) -> Vec<RdPointMessage> {
+        self.points
+            .iter()
+            .map(|p| RdPointMessage {
+                bits_per_second: p.bits_per_second * self.calibration,
+                ..*p
+            })
+            .collect()
     }
 
     /// Takes a new allocation: its rung, within the floor.
@@ -141,6 +152,15 @@ impl RateControl {
             .is_some_and(|(t, _)| end_ns - t >= WINDOW_NS)
         {
             self.sent.pop_front();
+        }
+        if full
+            && !self.boosted
+            && end_ns.saturating_sub(self.last_change_ns) >= WINDOW_NS
+            && let Some(predicted) = self.points.iter().find(|p| p.level == self.level)
+            && predicted.bits_per_second > 0.0
+        {
+            let observed = (self.delivered_bps() / predicted.bits_per_second).clamp(0.5, 2.0);
+            self.calibration = 0.8 * self.calibration + 0.2 * observed;
         }
         let Some(allocation) = &self.allocation else {
             return;

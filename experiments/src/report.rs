@@ -313,15 +313,17 @@ pub fn write_report(dir: &Path, run: &RunData) -> anyhow::Result<()> {
         )?;
     }
     if let (Some(first), Some(last)) = (series.iter().find(|p| p.2 > 0.0), series.last()) {
-        // Seconds at least 2 s after the first allocation and after any budget change.
+        // Windows that start after the first allocation following a change (the coordinator
+        // answers within a period) are judged: a 2 s window plus one period after it.
         let changes: Vec<f64> = s
             .events
             .iter()
             .filter(|e| matches!(e.event, Event::SetBudget { .. }))
             .map(|e| e.at_s)
             .collect();
+        let lag = 2.0 + f64::from(s.coordinator.period_ms) / 1000.0;
         let settled =
-            |t: f64| t >= first.0 + 2.0 && !changes.iter().any(|c| t >= *c && t < c + 2.0);
+            |t: f64| t >= first.0 + lag && !changes.iter().any(|c| t >= *c && t < c + lag);
         let deviations: Vec<f64> = series
             .iter()
             .filter(|p| settled(p.0))
@@ -335,8 +337,8 @@ pub fn write_report(dir: &Path, run: &RunData) -> anyhow::Result<()> {
         if high.is_finite() {
             writeln!(
                 md,
-                "Delivered rate from {:.0} s to {:.0} s, per second, leaving out the 2 s after the first allocation and after each budget change: between {:+.1} % and {:+.1} % of the budget in force.\n",
-                first.0 + 2.0,
+                "Delivered rate over trailing 2 s windows, per second from {:.0} s to {:.0} s, leaving out the first window after the first allocation and after each budget change: between {:+.1} % and {:+.1} % of the budget in force.\n",
+                first.0 + lag,
                 last.0,
                 low,
                 high
