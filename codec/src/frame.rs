@@ -127,6 +127,18 @@ impl StreamSchema {
         width * self.channels.len()
     }
 
+    /// `|x - y|` in units of channel `index`'s noise sigma (in its own unit when the sigma is
+    /// unknown), so that errors of channels with different units add up.
+    pub fn error_in_sigmas(&self, index: usize, x: f64, y: f64) -> f64 {
+        let sigma = self
+            .noise_sigma
+            .get(index)
+            .copied()
+            .filter(|s| *s > 0.0)
+            .unwrap_or(1.0);
+        (x - y).abs() / sigma
+    }
+
     /// The ADC step of channel `index`, if it has one.
     pub fn lsb(&self, index: usize) -> Option<f64> {
         self.lsb.get(index).copied().flatten().filter(|q| *q > 0.0)

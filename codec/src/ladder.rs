@@ -102,13 +102,7 @@ impl QualityLadder {
                 for (c, (x, y)) in a.values.iter().zip(&b.values).enumerate() {
                     if x.is_finite() {
                         let e = (x - y).abs();
-                        let sigma = schema
-                            .noise_sigma
-                            .get(c)
-                            .copied()
-                            .filter(|s| *s > 0.0)
-                            .unwrap_or(1.0);
-                        sq += (e / sigma).powi(2);
+                        sq += schema.error_in_sigmas(c, *x, *y).powi(2);
                         n += 1;
                         max = max.max(e);
                     }

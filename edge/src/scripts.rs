@@ -101,9 +101,7 @@ impl ScriptHost {
     }
 
     fn arm(&self) {
-        let budget = self.limits.time_budget.as_nanos() as u64;
-        let now = self.epoch.elapsed().as_nanos() as u64;
-        self.deadline.store(now + budget, Ordering::Relaxed);
+        arm(&self.deadline, self.epoch, self.limits.time_budget);
     }
 
     /// Compiles and installs a script (replacing one of the same name); runs its top level
@@ -243,10 +241,7 @@ impl ScriptHost {
                         .collect(),
                 ),
             );
-            self.deadline.store(
-                self.epoch.elapsed().as_nanos() as u64 + self.limits.time_budget.as_nanos() as u64,
-                Ordering::Relaxed,
-            );
+            arm(&self.deadline, self.epoch, self.limits.time_budget);
             let Some(out) = Self::call(&self.engine, script, "on_frame", Dynamic::from_map(map))
             else {
                 continue;
@@ -281,10 +276,7 @@ impl ScriptHost {
         {
             let mut map = Map::new();
             map.insert("t_stream_s".into(), Dynamic::from_float(t_stream_s));
-            self.deadline.store(
-                self.epoch.elapsed().as_nanos() as u64 + self.limits.time_budget.as_nanos() as u64,
-                Ordering::Relaxed,
-            );
+            arm(&self.deadline, self.epoch, self.limits.time_budget);
             let Some(out) = Self::call(&self.engine, script, "on_metrics", Dynamic::from_map(map))
             else {
                 continue;
@@ -314,6 +306,12 @@ impl ScriptHost {
             .chain(self.refused.iter().cloned())
             .collect()
     }
+}
+
+/// Starts a call's time budget: the progress callback stops the script past this deadline.
+fn arm(deadline: &AtomicU64, epoch: Instant, budget: Duration) {
+    let now = epoch.elapsed().as_nanos() as u64;
+    deadline.store(now + budget.as_nanos() as u64, Ordering::Relaxed);
 }
 
 /// Reads a frame map returned by a script; its shape must match the stream's.

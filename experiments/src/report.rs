@@ -6,6 +6,7 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 use lydlr_bus::messages::{FleetState, NodeMetrics, RdReport};
+use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
 use plotters::prelude::*;
 
 use crate::outputs::SummaryRow;
@@ -110,6 +111,40 @@ fn delivered_series(metrics: &[NodeMetrics]) -> Vec<(f64, f64, f64, f64)> {
         .collect()
 }
 
+type Chart<'b, 'a, X, Y> = ChartContext<
+    'b,
+    SVGBackend<'a>,
+    Cartesian2d<<X as AsRangedCoord>::CoordDescType, <Y as AsRangedCoord>::CoordDescType>,
+>;
+
+/// The common frame of every plot: a white 860x420 SVG, a caption, and axes with labels.
+fn chart<'b, 'a: 'b, X, Y>(
+    root: &'b DrawingArea<SVGBackend<'a>, plotters::coord::Shift>,
+    caption: &str,
+    (x, x_desc): (X, &str),
+    (y, y_desc): (Y, &str),
+) -> anyhow::Result<Chart<'b, 'a, X, Y>>
+where
+    X: AsRangedCoord,
+    Y: AsRangedCoord,
+    X::CoordDescType: ValueFormatter<X::Value>,
+    Y::CoordDescType: ValueFormatter<Y::Value>,
+{
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(root)
+        .caption(caption, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(x, y)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .draw()?;
+    Ok(chart)
+}
+
 fn line_chart(path: &Path, caption: &str, y_desc: &str, series: &[Series]) -> anyhow::Result<()> {
     let x_max = series
         .iter()
@@ -121,18 +156,12 @@ fn line_chart(path: &Path, caption: &str, y_desc: &str, series: &[Series]) -> an
         .fold(1e-9f64, f64::max)
         * 1.15;
     let root = SVGBackend::new(path, (860, 420)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(caption, ("sans-serif", 20))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0f64..x_max, 0f64..y_max)?;
-    chart
-        .configure_mesh()
-        .x_desc("stream time (s)")
-        .y_desc(y_desc)
-        .draw()?;
+    let mut chart = chart(
+        &root,
+        caption,
+        (0f64..x_max, "stream time (s)"),
+        (0f64..y_max, y_desc),
+    )?;
     for (name, color, points) in series {
         let color = *color;
         chart
@@ -178,21 +207,12 @@ fn rd_chart(path: &Path, rd: &[RdReport]) -> anyhow::Result<()> {
         .fold(1e-9f64, f64::max)
         * 1.15;
     let root = SVGBackend::new(path, (860, 420)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            "operating points per stream (all nodes)",
-            ("sans-serif", 20),
-        )
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0f64..x_max, 0f64..y_max)?;
-    chart
-        .configure_mesh()
-        .x_desc("rate (kbit/s)")
-        .y_desc("RMS error / noise sigma")
-        .draw()?;
+    let mut chart = chart(
+        &root,
+        "operating points per stream (all nodes)",
+        (0f64..x_max, "rate (kbit/s)"),
+        (0f64..y_max, "RMS error / noise sigma"),
+    )?;
     let palette = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK];
     for (i, (stream, points)) in curves.iter().enumerate() {
         let color = palette[i % palette.len()];
@@ -226,21 +246,12 @@ fn latency_chart(path: &Path, metrics: &[NodeMetrics]) -> anyhow::Result<()> {
     }
     let top = counts.iter().copied().max().unwrap_or(1).max(1);
     let root = SVGBackend::new(path, (860, 420)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            "encode latency p99 per report (all nodes and streams)",
-            ("sans-serif", 20),
-        )
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0f64..max, 0u32..top + 1)?;
-    chart
-        .configure_mesh()
-        .x_desc("microseconds")
-        .y_desc("reports")
-        .draw()?;
+    let mut chart = chart(
+        &root,
+        "encode latency p99 per report (all nodes and streams)",
+        (0f64..max, "microseconds"),
+        (0u32..top + 1, "reports"),
+    )?;
     chart.draw_series(counts.iter().enumerate().map(|(i, &c)| {
         let x0 = i as f64 * width;
         Rectangle::new([(x0, 0), (x0 + width * 0.9, c)], BLUE.mix(0.7).filled())

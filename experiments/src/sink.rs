@@ -251,13 +251,7 @@ impl SinkState {
             matching += usize::from(ok);
             for (c, (y, x)) in decoded.values.iter().zip(&truth.values).enumerate() {
                 if x.is_finite() && y.is_finite() {
-                    let sigma = schema
-                        .noise_sigma
-                        .get(c)
-                        .copied()
-                        .filter(|s| *s > 0.0)
-                        .unwrap_or(1.0);
-                    delivery.squared_error_sigma += ((x - y) / sigma).powi(2);
+                    delivery.squared_error_sigma += schema.error_in_sigmas(c, *x, *y).powi(2);
                     delivery.samples += 1;
                 }
             }
