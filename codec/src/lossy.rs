@@ -124,6 +124,39 @@ fn quantise_float(values: &[f64], order: u8, eb: f64, ty: SampleType) -> FloatQu
     out
 }
 
+/// Decodes `n` samples of a quantised column: each is either an exception (sent exactly)
+/// or a coded index, which `reconstruct` turns into a value from its own history. The first
+/// `warmup` coded indices have a context of their own, as the encoder's did.
+fn dequantise<T: Copy>(
+    decoder: &mut ResidualDecoder,
+    n: usize,
+    warmup: usize,
+    exceptions: &[(usize, T)],
+    mut reconstruct: impl FnMut(i64) -> T,
+    mut observe: impl FnMut(T),
+) -> Result<Vec<T>, CodecError> {
+    let (mut warm, mut main) = (ResidualContext::default(), ResidualContext::default());
+    let mut next = exceptions.iter().peekable();
+    let mut coded = 0usize;
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let value = match next.peek() {
+            Some((at, v)) if *at == i => {
+                next.next();
+                *v
+            }
+            _ => {
+                let ctx = if coded < warmup { &mut warm } else { &mut main };
+                coded += 1;
+                reconstruct(decoder.decode(ctx)?)
+            }
+        };
+        observe(value);
+        out.push(value);
+    }
+    Ok(out)
+}
+
 fn dequantise_float(
     decoder: &mut ResidualDecoder,
     n: usize,
@@ -132,33 +165,20 @@ fn dequantise_float(
     ty: SampleType,
     exceptions: &[(usize, f64)],
 ) -> Result<Vec<f64>, CodecError> {
-    let step = 2.0 * eb;
-    let mut h = [0.0f64; 2];
-    let (mut warm, mut main) = (ResidualContext::default(), ResidualContext::default());
-    let mut next = exceptions.iter().peekable();
-    let mut coded = 0usize;
-    let mut out = Vec::with_capacity(n);
-    for i in 0..n {
-        let r = match next.peek() {
-            Some((at, v)) if *at == i => {
-                next.next();
-                *v
-            }
-            _ => {
-                let ctx = if coded < usize::from(order) {
-                    &mut warm
-                } else {
-                    &mut main
-                };
-                coded += 1;
-                let q = decoder.decode(ctx)? as f64;
-                round_to_type(predict_float(order, h) + q * step, ty)
-            }
-        };
-        out.push(r);
-        h = [r, h[0]];
-    }
-    Ok(out)
+    let history = std::cell::Cell::new([0.0f64; 2]);
+    dequantise(
+        decoder,
+        n,
+        usize::from(order),
+        exceptions,
+        |q| {
+            round_to_type(
+                predict_float(order, history.get()) + q as f64 * 2.0 * eb,
+                ty,
+            )
+        },
+        |r| history.set([r, history.get()[0]]),
+    )
 }
 
 /// A units column quantised at `2 eb + 1` units, predicted from the reconstruction.
@@ -492,35 +512,26 @@ fn decode_bounded(schema: &StreamSchema, packet: &Packet) -> Result<Vec<Frame>, 
                         "ADC-step column for a channel without one",
                     ));
                 }
-                let step = 2 * eb + 1;
-                let (mut warm, mut main) = (ResidualContext::default(), ResidualContext::default());
-                let mut next = exceptions.iter().peekable();
-                let mut h = [0i64; 3];
-                let mut coded = 0usize;
-                let mut out = Vec::with_capacity(n);
-                for i in 0..n {
-                    let r = match next.peek() {
-                        Some((at, v)) if *at == i => {
-                            next.next();
-                            *v
-                        }
-                        _ => {
-                            let ctx = if coded < predictor.warmup() {
-                                &mut warm
-                            } else {
-                                &mut main
-                            };
-                            coded += 1;
-                            let q = i128::from(decoder.decode(ctx)?);
-                            (i128::from(predictor.predict(&h)) + q * i128::from(step))
-                                .clamp(i128::from(i64::MIN), i128::from(i64::MAX))
-                                as i64
-                        }
-                    };
-                    out.push(repr.value_of(r, lsb, ty)?);
-                    h = [r, h[0], h[1]];
-                }
-                out
+                let step = i128::from(2 * eb + 1);
+                let history = std::cell::Cell::new([0i64; 3]);
+                dequantise(
+                    &mut decoder,
+                    n,
+                    predictor.warmup(),
+                    &exceptions,
+                    |q| {
+                        let r =
+                            i128::from(predictor.predict(&history.get())) + i128::from(q) * step;
+                        r.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
+                    },
+                    |r| {
+                        let h = history.get();
+                        history.set([r, h[0], h[1]]);
+                    },
+                )?
+                .into_iter()
+                .map(|r| repr.value_of(r, lsb, ty))
+                .collect::<Result<Vec<f64>, _>>()?
             }
             Head::Float {
                 order,
