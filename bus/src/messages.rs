@@ -228,6 +228,10 @@ pub struct NodeMetrics {
     pub frames_dropped_by_scripts: u64,
     #[serde(default)]
     pub script_time_us: f64,
+    /// Share of one core the node's message handling (decoding, scripts, encoding, rate
+    /// measurement) used since its previous report.
+    #[serde(default)]
+    pub cpu_share: f64,
     #[serde(default)]
     pub scripts: Vec<ScriptStatus>,
     /// Fields added by the scripts' `on_metrics` hooks.

@@ -110,6 +110,8 @@ pub async fn run_node(config: EdgeConfig, url: &BrokerUrl) -> Result<NodeHandle,
             compressor,
             seq: 0,
             next_metrics_ns: None,
+            busy: Duration::ZERO,
+            last_report: std::time::Instant::now(),
         }
         .run(early, rx, stop_rx, status_topic, offline),
     );
@@ -122,6 +124,9 @@ struct NodeLoop {
     compressor: Compressor,
     seq: u64,
     next_metrics_ns: Option<i64>,
+    /// Time spent handling messages since the last report, and when that report went out.
+    busy: Duration,
+    last_report: std::time::Instant,
 }
 
 impl NodeLoop {
@@ -145,7 +150,9 @@ impl NodeLoop {
             tokio::select! {
                 message = rx.recv() => {
                     let Some(message) = message else { break };
+                    let started = std::time::Instant::now();
                     let packets = self.handle(message);
+                    self.busy += started.elapsed();
                     self.publish_packets(packets).await?;
                     if let Some(report) = self.compressor.take_rd_report() {
                         let topic = Topic::Rd { node: self.config.node_id.clone() };
@@ -273,7 +280,15 @@ impl NodeLoop {
 
     async fn publish_metrics(&mut self) -> Result<NodeMetrics, BusError> {
         self.seq += 1;
-        let metrics = self.compressor.metrics(self.seq);
+        let mut metrics = self.compressor.metrics(self.seq);
+        let wall = self.last_report.elapsed().as_secs_f64();
+        metrics.cpu_share = if wall > 0.0 {
+            self.busy.as_secs_f64() / wall
+        } else {
+            0.0
+        };
+        self.busy = Duration::ZERO;
+        self.last_report = std::time::Instant::now();
         let topic = Topic::Metrics {
             node: self.config.node_id.clone(),
         };

@@ -195,6 +195,7 @@ pub fn write_metrics_parquet(path: &Path, metrics: &[NodeMetrics]) -> anyhow::Re
         Column::new("delivered_bps".into(), real(|(_, s)| s.delivered_bps)),
         Column::new("queue_depth".into(), int(|(m, _)| m.queue_depth)),
         Column::new("rejected".into(), int(|(m, _)| m.rejected)),
+        Column::new("cpu_share".into(), real(|(m, _)| m.cpu_share)),
         Column::new("allocated_bps".into(), real(|(m, _)| m.allocated_bps)),
     ])?;
     let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
