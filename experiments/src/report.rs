@@ -99,16 +99,26 @@ fn delivered_series(metrics: &[NodeMetrics]) -> Vec<(f64, f64, f64, f64)> {
             *entry = (m.seq, delivered, target, level);
         }
     }
-    by_second
-        .into_iter()
-        .map(|(s, nodes)| {
-            let n = nodes.len().max(1) as f64;
-            let (d, t, l) = nodes
-                .values()
-                .fold((0.0, 0.0, 0.0), |a, v| (a.0 + v.1, a.1 + v.2, a.2 + v.3));
-            (s as f64, d, t, l / n)
-        })
-        .collect()
+    // A node whose report for a second went missing (reports land near second boundaries)
+    // counts with its previous second's values; one silent for longer (killed) does not.
+    let mut last: BTreeMap<&str, (i64, NodeSecond)> = BTreeMap::new();
+    let mut out = Vec::with_capacity(by_second.len());
+    for (second, nodes) in by_second {
+        for (node, values) in nodes {
+            last.insert(node, (second, values));
+        }
+        let live: Vec<&NodeSecond> = last
+            .values()
+            .filter(|(at, _)| *at >= second - 1)
+            .map(|(_, v)| v)
+            .collect();
+        let n = live.len().max(1) as f64;
+        let (d, t, l) = live
+            .iter()
+            .fold((0.0, 0.0, 0.0), |a, v| (a.0 + v.1, a.1 + v.2, a.2 + v.3));
+        out.push((second as f64, d, t, l / n));
+    }
+    out
 }
 
 type Chart<'b, 'a, X, Y> = ChartContext<
@@ -604,6 +614,35 @@ mod tests {
         );
         std::fs::write(dir.join("summary.csv"), csv).unwrap();
         dir
+    }
+
+    fn report(node: &str, seq: u64, t: f64, delivered: f64) -> NodeMetrics {
+        NodeMetrics {
+            node: node.into(),
+            seq,
+            t_stream_s: t,
+            streams: vec![lydlr_bus::messages::StreamMetrics {
+                stream: "imu".into(),
+                delivered_bps: delivered,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_missing_report_is_carried_but_a_dead_node_drops_out() {
+        let metrics = vec![
+            report("a", 1, 1.0, 100.0),
+            report("b", 1, 1.0, 50.0),
+            report("a", 2, 2.0, 100.0), // b's second-2 report went missing
+            report("a", 3, 3.0, 100.0),
+            report("b", 2, 3.0, 60.0),
+            report("a", 4, 4.0, 100.0), // b is dead from here on
+            report("a", 5, 5.0, 100.0),
+        ];
+        let totals: Vec<f64> = delivered_series(&metrics).iter().map(|p| p.1).collect();
+        assert_eq!(totals, vec![150.0, 150.0, 160.0, 160.0, 100.0]);
     }
 
     #[test]
