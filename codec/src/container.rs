@@ -57,6 +57,7 @@ impl Packet {
         HEADER_LEN + self.payload.len()
     }
 
+    /// Never: a packet always has its header (and at least one frame).
     pub fn is_empty(&self) -> bool {
         false
     }
