@@ -216,9 +216,11 @@ async fn run(mut scenario: Scenario, options: RunOptions) -> anyhow::Result<RunR
                         }
                     }
                     Event::SetBudget { bps } => {
+                        // Not retained: a later run on the same external broker must not
+                        // inherit this run's budget.
                         let message = lydlr_bus::messages::FleetBudget { bps: *bps };
                         match publisher
-                            .publish(Topic::FleetBudget.to_string(), message.to_json(), true)
+                            .publish(Topic::FleetBudget.to_string(), message.to_json(), false)
                             .await
                         {
                             Ok(()) => "published".to_owned(),
