@@ -213,7 +213,7 @@ impl Compressor {
                 out.extend(self.close_block(stream));
             }
             if let Some(state) = self.streams.get_mut(stream) {
-                state.rate.observe(&frame);
+                state.rate.observe(frame.timestamp_ns);
                 state.pending.push(frame);
             }
         }
@@ -254,10 +254,12 @@ impl Compressor {
                 state.counters.compressed_bytes += bytes.len() as u64;
                 let end = frames.last().map_or(0, |f| f.timestamp_ns);
                 state.rate.sent(end, bytes.len());
+                let count = frames.len();
+                state.rate.keep(frames);
                 Some(EncodedPacket {
                     stream: stream.to_owned(),
                     bytes,
-                    frames: frames.len(),
+                    frames: count,
                 })
             }
             Err(e) => {

@@ -91,14 +91,22 @@ impl RateControl {
         self.allocation = Some(allocation);
     }
 
-    /// Keeps the last [`WINDOW_NS`] of frames for measuring operating points.
-    pub fn observe(&mut self, frame: &Frame) {
-        self.boosted = frame.timestamp_ns < self.boost_until;
-        self.history.push_back(frame.clone());
+    /// Advances the stream clock: a script's boost lasts until its time has passed.
+    pub fn observe(&mut self, timestamp_ns: i64) {
+        self.boosted = timestamp_ns < self.boost_until;
+    }
+
+    /// Keeps the frames of an encoded block, the last [`WINDOW_NS`] of them, for measuring
+    /// operating points (taking the block's own frames: no copy per frame).
+    pub fn keep(&mut self, frames: Vec<Frame>) {
+        let Some(newest) = frames.last().map(|f| f.timestamp_ns) else {
+            return;
+        };
+        self.history.extend(frames);
         while self
             .history
             .front()
-            .is_some_and(|f| frame.timestamp_ns.saturating_sub(f.timestamp_ns) > WINDOW_NS)
+            .is_some_and(|f| newest.saturating_sub(f.timestamp_ns) > WINDOW_NS)
         {
             self.history.pop_front();
         }
@@ -119,8 +127,7 @@ impl RateControl {
             return;
         }
         self.next_measure_ns = Some(now_ns + MEASURE_EVERY_NS);
-        let frames: Vec<Frame> = self.history.iter().cloned().collect();
-        if let Ok(points) = ladder.measure(schema, &frames, block_frames) {
+        if let Ok(points) = ladder.measure(schema, self.history.make_contiguous(), block_frames) {
             self.points = points
                 .into_iter()
                 .map(|p| RdPointMessage {
