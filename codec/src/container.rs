@@ -18,6 +18,8 @@ pub enum CodecId {
     Lossless = 1,
     /// Error-bounded predictive quantisation (`BoundedCodec`).
     Bounded = 2,
+    /// Learned prediction and residual distribution (`NeuralCodec`).
+    Neural = 3,
 }
 
 impl TryFrom<u8> for CodecId {
@@ -26,6 +28,7 @@ impl TryFrom<u8> for CodecId {
         match value {
             1 => Ok(CodecId::Lossless),
             2 => Ok(CodecId::Bounded),
+            3 => Ok(CodecId::Neural),
             other => Err(CodecError::UnknownCodec(other)),
         }
     }

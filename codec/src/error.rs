@@ -33,6 +33,14 @@ pub enum CodecError {
     EmptyBlock,
     #[error("block of {0} frames exceeds the container limit")]
     BlockTooLarge(usize),
+    #[error("this codec cannot code the block: {0}")]
+    Unsupported(&'static str),
+    #[error("model does not fit: {0}")]
+    ModelMismatch(String),
+    #[error("neural packets decode only with their model")]
+    ModelRequired,
+    #[error("packet was coded with conditioning streams the decoder was not given")]
+    MissingCondition,
     #[error("corrupt payload: {0}")]
     Corrupt(&'static str),
 }

@@ -16,6 +16,7 @@ mod frame;
 mod ladder;
 mod lossless;
 mod lossy;
+pub mod neural;
 pub mod synthetic;
 mod varint;
 
@@ -25,24 +26,27 @@ pub use frame::{Frame, SampleType, SensorKind, StreamSchema, quantize_to_lsb};
 pub use ladder::{EntropyReport, QualityLadder, RdPoint, Rung, entropy_report};
 pub use lossless::LosslessCodec;
 pub use lossy::{BoundedCodec, ErrorBound};
+pub use neural::{NeuralCodec, NeuralModel};
 
-/// The codec that decodes packets carrying `id`.
-pub fn codec_for(id: CodecId) -> &'static dyn Codec {
+/// The codec that decodes packets carrying `id`; neural packets need their model, which
+/// only the caller holds ([`NeuralCodec`]).
+pub fn codec_for(id: CodecId) -> Result<&'static dyn Codec, CodecError> {
     // The bound only matters when encoding; any instance decodes any bounded packet.
     const BOUNDED: BoundedCodec = BoundedCodec {
         bound: ErrorBound::Absolute(0.0),
         quality: 1,
     };
     match id {
-        CodecId::Lossless => &LosslessCodec,
-        CodecId::Bounded => &BOUNDED,
+        CodecId::Lossless => Ok(&LosslessCodec),
+        CodecId::Bounded => Ok(&BOUNDED),
+        CodecId::Neural => Err(CodecError::ModelRequired),
     }
 }
 
 /// Parses, verifies and decodes packet bytes with the codec named in their header.
 pub fn decode_packet(schema: &StreamSchema, bytes: &[u8]) -> Result<Vec<Frame>, CodecError> {
     let packet = Packet::from_bytes(bytes)?;
-    codec_for(packet.header.codec).decode(schema, &packet)
+    codec_for(packet.header.codec)?.decode(schema, &packet)
 }
 
 /// A codec turns a block of frames of one stream into one [`Packet`] and back.

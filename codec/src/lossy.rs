@@ -77,7 +77,7 @@ impl BoundedCodec {
     }
 }
 
-fn round_to_type(v: f64, ty: SampleType) -> f64 {
+pub(crate) fn round_to_type(v: f64, ty: SampleType) -> f64 {
     match ty {
         SampleType::F32 => f64::from(v as f32),
         SampleType::F64 => v,

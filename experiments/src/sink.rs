@@ -200,7 +200,7 @@ impl SinkState {
             return;
         };
         let decoded = Packet::from_bytes(bytes).and_then(|p| {
-            let frames = codec_for(p.header.codec).decode(schema, &p)?;
+            let frames = codec_for(p.header.codec)?.decode(schema, &p)?;
             Ok((p.header.quality, frames))
         });
         let (level, frames) = match decoded {

@@ -1,0 +1,358 @@
+//! The neural predictor: a small causal MLP over the stream's recent reconstructed frames,
+//! the conditioning streams and the quantisation step, that predicts each channel's next
+//! value and the scale of its residual.
+//!
+//! The forward pass is written out here rather than run through Burn: this crate is what a
+//! robot builds, and the pass must give the same bits on every machine (fixed summation
+//! order, no fused multiply-add, no transcendental functions). `lydlr-learn` trains the same
+//! network in Burn and tests that both passes agree.
+
+use std::collections::BTreeMap;
+
+use crate::neural::laplace::det_log2;
+use crate::{CodecError, StreamSchema};
+
+/// Metadata keys in the weights file (`.bpk` user metadata).
+pub mod keys {
+    pub const STREAM: &str = "lydlr.stream";
+    pub const CHANNELS: &str = "lydlr.channels";
+    pub const CONDITIONS: &str = "lydlr.conditions";
+    pub const CONTEXT: &str = "lydlr.context";
+    pub const SIGMA: &str = "lydlr.sigma";
+    pub const LEVEL_MEAN: &str = "lydlr.level_mean";
+    pub const LEVEL_SCALE: &str = "lydlr.level_scale";
+    pub const CONDITION_SCALE: &str = "lydlr.condition_scale";
+    pub const LAYERS: &str = "lydlr.layers";
+}
+
+/// What a model predicts from, apart from its weights.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelShape {
+    /// Stream name the model serves (`imu`, `wheels`, ...).
+    pub stream: String,
+    pub channels: Vec<String>,
+    /// `stream.channel` names of the conditioning inputs (may be empty).
+    pub conditions: Vec<String>,
+    /// Past frames seen per prediction.
+    pub context: usize,
+    /// Per-channel normalisation: differences are in these units.
+    pub sigma: Vec<f64>,
+    pub level_mean: Vec<f64>,
+    pub level_scale: Vec<f64>,
+    pub condition_scale: Vec<f64>,
+}
+
+impl ModelShape {
+    pub fn input_width(&self) -> usize {
+        let c = self.channels.len();
+        (self.context - 1) * c + 2 * c + 1 + self.conditions.len() + 1
+    }
+
+    pub fn output_width(&self) -> usize {
+        2 * self.channels.len()
+    }
+
+    /// Fills `out` (length [`Self::input_width`]) with the network's input for one frame.
+    ///
+    /// `history` holds the last `context` reconstructed frames, oldest first (rows before the
+    /// block's start repeat its first frame); `available` is how many of them are real.
+    /// `step_log2[c]` is `log2(step_c / sigma_c)`. The layout is the training contract.
+    pub fn features(
+        &self,
+        history: &[&[f64]],
+        available: usize,
+        step_log2: &[f32],
+        condition: Option<&[f64]>,
+        out: &mut [f32],
+    ) {
+        let c = self.channels.len();
+        let k = self.context;
+        let last = history[k - 1];
+        let mut i = 0;
+        for row in &history[..k - 1] {
+            for ch in 0..c {
+                out[i] = ((row[ch] - last[ch]) / self.sigma[ch]) as f32;
+                i += 1;
+            }
+        }
+        for ch in 0..c {
+            out[i] = ((last[ch] - self.level_mean[ch]) / self.level_scale[ch]) as f32;
+            i += 1;
+        }
+        out[i..i + c].copy_from_slice(&step_log2[..c]);
+        i += c;
+        out[i] = available.min(k) as f32 / k as f32;
+        i += 1;
+        for j in 0..self.conditions.len() {
+            out[i] = condition.map_or(0.0, |v| (v[j] * self.condition_scale[j]) as f32);
+            i += 1;
+        }
+        out[i] = if condition.is_some() { 1.0 } else { 0.0 };
+        // Differences of non-finite inputs must not poison the prediction.
+        for v in out.iter_mut() {
+            if !v.is_finite() {
+                *v = 0.0;
+            }
+        }
+    }
+
+    /// `log2(step / sigma)` of a channel, deterministically.
+    pub fn step_log2(&self, channel: usize, step: f64) -> f32 {
+        det_log2(step / self.sigma[channel]) as f32
+    }
+
+    /// Whether the model can serve this stream.
+    pub fn check_schema(&self, schema: &StreamSchema) -> Result<(), CodecError> {
+        if schema.channels != self.channels {
+            return Err(CodecError::ModelMismatch(format!(
+                "model for {} expects channels {:?}, stream {} has {:?}",
+                self.stream, self.channels, schema.name, schema.channels
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// One fully connected layer, weights stored `[input][output]` as Burn's `Linear` does.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dense {
+    pub inputs: usize,
+    pub outputs: usize,
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+}
+
+impl Dense {
+    fn apply(&self, x: &[f32], y: &mut [f32], relu: bool) {
+        y[..self.outputs].copy_from_slice(&self.bias);
+        for (i, &xi) in x.iter().enumerate().take(self.inputs) {
+            let row = &self.weight[i * self.outputs..(i + 1) * self.outputs];
+            for (acc, &w) in y.iter_mut().zip(row) {
+                *acc += xi * w;
+            }
+        }
+        if relu {
+            for v in &mut y[..self.outputs] {
+                *v = v.max(0.0);
+            }
+        }
+    }
+}
+
+/// A trained predictor, ready to run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NeuralModel {
+    pub shape: ModelShape,
+    pub layers: Vec<Dense>,
+    /// Identifies the exact weights; written into every packet so that a decoder holding
+    /// other weights refuses it instead of decoding garbage.
+    pub fingerprint: u64,
+}
+
+/// Scratch buffers for [`NeuralModel::forward`].
+#[derive(Debug, Default)]
+pub struct Scratch {
+    a: Vec<f32>,
+    b: Vec<f32>,
+}
+
+impl NeuralModel {
+    pub fn new(shape: ModelShape, layers: Vec<Dense>) -> Result<NeuralModel, CodecError> {
+        let bad = |m: String| Err(CodecError::ModelMismatch(m));
+        let c = shape.channels.len();
+        if c == 0 || shape.context < 2 {
+            return bad("a model needs channels and a context of at least 2 frames".into());
+        }
+        for (name, v, n) in [
+            ("sigma", &shape.sigma, c),
+            ("level_mean", &shape.level_mean, c),
+            ("level_scale", &shape.level_scale, c),
+            (
+                "condition_scale",
+                &shape.condition_scale,
+                shape.conditions.len(),
+            ),
+        ] {
+            if v.len() != n || v.iter().any(|x| !x.is_finite()) {
+                return bad(format!("{name} needs {n} finite values, has {v:?}"));
+            }
+        }
+        if shape
+            .sigma
+            .iter()
+            .chain(&shape.level_scale)
+            .any(|&s| s <= 0.0)
+        {
+            return bad("sigma and level_scale must be positive".into());
+        }
+        let mut width = shape.input_width();
+        for (i, layer) in layers.iter().enumerate() {
+            if layer.inputs != width
+                || layer.weight.len() != layer.inputs * layer.outputs
+                || layer.bias.len() != layer.outputs
+            {
+                return bad(format!(
+                    "layer {i} is {}x{} with {} weights, expected {width} inputs",
+                    layer.inputs,
+                    layer.outputs,
+                    layer.weight.len()
+                ));
+            }
+            if layer
+                .weight
+                .iter()
+                .chain(&layer.bias)
+                .any(|w| !w.is_finite())
+            {
+                return bad(format!("layer {i} has non-finite weights"));
+            }
+            width = layer.outputs;
+        }
+        if layers.is_empty() || width != shape.output_width() {
+            return bad(format!(
+                "the network ends with {width} outputs, the stream needs {}",
+                shape.output_width()
+            ));
+        }
+        let fingerprint = fingerprint(&shape, &layers);
+        Ok(NeuralModel {
+            shape,
+            layers,
+            fingerprint,
+        })
+    }
+
+    /// Runs the network; returns `[mean_c..., log2_scale_c...]` in sigma units.
+    pub fn forward<'s>(&self, input: &[f32], scratch: &'s mut Scratch) -> &'s [f32] {
+        let widest = self.layers.iter().map(|l| l.outputs).max().unwrap_or(0);
+        scratch.a.resize(widest.max(input.len()), 0.0);
+        scratch.b.resize(widest, 0.0);
+        scratch.a[..input.len()].copy_from_slice(input);
+        let last = self.layers.len() - 1;
+        for (i, layer) in self.layers.iter().enumerate() {
+            layer.apply(&scratch.a[..layer.inputs], &mut scratch.b, i < last);
+            std::mem::swap(&mut scratch.a, &mut scratch.b);
+        }
+        &scratch.a[..self.shape.output_width()]
+    }
+
+    /// Parses a burnpack (`.bpk`) weights file written by `lydlr-learn`.
+    pub fn from_burnpack(bytes: &[u8]) -> Result<NeuralModel, CodecError> {
+        let pack = crate::neural::burnpack::read(bytes)?;
+        let meta = &pack.metadata;
+        let get = |key: &str| {
+            meta.get(key)
+                .ok_or_else(|| CodecError::ModelMismatch(format!("weights lack metadata {key}")))
+        };
+        let list = |key: &str| -> Result<Vec<String>, CodecError> {
+            let text = get(key)?;
+            Ok(if text.is_empty() {
+                Vec::new()
+            } else {
+                text.split(',').map(str::to_owned).collect()
+            })
+        };
+        let numbers = |key: &str| -> Result<Vec<f64>, CodecError> {
+            list(key)?
+                .iter()
+                .map(|v| {
+                    v.parse::<f64>().map_err(|_| {
+                        CodecError::ModelMismatch(format!("{key}: {v:?} is not a number"))
+                    })
+                })
+                .collect()
+        };
+        let count = |key: &str| -> Result<usize, CodecError> {
+            get(key)?
+                .parse()
+                .map_err(|_| CodecError::ModelMismatch(format!("{key} is not a count")))
+        };
+        let shape = ModelShape {
+            stream: get(keys::STREAM)?.clone(),
+            channels: list(keys::CHANNELS)?,
+            conditions: list(keys::CONDITIONS)?,
+            context: count(keys::CONTEXT)?,
+            sigma: numbers(keys::SIGMA)?,
+            level_mean: numbers(keys::LEVEL_MEAN)?,
+            level_scale: numbers(keys::LEVEL_SCALE)?,
+            condition_scale: numbers(keys::CONDITION_SCALE)?,
+        };
+        let layer_count = count(keys::LAYERS)?;
+        if layer_count == 0 || layer_count > 16 {
+            return Err(CodecError::ModelMismatch(format!(
+                "{layer_count} layers: expected 1 to 16"
+            )));
+        }
+        let mut layers = Vec::with_capacity(layer_count);
+        for i in 0..layer_count {
+            let tensor = |name: String| {
+                pack.tensors
+                    .get(&name)
+                    .ok_or_else(|| CodecError::ModelMismatch(format!("weights lack {name}")))
+            };
+            let w = tensor(format!("layers.{i}.weight"))?;
+            let b = tensor(format!("layers.{i}.bias"))?;
+            let [inputs, outputs] = w.shape[..] else {
+                return Err(CodecError::ModelMismatch(format!(
+                    "layers.{i}.weight has shape {:?}",
+                    w.shape
+                )));
+            };
+            layers.push(Dense {
+                inputs,
+                outputs,
+                weight: w.values.clone(),
+                bias: b.values.clone(),
+            });
+        }
+        NeuralModel::new(shape, layers)
+    }
+}
+
+/// FNV-1a over the shape and the weights' bits.
+fn fingerprint(shape: &ModelShape, layers: &[Dense]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    eat(format!("{shape:?}").as_bytes());
+    for layer in layers {
+        for v in layer.weight.iter().chain(&layer.bias) {
+            eat(&v.to_bits().to_le_bytes());
+        }
+    }
+    h
+}
+
+/// Text form of a list of numbers for the weights' metadata (round-trips exactly).
+pub fn format_numbers(values: &[f64]) -> String {
+    values
+        .iter()
+        .map(|v| format!("{v:?}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The metadata map a weights file needs besides its tensors.
+pub fn shape_metadata(shape: &ModelShape, layers: usize) -> BTreeMap<String, String> {
+    [
+        (keys::STREAM, shape.stream.clone()),
+        (keys::CHANNELS, shape.channels.join(",")),
+        (keys::CONDITIONS, shape.conditions.join(",")),
+        (keys::CONTEXT, shape.context.to_string()),
+        (keys::SIGMA, format_numbers(&shape.sigma)),
+        (keys::LEVEL_MEAN, format_numbers(&shape.level_mean)),
+        (keys::LEVEL_SCALE, format_numbers(&shape.level_scale)),
+        (
+            keys::CONDITION_SCALE,
+            format_numbers(&shape.condition_scale),
+        ),
+        (keys::LAYERS, layers.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
