@@ -26,6 +26,7 @@ pub use frame::{Frame, SampleType, SensorKind, StreamSchema, quantize_to_lsb};
 pub use ladder::{EntropyReport, QualityLadder, RdPoint, Rung, entropy_report};
 pub use lossless::LosslessCodec;
 pub use lossy::{BoundedCodec, ErrorBound};
+pub use neural::package::{ModelPackage, sha256_hex};
 pub use neural::{NeuralCodec, NeuralModel};
 
 /// The codec that decodes packets carrying `id`; neural packets need their model, which

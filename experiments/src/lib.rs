@@ -16,6 +16,7 @@ pub mod report;
 pub mod runner;
 pub mod scenario;
 pub mod sink;
+pub mod train;
 
 pub use runner::{RunOptions, RunReport, run_scenario};
 pub use scenario::{Scenario, ScenarioError};

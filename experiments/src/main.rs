@@ -74,6 +74,20 @@ enum Command {
         /// Frames per lydlr packet.
         #[arg(long, default_value_t = 1000)]
         block_frames: usize,
+        /// Model package directory for the `neural` codec (e.g. models/default).
+        #[arg(long)]
+        model: Option<PathBuf>,
+    },
+    /// Train the neural codec's models (simulated data, Burn on the CPU) and write a package.
+    Train {
+        /// Training configuration (e.g. learn/configs/default.toml).
+        config: PathBuf,
+        /// Where the loss curves (SVG) and training.rrd go.
+        #[arg(long, default_value = "results/train")]
+        plots: PathBuf,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
     },
     /// Compare a run with a stored baseline (exit 1 on a regression), or refresh a baseline.
     Report {
@@ -129,6 +143,21 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Train {
+            config,
+            plots,
+            quiet,
+        } => {
+            for r in lydlr_experiments::train::run_training(&config, !quiet, &plots)? {
+                let mut line = serde_json::Map::new();
+                line.insert("stream".into(), r.stream.into());
+                for (k, v) in r.metrics {
+                    line.insert(k, serde_json::json!((v * 1e4).round() / 1e4));
+                }
+                println!("{}", serde_json::Value::Object(line));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Sim {
             scenario,
             out,
@@ -184,7 +213,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             error_bound,
             error_bound_sigma,
             block_frames,
+            model,
         } => {
+            let package = model
+                .map(|dir| lydlr_learn::package::read_package(&dir).map(std::sync::Arc::new))
+                .transpose()?;
             let bound = match (error_bound, error_bound_sigma) {
                 (Some(eb), _) if eb.is_finite() && eb > 0.0 => Some(Bound::Absolute(eb)),
                 (_, Some(k)) if k.is_finite() && k > 0.0 => Some(Bound::Sigma(k)),
@@ -192,7 +225,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 _ => anyhow::bail!("error bounds must be positive numbers"),
             };
             let tables = read_tables(&input)?;
-            for line in run_eval(&tables, codec.as_deref(), bound, block_frames)? {
+            for line in run_eval(&tables, codec.as_deref(), bound, block_frames, package.clone())? {
                 println!("{}", serde_json::to_string(&line)?);
             }
             Ok(ExitCode::SUCCESS)

@@ -82,7 +82,7 @@ impl RunData<'_> {
 type NodeSecond = (u64, f64, f64, f64);
 
 /// One plotted line: label, colour, points.
-type Series<'a> = (&'a str, RGBColor, Vec<(f64, f64)>);
+pub type Series<'a> = (&'a str, RGBColor, Vec<(f64, f64)>);
 
 /// Fleet delivered rate per second of stream time, from each node's latest report in it.
 fn delivered_series(metrics: &[NodeMetrics]) -> Vec<(f64, f64, f64, f64)> {
@@ -156,6 +156,17 @@ where
 }
 
 fn line_chart(path: &Path, caption: &str, y_desc: &str, series: &[Series]) -> anyhow::Result<()> {
+    xy_chart(path, caption, "stream time (s)", y_desc, series)
+}
+
+/// Lines of `(x, y)` points on one chart, the y axis from zero.
+pub fn xy_chart(
+    path: &Path,
+    caption: &str,
+    x_desc: &str,
+    y_desc: &str,
+    series: &[Series],
+) -> anyhow::Result<()> {
     let x_max = series
         .iter()
         .flat_map(|s| s.2.iter().map(|p| p.0))
@@ -169,7 +180,7 @@ fn line_chart(path: &Path, caption: &str, y_desc: &str, series: &[Series]) -> an
     let mut chart = chart(
         &root,
         caption,
-        (0f64..x_max, "stream time (s)"),
+        (0f64..x_max, x_desc),
         (0f64..y_max, y_desc),
     )?;
     for (name, color, points) in series {

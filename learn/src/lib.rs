@@ -1,13 +1,28 @@
 //! `lydlr-learn`: datasets and training for lydlr's neural codecs.
 //!
-//! Owns turning recorded or simulated streams into training examples and, as the learning
-//! issue lands, Burn training and the export of model packages. Today it holds the dataset
-//! windowing that training and evaluation share.
+//! Owns turning recorded or simulated streams into training examples, training the neural
+//! codec's predictors in Burn (autodiff over the flex CPU backend, [`train`]), and writing
+//! model packages ([`package`]: `manifest.toml` plus burnpack weights).
 //!
-//! Must not: run on the robot (inference lives in `codec`), or train on the real recordings
-//! in `shared/data` (they are for evaluation only).
+//! Must not: run on the robot (inference lives in `codec`, which reads the same weights
+//! without Burn), generate its own data (callers hand it frames from the simulator or from
+//! files), or train on the real recordings in `shared/data` (they are for evaluation only).
+
+pub mod package;
+pub mod train;
 
 use lydlr_codec::{Frame, StreamSchema};
+
+/// What can go wrong while training or packaging.
+#[derive(Debug, thiserror::Error)]
+pub enum LearnError {
+    #[error("training data: {0}")]
+    Data(String),
+    #[error("model: {0}")]
+    Model(String),
+    #[error("package {path}: {message}")]
+    Package { path: String, message: String },
+}
 
 /// Causal training examples: `context` past frames predict the next one, values scaled by
 /// each channel's noise sigma so that channels of different units weigh alike.

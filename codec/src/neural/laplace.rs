@@ -145,6 +145,13 @@ impl LaplaceTables {
         LaplaceTables { cdf }
     }
 
+    /// Bits that coding `symbol` at grid scale `scale` costs.
+    pub(crate) fn cost_bits(&self, scale: usize, symbol: usize) -> f64 {
+        let row = &self.cdf[scale * (SYMBOLS + 1)..];
+        let width = row[symbol + 1] - row[symbol];
+        f64::from(PRECISION as u32) - f64::from(width).log2()
+    }
+
     pub(crate) fn model(&self, scale: usize) -> LaplaceModel<'_> {
         let s = scale.min(SCALES - 1);
         LaplaceModel {

@@ -13,6 +13,7 @@
 pub mod burnpack;
 pub mod laplace;
 mod model;
+pub mod package;
 
 use std::sync::Arc;
 
@@ -33,6 +34,7 @@ pub use model::{Dense, ModelShape, NeuralModel, Scratch, format_numbers, keys, s
 
 const VERSION: u8 = 1;
 const FLAG_CONDITIONED: u8 = 1;
+const FLAG_SCALE_OFFSETS: u8 = 2;
 const MODE_UNITS: u8 = 0;
 const MODE_FLOAT: u8 = 1;
 const ESCAPE_INDEX: u64 = 0;
@@ -111,7 +113,7 @@ fn predict_block(
         if t == 0 {
             for ch in 0..c {
                 let log_scale = shape.step_log2(ch, shape.level_scale[ch]) - step_log2[ch]
-                    + shape.step_log2(ch, shape.sigma[ch]);
+                    + shape.step_log2(ch, shape.delta_scale[ch]);
                 frame.push(code(t, ch, shape.level_mean[ch], scale_index(log_scale))?);
             }
         } else {
@@ -127,7 +129,7 @@ fn predict_block(
             for ch in 0..c {
                 let mean = f64::from(prediction[ch]);
                 let mean = if mean.is_finite() { mean } else { 0.0 };
-                let mu = last[ch] + mean * shape.sigma[ch];
+                let mu = last[ch] + mean * shape.delta_scale[ch];
                 let scale = scale_index(prediction[c + ch] - step_log2[ch]);
                 frame.push(code(t, ch, mu, scale)?);
             }
@@ -135,6 +137,38 @@ fn predict_block(
         out.push(frame);
     }
     Ok(out)
+}
+
+/// Per-channel correction of the predicted scales, in grid steps (quarter octaves), chosen by
+/// the encoder for each block: a model that is over- or under-confident on this robot's data
+/// (another sensor, another platform) costs a little instead of a lot.
+const MIN_OFFSET: i8 = -8;
+const MAX_OFFSET: i8 = 24;
+
+fn offset_scale(scale: usize, offset: i8) -> usize {
+    (scale as i64 + i64::from(offset)).clamp(0, laplace::SCALES as i64 - 1) as usize
+}
+
+/// The offset that codes a channel's symbols in the fewest bits: a coarse pass every octave,
+/// then the quarter octaves around the best.
+fn best_scale_offset<'a>(
+    tables: &LaplaceTables,
+    symbols: impl Iterator<Item = &'a (usize, usize, usize)> + Clone,
+) -> i8 {
+    let cost = |o: i8| -> f64 {
+        symbols
+            .clone()
+            .map(|&(_, symbol, scale)| tables.cost_bits(offset_scale(scale, o), symbol))
+            .sum()
+    };
+    let pick = |candidates: &mut dyn Iterator<Item = i8>| {
+        candidates
+            .map(|o| (cost(o), o))
+            .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.abs().cmp(&b.1.abs())))
+            .map_or(0, |(_, o)| o)
+    };
+    let coarse = pick(&mut (MIN_OFFSET..=MAX_OFFSET).step_by(4));
+    pick(&mut (coarse.saturating_sub(3).max(MIN_OFFSET)..=coarse.saturating_add(3).min(MAX_OFFSET)))
 }
 
 /// The counts prediction: `mu` in counts, rounded; unusable predictions predict zero.
@@ -199,6 +233,7 @@ impl NeuralCodec {
         let model = &self.model;
         model.shape.check_schema(schema)?;
         let modes = self.modes(schema, frames)?;
+        let bounds = self.bound.per_channel(schema, frames);
         let ty = schema.sample_type;
         let first = frames[0].timestamp_ns;
         let times: Vec<i64> = frames.iter().map(|f| f.timestamp_ns).collect();
@@ -210,7 +245,7 @@ impl NeuralCodec {
         } else {
             0
         });
-        payload.extend_from_slice(&model.fingerprint.to_le_bytes());
+        payload.extend_from_slice(&model.packet_fingerprint().to_le_bytes());
         for mode in &modes {
             match *mode {
                 Mode::Units { e, .. } => {
@@ -235,13 +270,14 @@ impl NeuralCodec {
         let time_bytes = time_coder.finish();
 
         let tables = LaplaceTables::get();
-        let mut coder = DefaultRangeEncoder::new();
         let mut side = Vec::new();
         let steps: Vec<f64> = modes.iter().map(|m| m.step()).collect();
-        let mut emit = |q: Option<i64>, scale: usize, side: &mut Vec<u8>| {
+        // Symbols are range-coded after the pass, once each channel's scale offset is known;
+        // escapes go to the side section in coding order as they occur.
+        let mut coded: Vec<(usize, usize, usize)> = Vec::with_capacity(frames.len() * modes.len());
+        let mut emit = |ch: usize, q: Option<i64>, scale: usize, side: &mut Vec<u8>| {
             let symbol = q.and_then(symbol_of).unwrap_or(ESCAPE);
-            // Every symbol has a nonzero frequency, so encoding cannot fail.
-            let _ = coder.encode_symbol(symbol, tables.model(scale));
+            coded.push((ch, symbol, scale));
             if symbol == ESCAPE {
                 match q {
                     Some(q) => {
@@ -254,6 +290,7 @@ impl NeuralCodec {
         };
         predict_block(model, &times, &steps, condition, |t, ch, mu, scale| {
             let x = frames[t].values[ch];
+
             match modes[ch] {
                 Mode::Units { lsb, e, repr } => {
                     let u = repr.to_integer(x, lsb, ty).unwrap_or(0);
@@ -264,12 +301,14 @@ impl NeuralCodec {
                     let r = i64::try_from(p + q * step).ok();
                     let value = r.and_then(|r| repr.value_of(r, lsb, ty).ok());
                     match (value, i64::try_from(q)) {
-                        (Some(v), Ok(q)) if (x - v).abs() <= e as f64 * lsb || e == 0 => {
-                            emit(Some(q), scale, &mut side);
+                        // Checked against the requested bound: rounding to the sample type
+                        // may move a value by a hair past `e` counts, never past `eb`.
+                        (Some(v), Ok(q)) if e == 0 || (x - v).abs() <= bounds[ch] => {
+                            emit(ch, Some(q), scale, &mut side);
                             Ok(v)
                         }
                         _ => {
-                            emit(None, scale, &mut side);
+                            emit(ch, None, scale, &mut side);
                             put_uvarint(&mut side, zigzag(u));
                             Ok(x)
                         }
@@ -280,16 +319,28 @@ impl NeuralCodec {
                     let q = ((x - mu) / step).round();
                     let v = round_to_type(mu + q * step, ty);
                     if x.is_finite() && q.abs() <= MAX_INDEX && (x - v).abs() <= eb {
-                        emit(Some(q as i64), scale, &mut side);
+                        emit(ch, Some(q as i64), scale, &mut side);
                         Ok(v)
                     } else {
-                        emit(None, scale, &mut side);
+                        emit(ch, None, scale, &mut side);
                         side.extend_from_slice(&x.to_le_bytes());
                         Ok(x)
                     }
                 }
             }
         })?;
+        let offsets: Vec<i8> = (0..modes.len())
+            .map(|ch| best_scale_offset(tables, coded.iter().filter(|c| c.0 == ch)))
+            .collect();
+        if offsets.iter().any(|&o| o != 0) {
+            payload[0] |= FLAG_SCALE_OFFSETS;
+            payload.extend(offsets.iter().map(|&o| o as u8));
+        }
+        let mut coder = DefaultRangeEncoder::new();
+        for &(ch, symbol, scale) in &coded {
+            // Every symbol has a nonzero frequency, so encoding cannot fail.
+            let _ = coder.encode_symbol(symbol, tables.model(offset_scale(scale, offsets[ch])));
+        }
         put_uvarint(&mut payload, head.len() as u64);
         payload.extend_from_slice(&head);
         put_uvarint(&mut payload, time_bytes.len() as u64);
@@ -330,11 +381,11 @@ impl NeuralCodec {
         } else {
             None
         };
-        let fingerprint = u64::from_le_bytes(reader.array()?);
-        if fingerprint != model.fingerprint {
+        let fingerprint = u32::from_le_bytes(reader.array()?);
+        if fingerprint != model.packet_fingerprint() {
             return Err(CodecError::ModelMismatch(format!(
-                "packet was coded with model {fingerprint:016x}, this decoder holds {:016x}",
-                model.fingerprint
+                "packet was coded with model {fingerprint:08x}, this decoder holds {:08x}",
+                model.packet_fingerprint()
             )));
         }
         let mut modes = Vec::with_capacity(schema.channels.len());
@@ -361,6 +412,20 @@ impl NeuralCodec {
                 _ => return Err(CodecError::Corrupt("unknown channel mode")),
             });
         }
+        let with_offsets = flags & FLAG_SCALE_OFFSETS != 0;
+        let offsets = (0..modes.len())
+            .map(|_| {
+                if !with_offsets {
+                    return Ok(0);
+                }
+                let o = reader.u8()? as i8;
+                if (MIN_OFFSET..=MAX_OFFSET).contains(&o) {
+                    Ok(o)
+                } else {
+                    Err(CodecError::Corrupt("scale offset out of range"))
+                }
+            })
+            .collect::<Result<Vec<i8>, CodecError>>()?;
         let head_len = usize::try_from(reader.uvarint()?).unwrap_or(usize::MAX);
         let mut head = Reader::new(reader.take(head_len)?);
         let time_head = read_column_head(&mut head)?;
@@ -395,7 +460,7 @@ impl NeuralCodec {
         let steps: Vec<f64> = modes.iter().map(|m| m.step()).collect();
         let values = predict_block(model, &times, &steps, condition, |_, ch, mu, scale| {
             let symbol = coder
-                .decode_symbol(tables.model(scale))
+                .decode_symbol(tables.model(offset_scale(scale, offsets[ch])))
                 .map_err(|_| CORRUPT)?;
             let q = if symbol == ESCAPE {
                 match side.uvarint()? {
@@ -456,7 +521,7 @@ pub fn untrained_model(
         channels: schema.channels.clone(),
         conditions: vec!["cmd.left".into(), "cmd.right".into()],
         context,
-        sigma: schema
+        delta_scale: schema
             .noise_sigma
             .iter()
             .map(|&s| if s > 0.0 { s } else { 1.0 })
@@ -473,6 +538,12 @@ pub fn untrained_model(
         ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.2
     };
     let widths = [shape.input_width(), hidden, hidden, shape.output_width()];
+    let skip = Dense {
+        inputs: shape.input_width(),
+        outputs: shape.output_width(),
+        weight: (0..shape.input_width() * shape.output_width()).map(|_| next() * 0.1).collect(),
+        bias: vec![0.0; shape.output_width()],
+    };
     let layers = widths
         .windows(2)
         .map(|w| Dense {
@@ -483,7 +554,7 @@ pub fn untrained_model(
         })
         .collect();
     // The widths above always agree with the shape.
-    NeuralModel::new(shape, layers).expect("consistent untrained model")
+    NeuralModel::new(shape, layers, skip).expect("consistent untrained model")
 }
 
 #[cfg(test)]

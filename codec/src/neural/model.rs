@@ -18,12 +18,15 @@ pub mod keys {
     pub const CHANNELS: &str = "lydlr.channels";
     pub const CONDITIONS: &str = "lydlr.conditions";
     pub const CONTEXT: &str = "lydlr.context";
-    pub const SIGMA: &str = "lydlr.sigma";
+    pub const DELTA_SCALE: &str = "lydlr.delta_scale";
     pub const LEVEL_MEAN: &str = "lydlr.level_mean";
     pub const LEVEL_SCALE: &str = "lydlr.level_scale";
     pub const CONDITION_SCALE: &str = "lydlr.condition_scale";
     pub const LAYERS: &str = "lydlr.layers";
 }
+
+/// Largest magnitude of a normalised input.
+const INPUT_LIMIT: f32 = 32.0;
 
 /// What a model predicts from, apart from its weights.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,8 +38,9 @@ pub struct ModelShape {
     pub conditions: Vec<String>,
     /// Past frames seen per prediction.
     pub context: usize,
-    /// Per-channel normalisation: differences are in these units.
-    pub sigma: Vec<f64>,
+    /// Per-channel scale of one-step changes (at least the noise sigma): differences in the
+    /// input, and the predicted mean and scale, are in these units.
+    pub delta_scale: Vec<f64>,
     pub level_mean: Vec<f64>,
     pub level_scale: Vec<f64>,
     pub condition_scale: Vec<f64>,
@@ -56,7 +60,9 @@ impl ModelShape {
     ///
     /// `history` holds the last `context` reconstructed frames, oldest first (rows before the
     /// block's start repeat its first frame); `available` is how many of them are real.
-    /// `step_log2[c]` is `log2(step_c / sigma_c)`. The layout is the training contract.
+    /// `step_log2[c]` is `log2(step_c / delta_scale_c)`. The layout is the training contract:
+    /// successive differences of the history, the last frame's level, the steps, the share of
+    /// real history, the conditioning values and whether they are present.
     pub fn features(
         &self,
         history: &[&[f64]],
@@ -69,9 +75,9 @@ impl ModelShape {
         let k = self.context;
         let last = history[k - 1];
         let mut i = 0;
-        for row in &history[..k - 1] {
+        for pair in history.windows(2) {
             for ch in 0..c {
-                out[i] = ((row[ch] - last[ch]) / self.sigma[ch]) as f32;
+                out[i] = ((pair[1][ch] - pair[0][ch]) / self.delta_scale[ch]) as f32;
                 i += 1;
             }
         }
@@ -88,17 +94,21 @@ impl ModelShape {
             i += 1;
         }
         out[i] = if condition.is_some() { 1.0 } else { 0.0 };
-        // Differences of non-finite inputs must not poison the prediction.
+        // Non-finite inputs must not poison the prediction, and inputs far outside anything
+        // seen in training (another robot, another sensor) are held at the edge of that range
+        // rather than extrapolated.
         for v in out.iter_mut() {
-            if !v.is_finite() {
-                *v = 0.0;
-            }
+            *v = if v.is_finite() {
+                v.clamp(-INPUT_LIMIT, INPUT_LIMIT)
+            } else {
+                0.0
+            };
         }
     }
 
-    /// `log2(step / sigma)` of a channel, deterministically.
+    /// `log2(step / delta_scale)` of a channel, deterministically.
     pub fn step_log2(&self, channel: usize, step: f64) -> f32 {
-        det_log2(step / self.sigma[channel]) as f32
+        det_log2(step / self.delta_scale[channel]) as f32
     }
 
     /// Whether the model can serve this stream.
@@ -143,7 +153,11 @@ impl Dense {
 #[derive(Debug, Clone, PartialEq)]
 pub struct NeuralModel {
     pub shape: ModelShape,
+    /// The MLP: ReLU after every layer but the last.
     pub layers: Vec<Dense>,
+    /// A linear map from input to output added to the MLP's: linear prediction (what the
+    /// classical codecs do) is then the easy case, and the MLP learns what is left.
+    pub skip: Dense,
     /// Identifies the exact weights; written into every packet so that a decoder holding
     /// other weights refuses it instead of decoding garbage.
     pub fingerprint: u64,
@@ -154,17 +168,22 @@ pub struct NeuralModel {
 pub struct Scratch {
     a: Vec<f32>,
     b: Vec<f32>,
+    skip: Vec<f32>,
 }
 
 impl NeuralModel {
-    pub fn new(shape: ModelShape, layers: Vec<Dense>) -> Result<NeuralModel, CodecError> {
+    pub fn new(
+        shape: ModelShape,
+        layers: Vec<Dense>,
+        skip: Dense,
+    ) -> Result<NeuralModel, CodecError> {
         let bad = |m: String| Err(CodecError::ModelMismatch(m));
         let c = shape.channels.len();
         if c == 0 || shape.context < 2 {
             return bad("a model needs channels and a context of at least 2 frames".into());
         }
         for (name, v, n) in [
-            ("sigma", &shape.sigma, c),
+            ("delta_scale", &shape.delta_scale, c),
             ("level_mean", &shape.level_mean, c),
             ("level_scale", &shape.level_scale, c),
             (
@@ -178,14 +197,27 @@ impl NeuralModel {
             }
         }
         if shape
-            .sigma
+            .delta_scale
             .iter()
             .chain(&shape.level_scale)
             .any(|&s| s <= 0.0)
         {
-            return bad("sigma and level_scale must be positive".into());
+            return bad("delta_scale and level_scale must be positive".into());
         }
         let mut width = shape.input_width();
+        let skip_ok = skip.inputs == width
+            && skip.outputs == shape.output_width()
+            && skip.weight.len() == skip.inputs * skip.outputs
+            && skip.bias.len() == skip.outputs
+            && skip.weight.iter().chain(&skip.bias).all(|w| w.is_finite());
+        if !skip_ok {
+            return bad(format!(
+                "the skip layer is {}x{}, expected {width}x{}",
+                skip.inputs,
+                skip.outputs,
+                shape.output_width()
+            ));
+        }
         for (i, layer) in layers.iter().enumerate() {
             if layer.inputs != width
                 || layer.weight.len() != layer.inputs * layer.outputs
@@ -214,26 +246,38 @@ impl NeuralModel {
                 shape.output_width()
             ));
         }
-        let fingerprint = fingerprint(&shape, &layers);
+        let fingerprint = fingerprint(&shape, layers.iter().chain([&skip]));
         Ok(NeuralModel {
             shape,
             layers,
+            skip,
             fingerprint,
         })
     }
 
-    /// Runs the network; returns `[mean_c..., log2_scale_c...]` in sigma units.
+    /// The fingerprint's low 32 bits, as packets carry it.
+    pub fn packet_fingerprint(&self) -> u32 {
+        self.fingerprint as u32
+    }
+
+    /// Runs the network; returns `[mean_c..., log2_scale_c...]` in delta_scale units.
     pub fn forward<'s>(&self, input: &[f32], scratch: &'s mut Scratch) -> &'s [f32] {
         let widest = self.layers.iter().map(|l| l.outputs).max().unwrap_or(0);
         scratch.a.resize(widest.max(input.len()), 0.0);
         scratch.b.resize(widest, 0.0);
         scratch.a[..input.len()].copy_from_slice(input);
+        scratch.skip.resize(self.skip.outputs, 0.0);
+        self.skip.apply(input, &mut scratch.skip, false);
         let last = self.layers.len() - 1;
         for (i, layer) in self.layers.iter().enumerate() {
             layer.apply(&scratch.a[..layer.inputs], &mut scratch.b, i < last);
             std::mem::swap(&mut scratch.a, &mut scratch.b);
         }
-        &scratch.a[..self.shape.output_width()]
+        let out = &mut scratch.a[..self.shape.output_width()];
+        for (o, s) in out.iter_mut().zip(&scratch.skip) {
+            *o += s;
+        }
+        out
     }
 
     /// Parses a burnpack (`.bpk`) weights file written by `lydlr-learn`.
@@ -272,7 +316,7 @@ impl NeuralModel {
             channels: list(keys::CHANNELS)?,
             conditions: list(keys::CONDITIONS)?,
             context: count(keys::CONTEXT)?,
-            sigma: numbers(keys::SIGMA)?,
+            delta_scale: numbers(keys::DELTA_SCALE)?,
             level_mean: numbers(keys::LEVEL_MEAN)?,
             level_scale: numbers(keys::LEVEL_SCALE)?,
             condition_scale: numbers(keys::CONDITION_SCALE)?,
@@ -283,34 +327,37 @@ impl NeuralModel {
                 "{layer_count} layers: expected 1 to 16"
             )));
         }
-        let mut layers = Vec::with_capacity(layer_count);
-        for i in 0..layer_count {
+        let dense = |prefix: &str| -> Result<Dense, CodecError> {
             let tensor = |name: String| {
                 pack.tensors
                     .get(&name)
                     .ok_or_else(|| CodecError::ModelMismatch(format!("weights lack {name}")))
             };
-            let w = tensor(format!("layers.{i}.weight"))?;
-            let b = tensor(format!("layers.{i}.bias"))?;
+            let w = tensor(format!("{prefix}.weight"))?;
+            let b = tensor(format!("{prefix}.bias"))?;
             let [inputs, outputs] = w.shape[..] else {
                 return Err(CodecError::ModelMismatch(format!(
-                    "layers.{i}.weight has shape {:?}",
+                    "{prefix}.weight has shape {:?}",
                     w.shape
                 )));
             };
-            layers.push(Dense {
+            Ok(Dense {
                 inputs,
                 outputs,
                 weight: w.values.clone(),
                 bias: b.values.clone(),
-            });
-        }
-        NeuralModel::new(shape, layers)
+            })
+        };
+        let layers = (0..layer_count)
+            .map(|i| dense(&format!("layers.{i}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let skip = dense("skip")?;
+        NeuralModel::new(shape, layers, skip)
     }
 }
 
 /// FNV-1a over the shape and the weights' bits.
-fn fingerprint(shape: &ModelShape, layers: &[Dense]) -> u64 {
+fn fingerprint<'a>(shape: &ModelShape, layers: impl Iterator<Item = &'a Dense>) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut eat = |bytes: &[u8]| {
         for &b in bytes {
@@ -343,7 +390,7 @@ pub fn shape_metadata(shape: &ModelShape, layers: usize) -> BTreeMap<String, Str
         (keys::CHANNELS, shape.channels.join(",")),
         (keys::CONDITIONS, shape.conditions.join(",")),
         (keys::CONTEXT, shape.context.to_string()),
-        (keys::SIGMA, format_numbers(&shape.sigma)),
+        (keys::DELTA_SCALE, format_numbers(&shape.delta_scale)),
         (keys::LEVEL_MEAN, format_numbers(&shape.level_mean)),
         (keys::LEVEL_SCALE, format_numbers(&shape.level_scale)),
         (

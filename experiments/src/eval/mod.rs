@@ -7,11 +7,13 @@
 pub mod gorilla;
 pub mod table;
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, bail, ensure};
 use lydlr_codec::{
-    BoundedCodec, Codec, ErrorBound, Frame, LosslessCodec, SampleType, SensorKind, StreamSchema,
+    BoundedCodec, Codec, ErrorBound, Frame, LosslessCodec, ModelPackage, NeuralCodec, SampleType,
+    SensorKind, StreamSchema,
 };
 use serde::Serialize;
 pub use table::{Table, read_tables};
@@ -530,9 +532,83 @@ impl EvalCodec for QuantDeltaPco {
     }
 }
 
-/// Every codec `lydlr eval` knows.
-pub fn all_codecs() -> Vec<Box<dyn EvalCodec>> {
-    vec![
+/// The neural codec with the package's model for the table's channels (lossy runs only:
+/// the evaluated tables carry no ADC step, so there is no lossless counts mode).
+struct Neural {
+    package: Option<Arc<ModelPackage>>,
+}
+
+impl Neural {
+    fn codec(&self, input: &Prepared) -> anyhow::Result<(NeuralCodec, StreamSchema)> {
+        let package = self
+            .package
+            .as_ref()
+            .context("neural: give a model package with --model DIR")?;
+        let model = package
+            .models
+            .values()
+            .find(|m| m.shape.channels == input.table.names)
+            .with_context(|| {
+                format!(
+                    "neural: no model in the package for channels {:?}",
+                    input.table.names
+                )
+            })?;
+        let bounds = input.bounds.as_ref().context("neural: needs an error bound")?;
+        let mut schema = input.schema.clone();
+        schema.noise_sigma = bounds.clone();
+        Ok((
+            NeuralCodec::new(model.clone(), ErrorBound::Sigma(1.0), 1),
+            schema,
+        ))
+    }
+}
+
+impl EvalCodec for Neural {
+    fn name(&self) -> &'static str {
+        "neural"
+    }
+
+    fn lossy(&self) -> bool {
+        true
+    }
+
+    fn compress(&self, input: &Prepared) -> anyhow::Result<Vec<u8>> {
+        let (codec, schema) = self.codec(input)?;
+        let rows = input.table.samples();
+        let frames: Vec<Frame> = (0..rows).map(|i| input.table.frame(i)).collect();
+        let mut out = Vec::new();
+        for block in frames.chunks(input.block_frames.clamp(1, usize::from(u16::MAX))) {
+            push_section(&mut out, &codec.encode(&schema, block)?.to_bytes());
+        }
+        Ok(out)
+    }
+
+    fn decompress(
+        &self,
+        input: &Prepared,
+        bytes: &[u8],
+    ) -> anyhow::Result<(Vec<i64>, Vec<Vec<f64>>)> {
+        let (codec, schema) = self.codec(input)?;
+        let mut t = Vec::new();
+        let mut columns = vec![Vec::new(); input.table.columns.len()];
+        for section in sections(bytes)? {
+            let packet = lydlr_codec::Packet::from_bytes(section)?;
+            for frame in codec.decode(&schema, &packet)? {
+                t.push(frame.timestamp_ns);
+                for (c, v) in columns.iter_mut().zip(frame.values) {
+                    c.push(v);
+                }
+            }
+        }
+        Ok((t, columns))
+    }
+}
+
+/// Every codec `lydlr eval` knows; `neural` runs with the given model package.
+pub fn all_codecs(package: Option<Arc<ModelPackage>>) -> Vec<Box<dyn EvalCodec>> {
+    let neural_available = package.is_some();
+    let mut codecs: Vec<Box<dyn EvalCodec>> = vec![
         Box::new(Lydlr { lossy: false }),
         Box::new(Pco),
         Box::new(Zstd { shuffle: false }),
@@ -541,7 +617,11 @@ pub fn all_codecs() -> Vec<Box<dyn EvalCodec>> {
         Box::new(Gorilla),
         Box::new(Lydlr { lossy: true }),
         Box::new(QuantDeltaPco),
-    ]
+    ];
+    if neural_available {
+        codecs.push(Box::new(Neural { package }));
+    }
+    codecs
 }
 
 /// Seconds per run of `f`: the fastest of enough runs to fill about 0.3 s.
@@ -603,11 +683,12 @@ pub fn evaluate(codec: &dyn EvalCodec, input: &Prepared) -> anyhow::Result<EvalL
             } else if x.is_finite() {
                 let e = (x - y).abs();
                 if let Some(bounds) = &input.bounds
-                    && codec.name() == "lydlr-bounded"
+                    && matches!(codec.name(), "lydlr-bounded" | "neural")
                 {
                     ensure!(
                         e <= bounds[c],
-                        "lydlr-bounded: error {e} over the bound {} at row {}",
+                        "{}: error {e} over the bound {} at row {}",
+                        codec.name(),
                         bounds[c],
                         i + 1
                     );
@@ -646,8 +727,9 @@ pub fn run_eval(
     codec: Option<&str>,
     bound: Option<Bound>,
     block_frames: usize,
+    package: Option<Arc<ModelPackage>>,
 ) -> anyhow::Result<Vec<EvalLine>> {
-    let codecs: Vec<Box<dyn EvalCodec>> = all_codecs()
+    let codecs: Vec<Box<dyn EvalCodec>> = all_codecs(package)
         .into_iter()
         .filter(|c| match codec {
             None | Some("all") => c.lossy() == bound.is_some(),
@@ -655,7 +737,8 @@ pub fn run_eval(
         })
         .collect();
     if codecs.is_empty() {
-        let names: Vec<&str> = all_codecs().iter().map(|c| c.name()).collect();
+        let mut names: Vec<&str> = all_codecs(None).iter().map(|c| c.name()).collect();
+        names.push("neural (with --model)");
         bail!("unknown codec {codec:?}; known: all, {}", names.join(", "));
     }
     let mut lines = Vec::new();

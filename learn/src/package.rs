@@ -1,0 +1,108 @@
+//! Writing model packages: `manifest.toml` plus one burnpack weights file per stream,
+//! written by Burn's own store and read back through the codec's reader before the manifest
+//! names it (a package that the robot cannot load is never written).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use burn::module::Module;
+use burn::store::{BurnpackStore, ModuleSnapshot};
+use lydlr_codec::neural::package::{MANIFEST_FILE, MANIFEST_FORMAT, Manifest, ModelEntry, TrainingRecord};
+use lydlr_codec::neural::shape_metadata;
+use lydlr_codec::{Frame, ModelPackage, NeuralModel, StreamSchema, sha256_hex};
+use sha2::{Digest, Sha256};
+
+use crate::LearnError;
+use crate::train::Predictor;
+
+/// One trained stream, ready to be packaged.
+pub struct TrainedStream {
+    pub schema: StreamSchema,
+    pub predictor: Predictor,
+    pub model: NeuralModel,
+    pub quality_sigmas: Vec<f64>,
+    pub metrics: BTreeMap<String, f64>,
+}
+
+/// sha256 over frames (timestamps and value bits, in order): the training data's identity.
+pub fn data_sha256<'a>(frames: impl IntoIterator<Item = &'a Frame>) -> String {
+    let mut hasher = Sha256::new();
+    for f in frames {
+        hasher.update(f.timestamp_ns.to_le_bytes());
+        for v in &f.values {
+            hasher.update(v.to_bits().to_le_bytes());
+        }
+    }
+    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn package_error(path: &Path, message: impl ToString) -> LearnError {
+    LearnError::Package {
+        path: path.display().to_string(),
+        message: message.to_string(),
+    }
+}
+
+/// Writes the package into `dir` (created if needed) and returns its manifest.
+pub fn write_package(
+    dir: &Path,
+    version: &str,
+    training: TrainingRecord,
+    streams: &[TrainedStream],
+) -> Result<Manifest, LearnError> {
+    std::fs::create_dir_all(dir).map_err(|e| package_error(dir, e))?;
+    let mut models = Vec::new();
+    for s in streams {
+        let file = format!("{}.bpk", s.schema.name);
+        let path = dir.join(&file);
+        let mut store = BurnpackStore::from_file(&path)
+            .auto_extension(false)
+            .overwrite(true);
+        for (k, v) in shape_metadata(&s.model.shape, s.model.layers.len()) {
+            store = store.metadata(k, v);
+        }
+        s.predictor
+            .clone()
+            .valid()
+            .save_into(&mut store)
+            .map_err(|e| package_error(&path, format!("{e:?}")))?;
+        let bytes = std::fs::read(&path).map_err(|e| package_error(&path, e))?;
+        let back = NeuralModel::from_burnpack(&bytes).map_err(|e| package_error(&path, e))?;
+        if back.fingerprint != s.model.fingerprint {
+            return Err(package_error(&path, "weights read back differ from the trained model"));
+        }
+        models.push(ModelEntry {
+            stream: s.schema.name.clone(),
+            kind: format!("{:?}", s.schema.kind).to_lowercase(),
+            schema_hash: format!("{:016x}", s.schema.hash()),
+            channels: s.model.shape.channels.clone(),
+            conditions: s.model.shape.conditions.clone(),
+            quality_sigmas: s.quality_sigmas.clone(),
+            weights: file,
+            sha256: sha256_hex(&bytes),
+            fingerprint: format!("{:016x}", s.model.fingerprint),
+            metrics: s.metrics.clone(),
+        });
+    }
+    let manifest = Manifest {
+        format: MANIFEST_FORMAT,
+        version: version.to_owned(),
+        training,
+        models,
+    };
+    let text = toml::to_string_pretty(&manifest).map_err(|e| package_error(dir, e))?;
+    let manifest_path = dir.join(MANIFEST_FILE);
+    std::fs::write(&manifest_path, &text).map_err(|e| package_error(&manifest_path, e))?;
+    // The package as a node will load it.
+    ModelPackage::load(&text, |name| std::fs::read(dir.join(name)).map_err(|e| e.to_string()))
+        .map_err(|e| package_error(dir, e))?;
+    Ok(manifest)
+}
+
+/// Loads a package directory (manifest and weights) from disk.
+pub fn read_package(dir: &Path) -> Result<ModelPackage, LearnError> {
+    let manifest_path = dir.join(MANIFEST_FILE);
+    let text = std::fs::read_to_string(&manifest_path).map_err(|e| package_error(&manifest_path, e))?;
+    ModelPackage::load(&text, |name| std::fs::read(dir.join(name)).map_err(|e| e.to_string()))
+        .map_err(|e| package_error(dir, e))
+}

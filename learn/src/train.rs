@@ -1,0 +1,492 @@
+//! Training one stream's predictor in Burn (autodiff over the flex CPU backend).
+//!
+//! The network is the one `lydlr_codec::neural` runs: an MLP over the features that
+//! [`ModelShape::features`] computes. Training minimises the code length, in bits, of the
+//! quantised residuals under the predicted discretised Laplace, over the whole quality ladder
+//! at once: every example draws a quantisation step (lossless counts or a multiple of sigma),
+//! and its history gets the reconstruction error that step would leave, so the model learns
+//! to predict from what a decoder has, not from the clean signal.
+
+use burn::nn::{Linear, LinearConfig};
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::prelude::*;
+use lydlr_codec::neural::{Dense, ModelShape, NeuralModel};
+use lydlr_codec::{Frame, StreamSchema};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::LearnError;
+
+/// One robot's recording of a stream, with the conditioning frames it was recorded with.
+#[derive(Debug, Clone)]
+pub struct Series {
+    pub frames: Vec<Frame>,
+    /// Conditioning streams, sample-and-hold; empty when the model has none.
+    pub condition: Vec<Frame>,
+}
+
+/// Hyper-parameters of one model's training.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    pub context: usize,
+    pub hidden: usize,
+    pub hidden_layers: usize,
+    pub steps: usize,
+    pub batch: usize,
+    pub learning_rate: f64,
+    /// Error bounds in sigmas drawn for examples; 0 means lossless counts.
+    pub sigma_levels: Vec<f64>,
+    /// Share of examples trained without their conditioning streams (the codec must also
+    /// work when they are missing).
+    pub condition_dropout: f64,
+    /// Share of examples with a history cut short, as at the start of a block.
+    pub short_history: f64,
+    /// Validation every this many steps.
+    pub validate_every: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            context: 16,
+            hidden: 48,
+            hidden_layers: 2,
+            steps: 1500,
+            batch: 256,
+            learning_rate: 2e-3,
+            sigma_levels: vec![0.0, 0.5, 1.0, 2.0, 4.0, 8.0],
+            condition_dropout: 0.2,
+            short_history: 0.1,
+            validate_every: 100,
+        }
+    }
+}
+
+/// Progress of a training run, reported to the caller.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TrainPoint {
+    pub step: usize,
+    /// Mean bits per sample on the last training batch.
+    pub train_bits: f64,
+    /// Mean bits per sample on the validation set (held-out seeds), when measured.
+    pub validation_bits: Option<f64>,
+}
+
+#[derive(Module, Debug)]
+pub struct Predictor {
+    pub layers: Vec<Linear>,
+    /// Linear path from input to output (see `NeuralModel::skip`).
+    pub skip: Linear,
+}
+
+impl Predictor {
+    fn new(widths: &[usize], device: &Device) -> Self {
+        let (first, last) = (widths[0], widths[widths.len() - 1]);
+        Self {
+            layers: widths
+                .windows(2)
+                .map(|w| LinearConfig::new(w[0], w[1]).init(device))
+                .collect(),
+            skip: LinearConfig::new(first, last).init(device),
+        }
+    }
+
+    pub fn forward(&self, mut x: Tensor<2>) -> Tensor<2> {
+        let linear = self.skip.forward(x.clone());
+        let last = self.layers.len() - 1;
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = layer.forward(x);
+            if i < last {
+                x = burn::tensor::activation::relu(x);
+            }
+        }
+        x + linear
+    }
+
+    /// The same network as the codec runs it.
+    pub fn to_codec(&self, shape: ModelShape) -> Result<NeuralModel, LearnError> {
+        let layers = self
+            .layers
+            .iter()
+            .map(dense)
+            .collect::<Result<Vec<_>, LearnError>>()?;
+        let skip = dense(&self.skip)?;
+        NeuralModel::new(shape, layers, skip).map_err(|e| LearnError::Model(e.to_string()))
+    }
+}
+
+fn dense(l: &Linear) -> Result<Dense, LearnError> {
+    let w = l.weight.val();
+    let [inputs, outputs] = w.dims();
+    let bias = l
+        .bias
+        .as_ref()
+        .map(|b| b.val().into_data().try_to_vec::<f32>())
+        .transpose()
+        .map_err(|e| LearnError::Model(format!("{e:?}")))?
+        .unwrap_or_else(|| vec![0.0; outputs]);
+    Ok(Dense {
+        inputs,
+        outputs,
+        weight: w
+            .into_data()
+            .try_to_vec::<f32>()
+            .map_err(|e| LearnError::Model(format!("{e:?}")))?,
+        bias,
+    })
+}
+
+/// Sigmas used to normalise each channel: the schema's, or the ADC step (or 1) where the
+/// schema gives none.
+pub fn normalising_sigma(schema: &StreamSchema) -> Vec<f64> {
+    (0..schema.channels.len())
+        .map(|c| {
+            let s = schema.noise_sigma.get(c).copied().unwrap_or(0.0);
+            if s > 0.0 {
+                s
+            } else {
+                schema.lsb(c).unwrap_or(1.0)
+            }
+        })
+        .collect()
+}
+
+/// The step a channel is quantised with at `k` sigmas, as the codec will choose it.
+fn quantisation_step(schema: &StreamSchema, sigma_k: f64, c: usize) -> Option<f64> {
+    let eb = sigma_k * schema.noise_sigma.get(c).copied().unwrap_or(0.0);
+    match schema.lsb(c) {
+        Some(lsb) => {
+            let e = (eb / lsb - 1e-6).floor().max(0.0);
+            Some((2.0 * e + 1.0) * lsb)
+        }
+        None if eb > 0.0 => Some(2.0 * eb),
+        None => None,
+    }
+}
+
+/// The shape (normalisation included) of a model for `schema`, from training data.
+pub fn shape_for(
+    schema: &StreamSchema,
+    conditions: Vec<String>,
+    condition_scale: Vec<f64>,
+    series: &[Series],
+    config: &TrainConfig,
+) -> ModelShape {
+    let c = schema.channels.len();
+    let (mut sum, mut sq, mut n) = (vec![0.0; c], vec![0.0; c], 0usize);
+    let (mut dsq, mut dn) = (vec![0.0; c], 0usize);
+    for s in series {
+        for (i, f) in s.frames.iter().enumerate() {
+            for ch in 0..c {
+                sum[ch] += f.values[ch];
+                sq[ch] += f.values[ch] * f.values[ch];
+                if i > 0 {
+                    let d = f.values[ch] - s.frames[i - 1].values[ch];
+                    dsq[ch] += d * d;
+                }
+            }
+            n += 1;
+            dn += usize::from(i > 0);
+        }
+    }
+    let n = n.max(1) as f64;
+    let dn = dn.max(1) as f64;
+    let sigma = normalising_sigma(schema);
+    let level_mean: Vec<f64> = sum.iter().map(|s| s / n).collect();
+    let level_scale = (0..c)
+        .map(|ch| {
+            let var = sq[ch] / n - level_mean[ch] * level_mean[ch];
+            var.max(0.0).sqrt().max(sigma[ch])
+        })
+        .collect();
+    let delta_scale = (0..c)
+        .map(|ch| (dsq[ch] / dn).sqrt().max(sigma[ch]))
+        .collect();
+    ModelShape {
+        stream: schema.name.clone(),
+        channels: schema.channels.clone(),
+        conditions,
+        context: config.context,
+        delta_scale,
+        level_mean,
+        level_scale,
+        condition_scale,
+    }
+}
+
+/// A batch of examples: features, targets (next value minus last reconstruction, in sigmas)
+/// and the inverse step (sigma / step) of every channel.
+struct Batch {
+    rows: usize,
+    features: Vec<f32>,
+    targets: Vec<f32>,
+    inverse_steps: Vec<f32>,
+}
+
+struct Sampler<'a> {
+    schema: &'a StreamSchema,
+    shape: &'a ModelShape,
+    series: &'a [Series],
+    /// Per series, for each frame, the index of the held conditioning frame.
+    held: Vec<Vec<Option<usize>>>,
+    levels: Vec<f64>,
+    config: &'a TrainConfig,
+}
+
+impl<'a> Sampler<'a> {
+    fn new(
+        schema: &'a StreamSchema,
+        shape: &'a ModelShape,
+        series: &'a [Series],
+        config: &'a TrainConfig,
+    ) -> Self {
+        let held = series
+            .iter()
+            .map(|s| {
+                let mut next = 0;
+                s.frames
+                    .iter()
+                    .map(|f| {
+                        while next < s.condition.len() && s.condition[next].timestamp_ns <= f.timestamp_ns {
+                            next += 1;
+                        }
+                        next.checked_sub(1)
+                    })
+                    .collect()
+            })
+            .collect();
+        // Lossless needs counts on every channel; without them the level is not drawn.
+        let lossless = (0..schema.channels.len()).all(|c| schema.lsb(c).is_some());
+        let levels = config
+            .sigma_levels
+            .iter()
+            .copied()
+            .filter(|&k| k > 0.0 || lossless)
+            .collect();
+        Self {
+            schema,
+            shape,
+            series,
+            held,
+            levels,
+            config,
+        }
+    }
+
+    fn batch(&self, rng: &mut ChaCha8Rng, rows: usize) -> Batch {
+        let c = self.shape.channels.len();
+        let k = self.shape.context;
+        let width = self.shape.input_width();
+        let mut b = Batch {
+            rows: 0,
+            features: Vec::with_capacity(rows * width),
+            targets: Vec::with_capacity(rows * c),
+            inverse_steps: Vec::with_capacity(rows * c),
+        };
+        let usable: Vec<usize> = (0..self.series.len())
+            .filter(|&i| self.series[i].frames.len() > k)
+            .collect();
+        if usable.is_empty() || self.levels.is_empty() {
+            return b;
+        }
+        let mut out = vec![0.0f32; width];
+        let mut rows_buf: Vec<Vec<f64>> = vec![vec![0.0; c]; k];
+        for _ in 0..rows {
+            let s = usable[rng.random_range(0..usable.len())];
+            let series = &self.series[s];
+            let t = rng.random_range(k..series.frames.len());
+            let level = self.levels[rng.random_range(0..self.levels.len())];
+            let steps: Vec<f64> = (0..c)
+                .map(|ch| quantisation_step(self.schema, level, ch).unwrap_or(self.shape.delta_scale[ch]))
+                .collect();
+            let lossy = level > 0.0;
+            for (j, row) in rows_buf.iter_mut().enumerate() {
+                let frame = &series.frames[t - k + j];
+                for ch in 0..c {
+                    let noise = if lossy && steps[ch] > self.schema.lsb(ch).unwrap_or(0.0) {
+                        (rng.random::<f64>() - 0.5) * steps[ch]
+                    } else {
+                        0.0
+                    };
+                    row[ch] = frame.values[ch] + noise;
+                }
+            }
+            let available = if rng.random::<f64>() < self.config.short_history {
+                rng.random_range(1..=k)
+            } else {
+                k
+            };
+            let history: Vec<&[f64]> = (0..k)
+                .map(|j| rows_buf[j.max(k - available)].as_slice())
+                .collect();
+            let step_log2: Vec<f32> = (0..c).map(|ch| self.shape.step_log2(ch, steps[ch])).collect();
+            let condition = self.held[s][t]
+                .filter(|_| rng.random::<f64>() >= self.config.condition_dropout)
+                .map(|i| series.condition[i].values.as_slice())
+                .filter(|v| v.len() == self.shape.conditions.len() && !v.is_empty());
+            self.shape
+                .features(&history, available, &step_log2, condition, &mut out);
+            b.features.extend_from_slice(&out);
+            let last = history[k - 1];
+            for ch in 0..c {
+                let target = (series.frames[t].values[ch] - last[ch]) / self.shape.delta_scale[ch];
+                b.targets.push(if target.is_finite() { target as f32 } else { 0.0 });
+                b.inverse_steps.push((self.shape.delta_scale[ch] / steps[ch]) as f32);
+            }
+            b.rows += 1;
+        }
+        b
+    }
+}
+
+/// Bits per sample of `targets` under the network's output: discretised Laplace with the
+/// predicted mean and scale, on the quantisation grid of each example.
+fn code_length(output: Tensor<2>, batch: &Batch, device: &Device) -> Tensor<1> {
+    let c = batch.targets.len() / batch.rows.max(1);
+    let targets = Tensor::<2>::from_data(TensorData::new(batch.targets.clone(), [batch.rows, c]), device);
+    let inverse = Tensor::<2>::from_data(
+        TensorData::new(batch.inverse_steps.clone(), [batch.rows, c]),
+        device,
+    );
+    let mean = output.clone().narrow(1, 0, c);
+    let log2_scale = output.narrow(1, c, c).clamp(-12.0, 16.0);
+    // Residual and scale in quantisation steps; the scale is floored at the codec's grid.
+    let y = (targets - mean) * inverse.clone();
+    let scale = ((log2_scale * core::f32::consts::LN_2).exp() * inverse).clamp_min(1.0 / 16.0);
+    let a = y.abs();
+    // P(|q| = a) for a >= 1/2: (e^{-(a-1/2)/b} - e^{-(a+1/2)/b}) / 2; near zero: 1 - e^{-1/(2b)} cosh(a/b).
+    let far = ((a.clone() - 0.5).clamp_min(0.0).neg() / scale.clone()).exp()
+        - ((a.clone() + 0.5).neg() / scale.clone()).exp();
+    let far = far * 0.5;
+    // Both branches are evaluated; each is clamped to its own domain so that the branch not
+    // taken cannot overflow (an infinity there turns the gradient into NaN).
+    let near = (((a.clone() - 0.5).clamp_max(0.0) / scale.clone()).exp()
+        + ((a.clone().clamp_max(0.5) + 0.5).neg() / scale).exp())
+        * 0.5;
+    let near = near.neg() + 1.0;
+    let centre = a.lower_elem(0.5);
+    let p = far.mask_where(centre, near).clamp_min(1e-9);
+    p.log().neg().mean() * core::f32::consts::LOG2_E
+}
+
+/// Trains a predictor; `validation` (other seeds) is scored every `validate_every` steps.
+pub fn train(
+    schema: &StreamSchema,
+    shape: ModelShape,
+    training: &[Series],
+    validation: &[Series],
+    config: &TrainConfig,
+    seed: u64,
+    mut progress: impl FnMut(TrainPoint),
+) -> Result<(Predictor, NeuralModel, Vec<TrainPoint>), LearnError> {
+    let device = Device::flex().autodiff();
+    device.seed(seed);
+    let mut widths = vec![shape.input_width()];
+    widths.extend(std::iter::repeat_n(config.hidden, config.hidden_layers));
+    widths.push(shape.output_width());
+    let mut model = Predictor::new(&widths, &device);
+    let mut optimizer = AdamConfig::new().init();
+    let train_sampler = Sampler::new(schema, &shape, training, config);
+    let valid_sampler = Sampler::new(schema, &shape, validation, config);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let validation_batch = valid_sampler.batch(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x5eed), 4096);
+    let mut curve = Vec::new();
+    for step in 1..=config.steps {
+        let batch = train_sampler.batch(&mut rng, config.batch);
+        if batch.rows == 0 {
+            return Err(LearnError::Data(format!(
+                "{}: no series longer than the context of {} frames",
+                schema.name, config.context
+            )));
+        }
+        let input = Tensor::<2>::from_data(
+            TensorData::new(batch.features.clone(), [batch.rows, shape.input_width()]),
+            &device,
+        );
+        let loss = code_length(model.forward(input), &batch, &device);
+        let train_bits = f64::from(loss.clone().into_scalar::<f32>());
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        // Cosine decay to a tenth of the rate.
+        let progress_frac = step as f64 / config.steps as f64;
+        let lr = config.learning_rate * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * progress_frac).cos()));
+        model = optimizer.step(lr, model, grads);
+        let validate = step % config.validate_every == 0 || step == config.steps;
+        let validation_bits = (validate && validation_batch.rows > 0).then(|| {
+            let input = Tensor::<2>::from_data(
+                TensorData::new(
+                    validation_batch.features.clone(),
+                    [validation_batch.rows, shape.input_width()],
+                ),
+                &device,
+            );
+            f64::from(
+                code_length(model.valid().forward(input), &validation_batch, &device)
+                    .into_scalar::<f32>(),
+            )
+        });
+        let point = TrainPoint {
+            step,
+            train_bits,
+            validation_bits,
+        };
+        if validate {
+            curve.push(point);
+        }
+        progress(point);
+    }
+    let model = model.valid();
+    let trained = model.to_codec(shape)?;
+    Ok((model, trained, curve))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lydlr_codec::synthetic::{imu_frames, imu_schema};
+
+    fn series(seed: u64) -> Vec<Series> {
+        vec![Series {
+            frames: imu_frames(600, seed, 5.0),
+            condition: Vec::new(),
+        }]
+    }
+
+    #[test]
+    fn training_lowers_the_code_length_and_burn_agrees_with_the_codec() {
+        let schema = imu_schema();
+        let config = TrainConfig {
+            context: 6,
+            hidden: 16,
+            steps: 60,
+            batch: 64,
+            validate_every: 20,
+            ..TrainConfig::default()
+        };
+        let train_set = series(1);
+        let shape = shape_for(&schema, Vec::new(), Vec::new(), &train_set, &config);
+        let (_, model, curve) = train(&schema, shape.clone(), &train_set, &series(2), &config, 3, |_| {}).unwrap();
+        let first = curve.first().unwrap().validation_bits.unwrap();
+        let last = curve.last().unwrap().validation_bits.unwrap();
+        assert!(last < first, "validation bits {first} -> {last}");
+
+        // The codec's hand-written pass and Burn's give the same outputs.
+        let device = Device::flex();
+        let mut widths = vec![shape.input_width()];
+        widths.extend([16, 16, shape.output_width()]);
+        let burn_model = Predictor::new(&widths, &device);
+        let codec_model = burn_model.to_codec(shape.clone()).unwrap();
+        let input: Vec<f32> = (0..shape.input_width()).map(|i| (i as f32 * 0.37).sin()).collect();
+        let burn_out = burn_model
+            .forward(Tensor::<2>::from_data(TensorData::new(input.clone(), [1, input.len()]), &device))
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        let mut scratch = lydlr_codec::neural::Scratch::default();
+        let codec_out = codec_model.forward(&input, &mut scratch);
+        for (a, b) in burn_out.iter().zip(codec_out) {
+            assert!((a - b).abs() <= 1e-4 * (1.0 + a.abs()), "{a} vs {b}");
+        }
+        assert_eq!(model.shape, shape);
+    }
+}
