@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
+use lydlr_codec::neural::Layout;
 use lydlr_codec::neural::package::TrainingRecord;
 use lydlr_codec::{
     BoundedCodec, Codec, ErrorBound, Frame, NeuralCodec, NeuralModel, SampleType, SensorKind,
@@ -63,6 +64,8 @@ fn one_second() -> f64 {
 pub struct StreamSpec {
     /// Another stream whose latest frame conditions this one's predictions.
     pub condition: Option<String>,
+    /// Hyper-parameters for this stream instead of `[train]`.
+    pub train: Option<TrainConfig>,
 }
 
 impl TrainFile {
@@ -247,7 +250,11 @@ pub fn run_training(config_path: &Path, progress: bool, plots: &Path) -> anyhow:
     }
     let (train_recs, valid_recs) = recordings.split_at(file.data.train_seeds.len());
     let first = &train_recs[0];
-    let total_steps = (file.train.steps * file.streams.len()) as u64;
+    let total_steps: u64 = file
+        .streams
+        .values()
+        .map(|s| s.train.as_ref().unwrap_or(&file.train).steps as u64)
+        .sum();
     bar.set_position(0);
     bar.set_length(total_steps);
     std::fs::create_dir_all(plots)?;
@@ -282,10 +289,16 @@ pub fn run_training(config_path: &Path, progress: bool, plots: &Path) -> anyhow:
             }
             None => (Vec::new(), Vec::new()),
         };
-        let shape = shape_for(&schema, conditions, condition_scale, &training, &file.train);
+        let layout = if schema.kind == SensorKind::Lidar {
+            Layout::Scan
+        } else {
+            Layout::Frame
+        };
+        let config = spec.train.clone().unwrap_or_else(|| file.train.clone());
+        let shape = shape_for(&schema, conditions, condition_scale, &training, &config, layout);
         bar.set_message(format!("training {name}"));
         let rec = rrd.clone();
-        let (predictor, model, curve) = train(&schema, shape, &training, &validation, &file.train, 7, |p| {
+        let (predictor, model, curve) = train(&schema, shape, &training, &validation, &config, 7, |p| {
             bar.inc(1);
             rec.set_time_sequence("step", p.step as i64);
             let _ = rec.log(format!("loss/{name}/train_bits"), &rerun::Scalars::new([p.train_bits]));
@@ -302,7 +315,7 @@ pub fn run_training(config_path: &Path, progress: bool, plots: &Path) -> anyhow:
             metrics.insert("heldout_objective_bits".to_owned(), v);
         }
         let lossless = (0..schema.channels.len()).all(|c| schema.lsb(c).is_some());
-        for &k in &file.train.sigma_levels {
+        for &k in &config.sigma_levels {
             if k == 0.0 && !lossless {
                 continue;
             }
@@ -346,7 +359,7 @@ pub fn run_training(config_path: &Path, progress: bool, plots: &Path) -> anyhow:
             schema,
             predictor,
             model: Arc::unwrap_or_clone(model),
-            quality_sigmas: file.train.sigma_levels.clone(),
+            quality_sigmas: config.sigma_levels.clone(),
             metrics,
         });
     }
@@ -359,8 +372,12 @@ pub fn run_training(config_path: &Path, progress: bool, plots: &Path) -> anyhow:
             .iter()
             .map(|r| r.frames.iter().flatten().map(Vec::len).sum::<usize>() as u64)
             .sum(),
-        seconds: (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
     };
     write_package(&file.output, &file.version, record, &trained)?;
+    eprintln!(
+        "package {} written in {:.1} s",
+        file.output.display(),
+        started.elapsed().as_secs_f64()
+    );
     Ok(results)
 }

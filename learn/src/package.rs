@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use burn::module::Module;
-use burn::store::{BurnpackStore, ModuleSnapshot};
+use burn::store::ModuleSnapshot;
+use burn::store::burn_pack::{Tensor as PackTensor, Writer};
 use lydlr_codec::neural::package::{MANIFEST_FILE, MANIFEST_FORMAT, Manifest, ModelEntry, TrainingRecord};
 use lydlr_codec::neural::shape_metadata;
 use lydlr_codec::{Frame, ModelPackage, NeuralModel, StreamSchema, sha256_hex};
@@ -55,17 +56,28 @@ pub fn write_package(
     for s in streams {
         let file = format!("{}.bpk", s.schema.name);
         let path = dir.join(&file);
-        let mut store = BurnpackStore::from_file(&path)
-            .auto_extension(false)
-            .overwrite(true);
-        for (k, v) in shape_metadata(&s.model.shape, s.model.layers.len()) {
-            store = store.metadata(k, v);
-        }
-        s.predictor
+        // Burn's snapshot of the module, written with burn-pack; parameter ids are random per
+        // process, so they are left out and the same training writes the same bytes.
+        let tensors = s
+            .predictor
             .clone()
             .valid()
-            .save_into(&mut store)
+            .collect(None, None, false)
+            .into_iter()
+            .map(|t| {
+                let (name, dtype, shape, _, bytes) = t.into_parts()?;
+                Ok(PackTensor::new(name, dtype, shape.to_vec(), None, bytes))
+            })
+            .collect::<Result<Vec<_>, burn::store::burn_pack::Error>>()
             .map_err(|e| package_error(&path, format!("{e:?}")))?;
+        let mut writer = Writer::new(tensors);
+        for (k, v) in shape_metadata(&s.model.shape, s.model.layers.len()) {
+            writer = writer.with_metadata(&k, &v);
+        }
+        let packed = writer
+            .into_bytes()
+            .map_err(|e| package_error(&path, format!("{e:?}")))?;
+        std::fs::write(&path, &*packed).map_err(|e| package_error(&path, e))?;
         let bytes = std::fs::read(&path).map_err(|e| package_error(&path, e))?;
         let back = NeuralModel::from_burnpack(&bytes).map_err(|e| package_error(&path, e))?;
         if back.fingerprint != s.model.fingerprint {

@@ -10,7 +10,7 @@
 use burn::nn::{Linear, LinearConfig};
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
-use lydlr_codec::neural::{Dense, ModelShape, NeuralModel};
+use lydlr_codec::neural::{Dense, Layout, ModelShape, NeuralModel};
 use lydlr_codec::{Frame, StreamSchema};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -172,6 +172,7 @@ pub fn shape_for(
     condition_scale: Vec<f64>,
     series: &[Series],
     config: &TrainConfig,
+    layout: Layout,
 ) -> ModelShape {
     let c = schema.channels.len();
     let (mut sum, mut sq, mut n) = (vec![0.0; c], vec![0.0; c], 0usize);
@@ -194,15 +195,26 @@ pub fn shape_for(
     let dn = dn.max(1) as f64;
     let sigma = normalising_sigma(schema);
     let level_mean: Vec<f64> = sum.iter().map(|s| s / n).collect();
-    let level_scale = (0..c)
+    let level_scale: Vec<f64> = (0..c)
         .map(|ch| {
             let var = sq[ch] / n - level_mean[ch] * level_mean[ch];
             var.max(0.0).sqrt().max(sigma[ch])
         })
         .collect();
-    let delta_scale = (0..c)
+    let mut delta_scale: Vec<f64> = (0..c)
         .map(|ch| (dsq[ch] / dn).sqrt().max(sigma[ch]))
         .collect();
+    let mut level_mean = level_mean;
+    let mut level_scale: Vec<f64> = level_scale;
+    if layout == Layout::Scan {
+        // One network serves every beam: one set of statistics, pooled over the beams.
+        let pool = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+        let rms = |v: &[f64]| (v.iter().map(|x| x * x).sum::<f64>() / v.len().max(1) as f64).sqrt();
+        let (m, l, d) = (pool(&level_mean), rms(&level_scale), rms(&delta_scale));
+        level_mean = vec![m; c];
+        level_scale = vec![l; c];
+        delta_scale = vec![d; c];
+    }
     ModelShape {
         stream: schema.name.clone(),
         channels: schema.channels.clone(),
@@ -212,6 +224,7 @@ pub fn shape_for(
         level_mean,
         level_scale,
         condition_scale,
+        layout,
     }
 }
 
@@ -291,7 +304,8 @@ impl<'a> Sampler<'a> {
             return b;
         }
         let mut out = vec![0.0f32; width];
-        let mut rows_buf: Vec<Vec<f64>> = vec![vec![0.0; c]; k];
+        // The history and, last, the current frame, as a decoder would have reconstructed them.
+        let mut rows_buf: Vec<Vec<f64>> = vec![vec![0.0; c]; k + 1];
         for _ in 0..rows {
             let s = usable[rng.random_range(0..usable.len())];
             let series = &self.series[s];
@@ -302,7 +316,7 @@ impl<'a> Sampler<'a> {
                 .collect();
             let lossy = level > 0.0;
             for (j, row) in rows_buf.iter_mut().enumerate() {
-                let frame = &series.frames[t - k + j];
+                let frame = &series.frames[t + j - k];
                 for ch in 0..c {
                     let noise = if lossy && steps[ch] > self.schema.lsb(ch).unwrap_or(0.0) {
                         (rng.random::<f64>() - 0.5) * steps[ch]
@@ -325,11 +339,29 @@ impl<'a> Sampler<'a> {
                 .filter(|_| rng.random::<f64>() >= self.config.condition_dropout)
                 .map(|i| series.condition[i].values.as_slice())
                 .filter(|v| v.len() == self.shape.conditions.len() && !v.is_empty());
-            self.shape
-                .features(&history, available, &step_log2, condition, &mut out);
-            b.features.extend_from_slice(&out);
             let last = history[k - 1];
-            for ch in 0..c {
+            let predicted: Vec<usize> = match self.shape.layout {
+                Layout::Frame => {
+                    self.shape
+                        .features(&history, available, &step_log2, condition, &mut out);
+                    (0..c).collect()
+                }
+                Layout::Scan => {
+                    let beam = rng.random_range(0..c);
+                    self.shape.scan_features(
+                        &history,
+                        available,
+                        &rows_buf[k],
+                        beam,
+                        step_log2[beam],
+                        condition,
+                        &mut out,
+                    );
+                    vec![beam]
+                }
+            };
+            b.features.extend_from_slice(&out);
+            for ch in predicted {
                 let target = (series.frames[t].values[ch] - last[ch]) / self.shape.delta_scale[ch];
                 b.targets.push(if target.is_finite() { target as f32 } else { 0.0 });
                 b.inverse_steps.push((self.shape.delta_scale[ch] / steps[ch]) as f32);
@@ -464,7 +496,7 @@ mod tests {
             ..TrainConfig::default()
         };
         let train_set = series(1);
-        let shape = shape_for(&schema, Vec::new(), Vec::new(), &train_set, &config);
+        let shape = shape_for(&schema, Vec::new(), Vec::new(), &train_set, &config, Layout::Frame);
         let (_, model, curve) = train(&schema, shape.clone(), &train_set, &series(2), &config, 3, |_| {}).unwrap();
         let first = curve.first().unwrap().validation_bits.unwrap();
         let last = curve.last().unwrap().validation_bits.unwrap();
@@ -488,5 +520,24 @@ mod tests {
             assert!((a - b).abs() <= 1e-4 * (1.0 + a.abs()), "{a} vs {b}");
         }
         assert_eq!(model.shape, shape);
+    }
+
+    #[test]
+    fn the_same_seed_trains_the_same_weights() {
+        let schema = imu_schema();
+        let config = TrainConfig {
+            context: 4,
+            hidden: 8,
+            steps: 30,
+            batch: 32,
+            validate_every: 30,
+            ..TrainConfig::default()
+        };
+        let data = series(4);
+        let shape = shape_for(&schema, Vec::new(), Vec::new(), &data, &config, Layout::Frame);
+        let run = || train(&schema, shape.clone(), &data, &data, &config, 11, |_| {}).unwrap().1;
+        let (a, b) = (run(), run());
+        assert_eq!(a.layers[0].weight[..8], b.layers[0].weight[..8]);
+        assert_eq!(a.fingerprint, b.fingerprint);
     }
 }

@@ -30,7 +30,9 @@ use crate::lossy::round_to_type;
 use crate::varint::{Reader, put_uvarint};
 use crate::{Codec, CodecError, ErrorBound, Frame, StreamSchema};
 use laplace::{ESCAPE, LaplaceTables, index_of, scale_index, symbol_of};
-pub use model::{Dense, ModelShape, NeuralModel, Scratch, format_numbers, keys, shape_metadata};
+pub use model::{
+    Dense, Layout, ModelShape, NeuralModel, Scratch, format_numbers, keys, shape_metadata,
+};
 
 const VERSION: u8 = 1;
 const FLAG_CONDITIONED: u8 = 1;
@@ -112,9 +114,30 @@ fn predict_block(
         let mut frame = Vec::with_capacity(c);
         if t == 0 {
             for ch in 0..c {
-                let log_scale = shape.step_log2(ch, shape.level_scale[ch]) - step_log2[ch]
+                // No history: a scan's beam is predicted by the one before it, anything else
+                // by its training mean.
+                let (mu, spread) = match (shape.layout, frame.last()) {
+                    (Layout::Scan, Some(&previous)) => (previous, shape.delta_scale[ch] * 8.0),
+                    _ => (shape.level_mean[ch], shape.level_scale[ch]),
+                };
+                let log_scale = shape.step_log2(ch, spread) - step_log2[ch]
                     + shape.step_log2(ch, shape.delta_scale[ch]);
-                frame.push(code(t, ch, shape.level_mean[ch], scale_index(log_scale))?);
+                frame.push(code(t, ch, mu, scale_index(log_scale))?);
+            }
+        } else if shape.layout == Layout::Scan {
+            let cond = held.as_mut().and_then(|h| h.at(time));
+            let cond = cond.filter(|v| v.len() == shape.conditions.len());
+            let history: Vec<&[f64]> = (0..k)
+                .map(|j| out[(t + j).saturating_sub(k)].as_slice())
+                .collect();
+            for ch in 0..c {
+                shape.scan_features(&history, t, &frame, ch, step_log2[ch], cond, &mut input);
+                let prediction = model.forward(&input, &mut scratch);
+                let mean = f64::from(prediction[0]);
+                let mean = if mean.is_finite() { mean } else { 0.0 };
+                let mu = history[k - 1][ch] + mean * shape.delta_scale[ch];
+                let scale = scale_index(prediction[1] - step_log2[ch]);
+                frame.push(code(t, ch, mu, scale)?);
             }
         } else {
             let cond = held.as_mut().and_then(|h| h.at(time));
@@ -529,6 +552,7 @@ pub fn untrained_model(
         level_mean: vec![0.0; c],
         level_scale: vec![1.0; c],
         condition_scale: vec![1.0; 2],
+        layout: Layout::Frame,
     };
     let mut state = seed | 1;
     let mut next = move || {

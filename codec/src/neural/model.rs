@@ -23,10 +23,49 @@ pub mod keys {
     pub const LEVEL_SCALE: &str = "lydlr.level_scale";
     pub const CONDITION_SCALE: &str = "lydlr.condition_scale";
     pub const LAYERS: &str = "lydlr.layers";
+    pub const LAYOUT: &str = "lydlr.layout";
 }
+
+/// How a model sees a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// One network call per frame predicts every channel (IMU, encoders, motors).
+    Frame,
+    /// One network, shared by every channel, called per channel in order: each beam of a scan
+    /// is predicted from its own past, its neighbours in the previous scan and the beams of
+    /// this scan already coded (lidar).
+    Scan,
+}
+
+impl Layout {
+    pub fn name(self) -> &'static str {
+        match self {
+            Layout::Frame => "frame",
+            Layout::Scan => "scan",
+        }
+    }
+}
+
+/// Neighbours of a beam in the previous scan, as offsets.
+const SCAN_NEIGHBOURS: [isize; 4] = [-2, -1, 1, 2];
+/// Beams of the current scan already coded that a beam sees (the ones just before it).
+const SCAN_CAUSAL: usize = 2;
 
 /// Largest magnitude of a normalised input.
 const INPUT_LIMIT: f32 = 32.0;
+
+/// Non-finite inputs must not poison the prediction, and inputs far outside anything seen in
+/// training (another robot, another sensor) are held at the edge of that range rather than
+/// extrapolated.
+fn clean_inputs(out: &mut [f32]) {
+    for v in out.iter_mut() {
+        *v = if v.is_finite() {
+            v.clamp(-INPUT_LIMIT, INPUT_LIMIT)
+        } else {
+            0.0
+        };
+    }
+}
 
 /// What a model predicts from, apart from its weights.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,16 +83,88 @@ pub struct ModelShape {
     pub level_mean: Vec<f64>,
     pub level_scale: Vec<f64>,
     pub condition_scale: Vec<f64>,
+    pub layout: Layout,
 }
 
 impl ModelShape {
+    /// Channels one network call predicts.
+    pub fn predicted(&self) -> usize {
+        match self.layout {
+            Layout::Frame => self.channels.len(),
+            Layout::Scan => 1,
+        }
+    }
+
     pub fn input_width(&self) -> usize {
-        let c = self.channels.len();
-        (self.context - 1) * c + 2 * c + 1 + self.conditions.len() + 1
+        let c = self.predicted();
+        let own = (self.context - 1) * c + 2 * c + 1 + self.conditions.len() + 1;
+        match self.layout {
+            Layout::Frame => own,
+            Layout::Scan => own + SCAN_NEIGHBOURS.len() + 2 * SCAN_CAUSAL + 3,
+        }
     }
 
     pub fn output_width(&self) -> usize {
-        2 * self.channels.len()
+        2 * self.predicted()
+    }
+
+    /// Scan layout: fills `out` for beam `beam` of the current scan, of which `current`
+    /// holds the beams already coded. History, availability, steps and condition are as in
+    /// [`Self::features`]; beams wrap around (a full turn).
+    #[allow(clippy::too_many_arguments)]
+    pub fn scan_features(
+        &self,
+        history: &[&[f64]],
+        available: usize,
+        current: &[f64],
+        beam: usize,
+        step_log2: f32,
+        condition: Option<&[f64]>,
+        out: &mut [f32],
+    ) {
+        let beams = self.channels.len();
+        let k = self.context;
+        let last = history[k - 1];
+        let scale = self.delta_scale[beam];
+        let mut i = 0;
+        for pair in history.windows(2) {
+            out[i] = ((pair[1][beam] - pair[0][beam]) / scale) as f32;
+            i += 1;
+        }
+        out[i] = ((last[beam] - self.level_mean[beam]) / self.level_scale[beam]) as f32;
+        out[i + 1] = step_log2;
+        out[i + 2] = available.min(k) as f32 / k as f32;
+        i += 3;
+        for j in 0..self.conditions.len() {
+            out[i] = condition.map_or(0.0, |v| (v[j] * self.condition_scale[j]) as f32);
+            i += 1;
+        }
+        out[i] = if condition.is_some() { 1.0 } else { 0.0 };
+        i += 1;
+        for o in SCAN_NEIGHBOURS {
+            let n = (beam as isize + o).rem_euclid(beams as isize) as usize;
+            out[i] = ((last[n] - last[beam]) / scale) as f32;
+            i += 1;
+        }
+        for back in 1..=SCAN_CAUSAL {
+            // How the beams just coded moved since the last scan: the scan-wide shift that
+            // the robot's motion causes.
+            let coded = beam >= back;
+            out[i] = if coded {
+                ((current[beam - back] - last[beam - back]) / scale) as f32
+            } else {
+                0.0
+            };
+            out[i + 1] = if coded { 1.0 } else { 0.0 };
+            i += 2;
+        }
+        // Where the beam points, as exact piecewise-linear functions of its index (a sine
+        // from libm could round differently on another machine).
+        let a = beam as f32 / beams as f32;
+        out[i] = a;
+        out[i + 1] = 1.0 - 4.0 * (a - 0.5).abs();
+        out[i + 2] = 1.0 - 4.0 * ((a + 0.25).fract() - 0.5).abs();
+        clean_inputs(out);
     }
 
     /// Fills `out` (length [`Self::input_width`]) with the network's input for one frame.
@@ -94,16 +205,7 @@ impl ModelShape {
             i += 1;
         }
         out[i] = if condition.is_some() { 1.0 } else { 0.0 };
-        // Non-finite inputs must not poison the prediction, and inputs far outside anything
-        // seen in training (another robot, another sensor) are held at the edge of that range
-        // rather than extrapolated.
-        for v in out.iter_mut() {
-            *v = if v.is_finite() {
-                v.clamp(-INPUT_LIMIT, INPUT_LIMIT)
-            } else {
-                0.0
-            };
-        }
+        clean_inputs(out);
     }
 
     /// `log2(step / delta_scale)` of a channel, deterministically.
@@ -320,6 +422,13 @@ impl NeuralModel {
             level_mean: numbers(keys::LEVEL_MEAN)?,
             level_scale: numbers(keys::LEVEL_SCALE)?,
             condition_scale: numbers(keys::CONDITION_SCALE)?,
+            layout: match meta.get(keys::LAYOUT).map(String::as_str) {
+                None | Some("frame") => Layout::Frame,
+                Some("scan") => Layout::Scan,
+                Some(other) => {
+                    return Err(CodecError::ModelMismatch(format!("unknown layout {other:?}")));
+                }
+            },
         };
         let layer_count = count(keys::LAYERS)?;
         if layer_count == 0 || layer_count > 16 {
@@ -398,6 +507,7 @@ pub fn shape_metadata(shape: &ModelShape, layers: usize) -> BTreeMap<String, Str
             format_numbers(&shape.condition_scale),
         ),
         (keys::LAYERS, layers.to_string()),
+        (keys::LAYOUT, shape.layout.name().to_owned()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))

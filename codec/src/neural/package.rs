@@ -34,7 +34,6 @@ pub struct TrainingRecord {
     pub data_sha256: String,
     pub seeds: Vec<u64>,
     pub frames: u64,
-    pub seconds: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
