@@ -2,6 +2,7 @@
 
 use std::time::Instant;
 
+use lydlr_codec::{Frame, StreamSchema};
 use lydlr_sim::{LidarConfig, SimConfig, Swarm};
 use serde::Serialize;
 
@@ -89,9 +90,10 @@ pub struct CodecBench {
 }
 
 /// Codec figures on one simulated robot's streams (60 s of the quickstart swarm).
-pub fn bench_codec() -> anyhow::Result<Vec<CodecBench>> {
-    use lydlr_codec::{BoundedCodec, Codec, ErrorBound, LosslessCodec, entropy_report};
+type RobotStreams = (Vec<lydlr_sim::StreamId>, Vec<StreamSchema>, Vec<Vec<Frame>>);
 
+/// One robot's streams (lidar included) for 60 simulated seconds, seed 7.
+fn robot_streams() -> anyhow::Result<RobotStreams> {
     let mut config = SimConfig {
         seed: 7,
         duration_s: 60.0,
@@ -111,6 +113,108 @@ pub fn bench_codec() -> anyhow::Result<Vec<CodecBench>> {
             }
         }
     }
+    Ok((streams, schemas, frames))
+}
+
+/// Percentile of sorted values.
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    sorted
+        .get(((sorted.len() as f64 * q) as usize).min(sorted.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or(0.0)
+}
+
+/// One stream of `lydlr bench neural`.
+#[derive(Debug, Clone, Serialize)]
+pub struct NeuralBench {
+    pub stream: String,
+    /// Loading and verifying the whole package from disk (sha256, parse), fastest of 5.
+    pub package_load_ms: f64,
+    pub frames: usize,
+    /// At one sigma, 1000-frame packets (lidar: 10 scans).
+    pub neural_bits_per_sample: f64,
+    pub bounded_bits_per_sample: f64,
+    pub encode_mb_s: f64,
+    pub decode_mb_s: f64,
+    /// Encoding one 10-frame block (conditioned where the model is), one core.
+    pub block10_encode_p50_us: f64,
+    pub block10_encode_p99_us: f64,
+    pub block10_decode_p99_us: f64,
+}
+
+/// The neural codec of a package on one simulated robot's streams.
+pub fn bench_neural(package_dir: &std::path::Path) -> anyhow::Result<Vec<NeuralBench>> {
+    use lydlr_codec::{BoundedCodec, Codec, ErrorBound, NeuralCodec};
+
+    let (package, load_s) = best_of(5, || lydlr_learn::package::read_package(package_dir))?;
+    let (_, schemas, all) = robot_streams()?;
+    let mut out = Vec::new();
+    for (schema, frames) in schemas.iter().zip(&all) {
+        let Some(model) = package.model_for(schema) else {
+            continue;
+        };
+        let condition: Option<&[Frame]> = model
+            .shape
+            .conditions
+            .first()
+            .and_then(|c| c.split('.').next())
+            .and_then(|name| schemas.iter().position(|s| s.name == name))
+            .map(|i| all[i].as_slice());
+        let codec = NeuralCodec::new(model.clone(), ErrorBound::Sigma(1.0), 1);
+        let per_packet = if schema.channels.len() > 64 { 10 } else { 1000 };
+        let blocks: Vec<&[Frame]> = frames.chunks(per_packet).collect();
+        let (packets, encode_s) = best_of(3, || {
+            blocks
+                .iter()
+                .map(|b| codec.encode_conditioned(schema, b, condition))
+                .collect::<Result<Vec<_>, _>>()
+        })?;
+        let ((), decode_s) = best_of(3, || {
+            for p in &packets {
+                codec.decode_conditioned(schema, p, condition)?;
+            }
+            Ok::<(), lydlr_codec::CodecError>(())
+        })?;
+        let bounded = BoundedCodec::new(ErrorBound::Sigma(1.0));
+        let bounded_bytes: usize = blocks
+            .iter()
+            .map(|b| bounded.encode(schema, b).map(|p| p.len()))
+            .sum::<Result<usize, _>>()?;
+        let samples = (frames.len() * schema.channels.len()) as f64;
+        let raw = samples * 4.0;
+        let bytes: usize = packets.iter().map(|p| p.len()).sum();
+        let mut encode_us = Vec::new();
+        let mut decode_us = Vec::new();
+        for block in frames.chunks_exact(10).take(2000) {
+            let started = Instant::now();
+            let packet = codec.encode_conditioned(schema, block, condition)?;
+            encode_us.push(started.elapsed().as_secs_f64() * 1e6);
+            let started = Instant::now();
+            std::hint::black_box(codec.decode_conditioned(schema, &packet, condition)?);
+            decode_us.push(started.elapsed().as_secs_f64() * 1e6);
+        }
+        encode_us.sort_by(f64::total_cmp);
+        decode_us.sort_by(f64::total_cmp);
+        out.push(NeuralBench {
+            stream: schema.name.clone(),
+            package_load_ms: load_s * 1e3,
+            frames: frames.len(),
+            neural_bits_per_sample: bytes as f64 * 8.0 / samples,
+            bounded_bits_per_sample: bounded_bytes as f64 * 8.0 / samples,
+            encode_mb_s: raw / 1e6 / encode_s,
+            decode_mb_s: raw / 1e6 / decode_s,
+            block10_encode_p50_us: percentile(&encode_us, 0.5),
+            block10_encode_p99_us: percentile(&encode_us, 0.99),
+            block10_decode_p99_us: percentile(&decode_us, 0.99),
+        });
+    }
+    Ok(out)
+}
+
+pub fn bench_codec() -> anyhow::Result<Vec<CodecBench>> {
+    use lydlr_codec::{BoundedCodec, Codec, ErrorBound, LosslessCodec, entropy_report};
+
+    let (streams, schemas, frames) = robot_streams()?;
     let mut out = Vec::new();
     for ((id, schema), frames) in streams.iter().zip(&schemas).zip(&frames) {
         if !id.is_transmitted() || frames.is_empty() {
@@ -153,12 +257,7 @@ pub fn bench_codec() -> anyhow::Result<Vec<CodecBench>> {
             })
             .collect();
         latencies.sort_by(f64::total_cmp);
-        let at = |q: f64| {
-            latencies
-                .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
-                .copied()
-                .unwrap_or(0.0)
-        };
+        let at = |q: f64| percentile(&latencies, q);
         let entropy = entropy_report(schema, &frames[..frames.len().min(4000)]);
         out.push(CodecBench {
             stream: schema.name.clone(),

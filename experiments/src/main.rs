@@ -85,6 +85,12 @@ enum Command {
         /// Where the loss curves (SVG) and training.rrd go.
         #[arg(long, default_value = "results/train")]
         plots: PathBuf,
+        /// Write the package here instead of the config's `output`.
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// Measure with packets of this many seconds instead of the config's `data.block_s`.
+        #[arg(long)]
+        block_s: Option<f64>,
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
@@ -111,6 +117,11 @@ enum Command {
 enum BenchCommand {
     /// Codec ratios, throughput, 10-frame block latency and entropy, per simulated stream.
     Codec,
+    /// The neural codec of a model package: load time, bits, speed, 10-frame block latency.
+    Neural {
+        #[arg(long, default_value = "models/default")]
+        model: PathBuf,
+    },
     /// Allocator time and gap to the exact optimum, 10 to 10,000 streams.
     Alloc,
     /// Per-frame cost of the shipped user scripts on a 6-channel IMU frame.
@@ -146,9 +157,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Train {
             config,
             plots,
+            output,
+            block_s,
             quiet,
         } => {
-            for r in lydlr_experiments::train::run_training(&config, !quiet, &plots)? {
+            let overrides = lydlr_experiments::train::Overrides { output, block_s };
+            for r in lydlr_experiments::train::run_training(&config, &overrides, !quiet, &plots)? {
                 let mut line = serde_json::Map::new();
                 line.insert("stream".into(), r.stream.into());
                 for (k, v) in r.metrics {
@@ -234,6 +248,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             what: BenchCommand::Script,
         } => {
             for line in bench_script()? {
+                println!("{}", serde_json::to_string(&line)?);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            what: BenchCommand::Neural { model },
+        } => {
+            for line in lydlr_experiments::bench::bench_neural(&model)? {
                 println!("{}", serde_json::to_string(&line)?);
             }
             Ok(ExitCode::SUCCESS)

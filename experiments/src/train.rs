@@ -232,8 +232,27 @@ pub struct StreamResult {
     pub metrics: BTreeMap<String, f64>,
 }
 
-pub fn run_training(config_path: &Path, progress: bool, plots: &Path) -> anyhow::Result<Vec<StreamResult>> {
-    let file = TrainFile::load(config_path)?;
+/// Command-line replacements for parts of the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub output: Option<PathBuf>,
+    pub block_s: Option<f64>,
+}
+
+pub fn run_training(
+    config_path: &Path,
+    overrides: &Overrides,
+    progress: bool,
+    plots: &Path,
+) -> anyhow::Result<Vec<StreamResult>> {
+    let mut file = TrainFile::load(config_path)?;
+    if let Some(dir) = &overrides.output {
+        file.output = dir.clone();
+    }
+    if let Some(b) = overrides.block_s {
+        anyhow::ensure!(b > 0.0, "--block-s must be positive");
+        file.data.block_s = b;
+    }
     let started = Instant::now();
     let bar = if progress { ProgressBar::new(0) } else { ProgressBar::hidden() };
     bar.set_style(

@@ -118,3 +118,67 @@ pub fn read_package(dir: &Path) -> Result<ModelPackage, LearnError> {
     ModelPackage::load(&text, |name| std::fs::read(dir.join(name)).map_err(|e| e.to_string()))
         .map_err(|e| package_error(dir, e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::{Series, TrainConfig, shape_for, train};
+    use burn::prelude::Device;
+    use burn::store::BurnpackStore;
+    use lydlr_codec::neural::Layout;
+    use lydlr_codec::synthetic::{imu_frames, imu_schema};
+
+    #[test]
+    fn packages_are_burnpack_files_that_burn_and_the_codec_both_load() {
+        let schema = imu_schema();
+        let data = vec![Series {
+            frames: imu_frames(300, 5, 5.0),
+            condition: Vec::new(),
+        }];
+        let config = TrainConfig {
+            context: 4,
+            hidden: 8,
+            steps: 10,
+            batch: 16,
+            validate_every: 10,
+            ..TrainConfig::default()
+        };
+        let shape = shape_for(&schema, Vec::new(), Vec::new(), &data, &config, Layout::Frame);
+        let (predictor, model, _) =
+            train(&schema, shape.clone(), &data, &data, &config, 1, |_| {}).unwrap();
+        let dir = std::env::temp_dir().join(format!("lydlr-pkg-{}", std::process::id()));
+        let record = TrainingRecord {
+            command: "test".into(),
+            data_sha256: data_sha256(&data[0].frames),
+            seeds: vec![5],
+            frames: 300,
+        };
+        let stream = TrainedStream {
+            schema: schema.clone(),
+            predictor,
+            model: model.clone(),
+            quality_sigmas: vec![1.0],
+            metrics: BTreeMap::new(),
+        };
+        let manifest = write_package(&dir, "test-1", record, &[stream]).unwrap();
+        assert_eq!(manifest.models[0].fingerprint, format!("{:016x}", model.fingerprint));
+
+        // Burn's own store reads the weights back into a fresh module.
+        let widths = [shape.input_width(), 8, 8, shape.output_width()];
+        let mut fresh = Predictor::new(&widths, &Device::flex(), 99);
+        let mut store = BurnpackStore::from_file(dir.join("imu.bpk")).auto_extension(false);
+        fresh.load_from(&mut store).unwrap();
+        assert_eq!(fresh.to_codec(shape).unwrap().fingerprint, model.fingerprint);
+
+        // A tampered weights file is refused by its sha256.
+        let loaded = read_package(&dir).unwrap();
+        assert_eq!(loaded.models["imu"].fingerprint, model.fingerprint);
+        let mut bytes = std::fs::read(dir.join("imu.bpk")).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x40;
+        std::fs::write(dir.join("imu.bpk"), bytes).unwrap();
+        let err = read_package(&dir).unwrap_err().to_string();
+        assert!(err.contains("sha256"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -7,7 +7,8 @@
 //! and its history gets the reconstruction error that step would leave, so the model learns
 //! to predict from what a decoder has, not from the clean signal.
 
-use burn::nn::{Linear, LinearConfig};
+use burn::module::Param;
+use burn::nn::Linear;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
 use lydlr_codec::neural::{Dense, Layout, ModelShape, NeuralModel};
@@ -81,15 +82,35 @@ pub struct Predictor {
 }
 
 impl Predictor {
-    fn new(widths: &[usize], device: &Device) -> Self {
+    /// A network with the given layer widths, its weights drawn from `seed` alone (Burn's
+    /// own initialiser draws from a process-wide generator that other threads also use).
+    pub fn new(widths: &[usize], device: &Device, seed: u64) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut linear = |inputs: usize, outputs: usize| {
+            // Uniform in +-sqrt(1 / inputs), as Burn's default for `Linear`.
+            let bound = (1.0 / inputs as f64).sqrt();
+            let mut draw = |n: usize| -> Vec<f32> {
+                (0..n)
+                    .map(|_| ((rng.random::<f64>() * 2.0 - 1.0) * bound) as f32)
+                    .collect()
+            };
+            let weight = draw(inputs * outputs);
+            let bias = draw(outputs);
+            Linear {
+                weight: Param::from_tensor(Tensor::from_data(
+                    TensorData::new(weight, [inputs, outputs]),
+                    device,
+                )),
+                bias: Some(Param::from_tensor(Tensor::from_data(
+                    TensorData::new(bias, [outputs]),
+                    device,
+                ))),
+            }
+        };
         let (first, last) = (widths[0], widths[widths.len() - 1]);
-        Self {
-            layers: widths
-                .windows(2)
-                .map(|w| LinearConfig::new(w[0], w[1]).init(device))
-                .collect(),
-            skip: LinearConfig::new(first, last).init(device),
-        }
+        let layers = widths.windows(2).map(|w| linear(w[0], w[1])).collect();
+        let skip = linear(first, last);
+        Self { layers, skip }
     }
 
     pub fn forward(&self, mut x: Tensor<2>) -> Tensor<2> {
@@ -413,11 +434,10 @@ pub fn train(
     mut progress: impl FnMut(TrainPoint),
 ) -> Result<(Predictor, NeuralModel, Vec<TrainPoint>), LearnError> {
     let device = Device::flex().autodiff();
-    device.seed(seed);
     let mut widths = vec![shape.input_width()];
     widths.extend(std::iter::repeat_n(config.hidden, config.hidden_layers));
     widths.push(shape.output_width());
-    let mut model = Predictor::new(&widths, &device);
+    let mut model = Predictor::new(&widths, &device, seed);
     let mut optimizer = AdamConfig::new().init();
     let train_sampler = Sampler::new(schema, &shape, training, config);
     let valid_sampler = Sampler::new(schema, &shape, validation, config);
@@ -506,7 +526,7 @@ mod tests {
         let device = Device::flex();
         let mut widths = vec![shape.input_width()];
         widths.extend([16, 16, shape.output_width()]);
-        let burn_model = Predictor::new(&widths, &device);
+        let burn_model = Predictor::new(&widths, &device, 1);
         let codec_model = burn_model.to_codec(shape.clone()).unwrap();
         let input: Vec<f32> = (0..shape.input_width()).map(|i| (i as f32 * 0.37).sin()).collect();
         let burn_out = burn_model

@@ -174,14 +174,11 @@ fn offset_scale(scale: usize, offset: i8) -> usize {
 
 /// The offset that codes a channel's symbols in the fewest bits: a coarse pass every octave,
 /// then the quarter octaves around the best.
-fn best_scale_offset<'a>(
-    tables: &LaplaceTables,
-    symbols: impl Iterator<Item = &'a (usize, usize, usize)> + Clone,
-) -> i8 {
+fn best_scale_offset(tables: &LaplaceTables, symbols: &[(usize, usize)]) -> i8 {
     let cost = |o: i8| -> f64 {
         symbols
-            .clone()
-            .map(|&(_, symbol, scale)| tables.cost_bits(offset_scale(scale, o), symbol))
+            .iter()
+            .map(|&(symbol, scale)| tables.cost_bits(offset_scale(scale, o), symbol))
             .sum()
     };
     let pick = |candidates: &mut dyn Iterator<Item = i8>| {
@@ -352,8 +349,13 @@ impl NeuralCodec {
                 }
             }
         })?;
-        let offsets: Vec<i8> = (0..modes.len())
-            .map(|ch| best_scale_offset(tables, coded.iter().filter(|c| c.0 == ch)))
+        let mut per_channel: Vec<Vec<(usize, usize)>> = vec![Vec::new(); modes.len()];
+        for &(ch, symbol, scale) in &coded {
+            per_channel[ch].push((symbol, scale));
+        }
+        let offsets: Vec<i8> = per_channel
+            .iter()
+            .map(|symbols| best_scale_offset(tables, symbols))
             .collect();
         if offsets.iter().any(|&o| o != 0) {
             payload[0] |= FLAG_SCALE_OFFSETS;
