@@ -16,7 +16,9 @@ use lydlr_codec::{
     StreamSchema,
 };
 use lydlr_learn::package::{TrainedStream, data_sha256, write_package};
-use lydlr_learn::train::{Series, TrainConfig, TrainPoint, shape_for, train};
+use lydlr_learn::train::{Series, TrainConfig, TrainPoint, remount_imu, shape_for, train};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use lydlr_sim::{SimConfig, Swarm};
 use plotters::style::{BLUE, RED};
 use serde::Deserialize;
@@ -53,6 +55,38 @@ pub struct DataConfig {
     /// Frames per packet when measuring, in seconds of stream.
     #[serde(default = "one_second")]
     pub block_s: f64,
+    /// Domain randomisation of the training seeds (held-out seeds stay nominal).
+    #[serde(default)]
+    pub randomise: Option<Randomise>,
+}
+
+/// Sensor-model randomisation per training seed, so that a model sees more than one IMU.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Randomise {
+    /// IMU rates to draw from (the physics runs at the IMU rate).
+    pub imu_rate_hz: Vec<f64>,
+    /// Range of a log-uniform factor on both IMU noise densities.
+    pub imu_noise_scale: [f64; 2],
+    /// Range of a log-uniform factor on the drive-train vibration.
+    pub vibration_scale: [f64; 2],
+    /// Mount each robot's IMU another way round (a signed permutation of its axes).
+    pub remount_imu: bool,
+}
+
+impl Default for Randomise {
+    fn default() -> Self {
+        Self {
+            imu_rate_hz: Vec::new(),
+            imu_noise_scale: [1.0, 1.0],
+            vibration_scale: [1.0, 1.0],
+            remount_imu: false,
+        }
+    }
+}
+
+fn log_uniform(rng: &mut ChaCha8Rng, [lo, hi]: [f64; 2]) -> f64 {
+    (lo.ln() + rng.random::<f64>() * (hi.ln() - lo.ln())).exp()
 }
 
 fn one_second() -> f64 {
@@ -66,6 +100,9 @@ pub struct StreamSpec {
     pub condition: Option<String>,
     /// Hyper-parameters for this stream instead of `[train]`.
     pub train: Option<TrainConfig>,
+    /// Normalise each frame by its own history's scale (`ModelShape::local_unit`).
+    #[serde(default)]
+    pub local_unit: bool,
 }
 
 impl TrainFile {
@@ -90,10 +127,26 @@ struct Recording {
     frames: Vec<Vec<Vec<Frame>>>,
 }
 
-fn simulate(sim: &SimConfig, seed: u64, duration_s: f64) -> anyhow::Result<Recording> {
+fn simulate(
+    sim: &SimConfig,
+    seed: u64,
+    duration_s: f64,
+    randomise: Option<&Randomise>,
+) -> anyhow::Result<Recording> {
     let mut config = sim.clone();
     config.seed = seed;
     config.duration_s = duration_s;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xd0_3a11);
+    if let Some(r) = randomise {
+        let imu = &mut config.sensors.imu;
+        if !r.imu_rate_hz.is_empty() {
+            imu.rate_hz = r.imu_rate_hz[rng.random_range(0..r.imu_rate_hz.len())];
+        }
+        let noise = log_uniform(&mut rng, r.imu_noise_scale);
+        imu.accel_noise_ug_per_sqrt_hz *= noise;
+        imu.gyro_noise_dps_per_sqrt_hz *= noise;
+        imu.vibration_m_s2_per_m_s *= log_uniform(&mut rng, r.vibration_scale);
+    }
     let mut swarm = Swarm::new(&config)?;
     let streams = swarm.streams();
     let robots = swarm.robot_names().len();
@@ -106,10 +159,15 @@ fn simulate(sim: &SimConfig, seed: u64, duration_s: f64) -> anyhow::Result<Recor
             }
         }
     }
-    Ok(Recording {
-        schemas: swarm.schemas(),
-        frames,
-    })
+    let schemas = swarm.schemas();
+    if randomise.is_some_and(|r| r.remount_imu)
+        && let Some(imu) = schemas.iter().position(|s| s.kind == SensorKind::Imu)
+    {
+        for robot in &mut frames[imu] {
+            remount_imu(robot, rng.random_range(0..48));
+        }
+    }
+    Ok(Recording { schemas, frames })
 }
 
 fn slot(rec: &Recording, name: &str) -> anyhow::Result<usize> {
@@ -124,6 +182,7 @@ fn series_of(rec: &Recording, stream: usize, condition: Option<usize>) -> Vec<Se
         .map(|robot| Series {
             frames: rec.frames[stream][robot].clone(),
             condition: condition.map_or_else(Vec::new, |c| rec.frames[c][robot].clone()),
+            noise_sigma: rec.schemas[stream].noise_sigma.clone(),
         })
         .collect()
 }
@@ -264,7 +323,12 @@ pub fn run_training(
     let mut recordings = Vec::new();
     for &seed in &seeds {
         bar.set_message(format!("simulating seed {seed}"));
-        recordings.push(simulate(&file.sim, seed, file.data.duration_s)?);
+        let randomise = file
+            .data
+            .randomise
+            .as_ref()
+            .filter(|_| file.data.train_seeds.contains(&seed));
+        recordings.push(simulate(&file.sim, seed, file.data.duration_s, randomise)?);
         bar.inc(1);
     }
     let (train_recs, valid_recs) = recordings.split_at(file.data.train_seeds.len());
@@ -288,6 +352,9 @@ pub fn run_training(
         let stream = slot(first, name)?;
         let condition = spec.condition.as_deref().map(|c| slot(first, c)).transpose()?;
         let schema = first.schemas[stream].clone();
+        // Held-out seeds are never randomised: they are measured with their own (nominal)
+        // sensor models.
+        let heldout_schema = valid_recs.first().map_or(&schema, |r| &r.schemas[stream]).clone();
         let training: Vec<Series> = train_recs.iter().flat_map(|r| series_of(r, stream, condition)).collect();
         let validation: Vec<Series> = valid_recs.iter().flat_map(|r| series_of(r, stream, condition)).collect();
         hashed.extend(train_recs.iter().flat_map(|r| r.frames[stream].iter().flatten()));
@@ -314,7 +381,25 @@ pub fn run_training(
             Layout::Frame
         };
         let config = spec.train.clone().unwrap_or_else(|| file.train.clone());
-        let shape = shape_for(&schema, conditions, condition_scale, &training, &config, layout);
+        let mut shape = shape_for(&schema, conditions, condition_scale, &training, &config, layout);
+        shape.local_unit = spec.local_unit;
+        if schema.kind == SensorKind::Imu && file.data.randomise.as_ref().is_some_and(|r| r.remount_imu) {
+            // Any axis may carry gravity: one set of statistics per sensor triple.
+            for group in [0..3, 3..6] {
+                let n = group.len() as f64;
+                let power = group
+                    .clone()
+                    .map(|c| shape.level_scale[c].powi(2) + shape.level_mean[c].powi(2))
+                    .sum::<f64>()
+                    / n;
+                let delta = (group.clone().map(|c| shape.delta_scale[c].powi(2)).sum::<f64>() / n).sqrt();
+                for c in group {
+                    shape.level_mean[c] = 0.0;
+                    shape.level_scale[c] = power.sqrt();
+                    shape.delta_scale[c] = delta;
+                }
+            }
+        }
         bar.set_message(format!("training {name}"));
         let rec = rrd.clone();
         let (predictor, model, curve) = train(&schema, shape, &training, &validation, &config, 7, |p| {
@@ -338,7 +423,7 @@ pub fn run_training(
             if k == 0.0 && !lossless {
                 continue;
             }
-            let (n, c) = compare(&schema, &model, &validation, k, block)?;
+            let (n, c) = compare(&heldout_schema, &model, &validation, k, block)?;
             let tag = if k == 0.0 { "lossless".to_owned() } else { format!("{k}sigma") };
             metrics.insert(format!("heldout_neural_bits_{tag}"), n);
             metrics.insert(format!("heldout_classical_bits_{tag}"), c);
@@ -348,7 +433,11 @@ pub fn run_training(
             for path in file.data.real.iter().filter(|p| p.exists()) {
                 let (real_schema, frames) = real_imu(path)?;
                 let block = (real_schema.rate_hz * file.data.block_s).round().max(1.0) as usize;
-                let series = [Series { frames, condition: Vec::new() }];
+                let series = [Series {
+                    frames,
+                    condition: Vec::new(),
+                    noise_sigma: Vec::new(),
+                }];
                 let (n, c) = compare(&real_schema, &model, &series, 1.0, block)?;
                 let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("real");
                 metrics.insert(format!("real_{stem}_neural_bits_1sigma"), n);

@@ -134,6 +134,7 @@ mod tests {
         let data = vec![Series {
             frames: imu_frames(300, 5, 5.0),
             condition: Vec::new(),
+            noise_sigma: Vec::new(),
         }];
         let config = TrainConfig {
             context: 4,

@@ -24,6 +24,30 @@ pub struct Series {
     pub frames: Vec<Frame>,
     /// Conditioning streams, sample-and-hold; empty when the model has none.
     pub condition: Vec<Frame>,
+    /// This recording's noise sigma per channel when it differs from the schema's (sensor
+    /// models randomised per seed); empty otherwise.
+    pub noise_sigma: Vec<f64>,
+}
+
+/// Domain randomisation of IMU axes: applies one signed permutation of the three axes to
+/// the accelerometer (channels 0-2) and the gyroscope (3-5) of every frame, as if the sensor
+/// were mounted another way round. `choice` picks one of the 48 signed permutations.
+pub fn remount_imu(frames: &mut [Frame], choice: usize) {
+    const PERMUTATIONS: [[usize; 3]; 6] =
+        [[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]];
+    let perm = PERMUTATIONS[choice % 6];
+    let signs = [(choice / 6) & 1, (choice / 12) & 1, (choice / 24) & 1]
+        .map(|b| if b == 1 { -1.0 } else { 1.0 });
+    for f in frames {
+        if f.values.len() < 6 {
+            continue;
+        }
+        let old = f.values.clone();
+        for axis in 0..3 {
+            f.values[axis] = signs[axis] * old[perm[axis]];
+            f.values[3 + axis] = signs[axis] * old[3 + perm[axis]];
+        }
+    }
 }
 
 /// Hyper-parameters of one model's training.
@@ -174,8 +198,9 @@ pub fn normalising_sigma(schema: &StreamSchema) -> Vec<f64> {
 }
 
 /// The step a channel is quantised with at `k` sigmas, as the codec will choose it.
-fn quantisation_step(schema: &StreamSchema, sigma_k: f64, c: usize) -> Option<f64> {
-    let eb = sigma_k * schema.noise_sigma.get(c).copied().unwrap_or(0.0);
+fn quantisation_step(schema: &StreamSchema, noise_sigma: &[f64], sigma_k: f64, c: usize) -> Option<f64> {
+    let sigma = noise_sigma.get(c).or(schema.noise_sigma.get(c)).copied();
+    let eb = sigma_k * sigma.unwrap_or(0.0);
     match schema.lsb(c) {
         Some(lsb) => {
             let e = (eb / lsb - 1e-6).floor().max(0.0);
@@ -246,6 +271,7 @@ pub fn shape_for(
         level_scale,
         condition_scale,
         layout,
+        local_unit: false,
     }
 }
 
@@ -333,7 +359,10 @@ impl<'a> Sampler<'a> {
             let t = rng.random_range(k..series.frames.len());
             let level = self.levels[rng.random_range(0..self.levels.len())];
             let steps: Vec<f64> = (0..c)
-                .map(|ch| quantisation_step(self.schema, level, ch).unwrap_or(self.shape.delta_scale[ch]))
+                .map(|ch| {
+                    quantisation_step(self.schema, &series.noise_sigma, level, ch)
+                        .unwrap_or(self.shape.delta_scale[ch])
+                })
                 .collect();
             let lossy = level > 0.0;
             for (j, row) in rows_buf.iter_mut().enumerate() {
@@ -361,10 +390,19 @@ impl<'a> Sampler<'a> {
                 .map(|i| series.condition[i].values.as_slice())
                 .filter(|v| v.len() == self.shape.conditions.len() && !v.is_empty());
             let last = history[k - 1];
+            let mut unit = self.shape.delta_scale.clone();
             let predicted: Vec<usize> = match self.shape.layout {
                 Layout::Frame => {
-                    self.shape
-                        .features(&history, available, &step_log2, condition, &mut out);
+                    let mut local_log2 = vec![0.0f32; c];
+                    self.shape.features(
+                        &history,
+                        available,
+                        &steps,
+                        condition,
+                        &mut out,
+                        &mut unit,
+                        &mut local_log2,
+                    );
                     (0..c).collect()
                 }
                 Layout::Scan => {
@@ -383,9 +421,9 @@ impl<'a> Sampler<'a> {
             };
             b.features.extend_from_slice(&out);
             for ch in predicted {
-                let target = (series.frames[t].values[ch] - last[ch]) / self.shape.delta_scale[ch];
+                let target = (series.frames[t].values[ch] - last[ch]) / unit[ch];
                 b.targets.push(if target.is_finite() { target as f32 } else { 0.0 });
-                b.inverse_steps.push((self.shape.delta_scale[ch] / steps[ch]) as f32);
+                b.inverse_steps.push((unit[ch] / steps[ch]) as f32);
             }
             b.rows += 1;
         }
@@ -501,6 +539,7 @@ mod tests {
         vec![Series {
             frames: imu_frames(600, seed, 5.0),
             condition: Vec::new(),
+            noise_sigma: Vec::new(),
         }]
     }
 

@@ -110,6 +110,7 @@ fn predict_block(
     let mut out: Vec<Vec<f64>> = Vec::with_capacity(times.len());
     let mut input = vec![0.0f32; shape.input_width()];
     let mut scratch = Scratch::default();
+    let (mut unit, mut local_log2) = (vec![0.0f64; c], vec![0.0f32; c]);
     for (t, &time) in times.iter().enumerate() {
         let mut frame = Vec::with_capacity(c);
         if t == 0 {
@@ -146,14 +147,14 @@ fn predict_block(
             let history: Vec<&[f64]> = (0..k)
                 .map(|j| out[(t + j).saturating_sub(k)].as_slice())
                 .collect();
-            shape.features(&history, t, &step_log2, cond, &mut input);
+            shape.features(&history, t, steps, cond, &mut input, &mut unit, &mut local_log2);
             let prediction = model.forward(&input, &mut scratch);
             let last = &out[t - 1];
             for ch in 0..c {
                 let mean = f64::from(prediction[ch]);
                 let mean = if mean.is_finite() { mean } else { 0.0 };
-                let mu = last[ch] + mean * shape.delta_scale[ch];
-                let scale = scale_index(prediction[c + ch] - step_log2[ch]);
+                let mu = last[ch] + mean * unit[ch];
+                let scale = scale_index(prediction[c + ch] - local_log2[ch]);
                 frame.push(code(t, ch, mu, scale)?);
             }
         }
@@ -555,6 +556,7 @@ pub fn untrained_model(
         level_scale: vec![1.0; c],
         condition_scale: vec![1.0; 2],
         layout: Layout::Frame,
+        local_unit: true,
     };
     let mut state = seed | 1;
     let mut next = move || {

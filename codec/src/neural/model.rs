@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::neural::laplace::det_log2;
+use crate::neural::laplace::{det_exp2, det_log2};
 use crate::{CodecError, StreamSchema};
 
 /// Metadata keys in the weights file (`.bpk` user metadata).
@@ -24,6 +24,7 @@ pub mod keys {
     pub const CONDITION_SCALE: &str = "lydlr.condition_scale";
     pub const LAYERS: &str = "lydlr.layers";
     pub const LAYOUT: &str = "lydlr.layout";
+    pub const LOCAL_UNIT: &str = "lydlr.local_unit";
 }
 
 /// How a model sees a stream.
@@ -50,6 +51,9 @@ impl Layout {
 const SCAN_NEIGHBOURS: [isize; 4] = [-2, -1, 1, 2];
 /// Beams of the current scan already coded that a beam sees (the ones just before it).
 const SCAN_CAUSAL: usize = 2;
+
+/// The per-frame unit spans this many quarter octaves either side of the training scale.
+const UNIT_QUARTERS: f64 = 32.0;
 
 /// Largest magnitude of a normalised input.
 const INPUT_LIMIT: f32 = 32.0;
@@ -84,6 +88,9 @@ pub struct ModelShape {
     pub level_scale: Vec<f64>,
     pub condition_scale: Vec<f64>,
     pub layout: Layout,
+    /// Frame layout: measure each frame's unit from its own history (see
+    /// [`Self::features`]) instead of using the training delta scale.
+    pub local_unit: bool,
 }
 
 impl ModelShape {
@@ -99,7 +106,7 @@ impl ModelShape {
         let c = self.predicted();
         let own = (self.context - 1) * c + 2 * c + 1 + self.conditions.len() + 1;
         match self.layout {
-            Layout::Frame => own,
+            Layout::Frame => own + c,
             Layout::Scan => own + SCAN_NEIGHBOURS.len() + 2 * SCAN_CAUSAL + 3,
         }
     }
@@ -167,28 +174,60 @@ impl ModelShape {
         clean_inputs(out);
     }
 
-    /// Fills `out` (length [`Self::input_width`]) with the network's input for one frame.
+    /// Fills `out` (length [`Self::input_width`]) with the network's input for one frame, and
+    /// `unit[c]` with the unit of channel `c`'s predicted mean and scale, `step_log2[c]` with
+    /// `log2(step_c / unit_c)`.
     ///
     /// `history` holds the last `context` reconstructed frames, oldest first (rows before the
-    /// block's start repeat its first frame); `available` is how many of them are real.
-    /// `step_log2[c]` is `log2(step_c / delta_scale_c)`. The layout is the training contract:
-    /// successive differences of the history, the last frame's level, the steps, the share of
-    /// real history, the conditioning values and whether they are present.
+    /// block's start repeat its first frame); `available` is how many of them are real. With
+    /// `local_unit` the unit is the RMS of the history's successive differences (and of half
+    /// the step), on a quarter-octave grid around the training delta scale; otherwise it is
+    /// the delta scale. A local unit means that the network sees the signal's shape, not its size,
+    /// so that another robot's sensor (louder, faster, shakier) looks like a familiar one.
+    /// The layout is the training contract: differences in units, the last frame's level, the
+    /// steps, the units (log2 against the training scale), the share of real history, the
+    /// conditioning values and whether they are present.
+    #[allow(clippy::too_many_arguments)]
     pub fn features(
         &self,
         history: &[&[f64]],
         available: usize,
-        step_log2: &[f32],
+        steps: &[f64],
         condition: Option<&[f64]>,
         out: &mut [f32],
+        unit: &mut [f64],
+        step_log2: &mut [f32],
     ) {
         let c = self.channels.len();
         let k = self.context;
         let last = history[k - 1];
+        // The units' octaves go after the differences, levels and steps.
+        let octave_at = (k - 1) * c + 2 * c;
+        for ch in 0..c {
+            let power = history
+                .windows(2)
+                .map(|p| (p[1][ch] - p[0][ch]) * (p[1][ch] - p[0][ch]))
+                .sum::<f64>()
+                / (k - 1) as f64;
+            // The quantisation step counts too: a history flattened by coarse steps must not
+            // read as a silent sensor.
+            let rms = (power + steps[ch] * steps[ch] / 4.0).sqrt();
+            let g = if !self.local_unit {
+                0.0
+            } else if rms.is_finite() && rms > 0.0 {
+                (4.0 * det_log2(rms / self.delta_scale[ch])).round()
+            } else {
+                -UNIT_QUARTERS
+            };
+            let q = g.clamp(-UNIT_QUARTERS, UNIT_QUARTERS);
+            unit[ch] = self.delta_scale[ch] * det_exp2(q / 4.0);
+            step_log2[ch] = det_log2(steps[ch] / unit[ch]) as f32;
+            out[octave_at + ch] = (q / 4.0) as f32;
+        }
         let mut i = 0;
         for pair in history.windows(2) {
             for ch in 0..c {
-                out[i] = ((pair[1][ch] - pair[0][ch]) / self.delta_scale[ch]) as f32;
+                out[i] = ((pair[1][ch] - pair[0][ch]) / unit[ch]) as f32;
                 i += 1;
             }
         }
@@ -197,6 +236,7 @@ impl ModelShape {
             i += 1;
         }
         out[i..i + c].copy_from_slice(&step_log2[..c]);
+        i += c;
         i += c;
         out[i] = available.min(k) as f32 / k as f32;
         i += 1;
@@ -422,6 +462,7 @@ impl NeuralModel {
             level_mean: numbers(keys::LEVEL_MEAN)?,
             level_scale: numbers(keys::LEVEL_SCALE)?,
             condition_scale: numbers(keys::CONDITION_SCALE)?,
+            local_unit: meta.get(keys::LOCAL_UNIT).is_some_and(|v| v == "true"),
             layout: match meta.get(keys::LAYOUT).map(String::as_str) {
                 None | Some("frame") => Layout::Frame,
                 Some("scan") => Layout::Scan,
@@ -508,6 +549,7 @@ pub fn shape_metadata(shape: &ModelShape, layers: usize) -> BTreeMap<String, Str
         ),
         (keys::LAYERS, layers.to_string()),
         (keys::LAYOUT, shape.layout.name().to_owned()),
+        (keys::LOCAL_UNIT, shape.local_unit.to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
