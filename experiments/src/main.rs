@@ -239,7 +239,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 _ => anyhow::bail!("error bounds must be positive numbers"),
             };
             let tables = read_tables(&input)?;
-            for line in run_eval(&tables, codec.as_deref(), bound, block_frames, package.clone())? {
+            for line in run_eval(
+                &tables,
+                codec.as_deref(),
+                bound,
+                block_frames,
+                package.clone(),
+            )? {
                 println!("{}", serde_json::to_string(&line)?);
             }
             Ok(ExitCode::SUCCESS)

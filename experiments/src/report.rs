@@ -177,12 +177,7 @@ pub fn xy_chart(
         .fold(1e-9f64, f64::max)
         * 1.15;
     let root = SVGBackend::new(path, (860, 420)).into_drawing_area();
-    let mut chart = chart(
-        &root,
-        caption,
-        (0f64..x_max, x_desc),
-        (0f64..y_max, y_desc),
-    )?;
+    let mut chart = chart(&root, caption, (0f64..x_max, x_desc), (0f64..y_max, y_desc))?;
     for (name, color, points) in series {
         let color = *color;
         chart

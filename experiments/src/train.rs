@@ -17,10 +17,10 @@ use lydlr_codec::{
 };
 use lydlr_learn::package::{TrainedStream, data_sha256, write_package};
 use lydlr_learn::train::{Series, TrainConfig, TrainPoint, remount_imu, shape_for, train};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use lydlr_sim::{SimConfig, Swarm};
 use plotters::style::{BLUE, RED};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use serde::Deserialize;
 
 use crate::eval::{noise_sigma, read_tables};
@@ -107,14 +107,21 @@ pub struct StreamSpec {
 
 impl TrainFile {
     pub fn load(path: &Path) -> anyhow::Result<TrainFile> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let file: TrainFile = toml::from_str(&text)
             .map_err(|e| anyhow::anyhow!("invalid training config {}: {e}", path.display()))?;
         if file.data.train_seeds.is_empty() || file.streams.is_empty() {
-            bail!("{}: needs train seeds and at least one stream", path.display());
+            bail!(
+                "{}: needs train seeds and at least one stream",
+                path.display()
+            );
         }
         if !(file.data.duration_s > 0.0 && file.data.block_s > 0.0) {
-            bail!("{}: data.duration_s and data.block_s must be positive", path.display());
+            bail!(
+                "{}: data.duration_s and data.block_s must be positive",
+                path.display()
+            );
         }
         Ok(file)
     }
@@ -174,7 +181,9 @@ fn slot(rec: &Recording, name: &str) -> anyhow::Result<usize> {
     rec.schemas
         .iter()
         .position(|s| s.name == name)
-        .with_context(|| format!("the simulator has no stream {name:?} (enable it in [sim.sensors])"))
+        .with_context(|| {
+            format!("the simulator has no stream {name:?} (enable it in [sim.sensors])")
+        })
 }
 
 fn series_of(rec: &Recording, stream: usize, condition: Option<usize>) -> Vec<Series> {
@@ -244,12 +253,54 @@ fn compare(
 /// Column names in real recordings that carry the simulator's IMU channels, with the factor
 /// to SI units.
 const REAL_IMU_COLUMNS: [(&str, &[(&str, f64)]); 6] = [
-    ("accel_x", &[("accel_x", 1.0), ("accelerometer_m_s2_0", 1.0), ("accel_x_g", 9.80665)]),
-    ("accel_y", &[("accel_y", 1.0), ("accelerometer_m_s2_1", 1.0), ("accel_y_g", 9.80665)]),
-    ("accel_z", &[("accel_z", 1.0), ("accelerometer_m_s2_2", 1.0), ("accel_z_g", 9.80665)]),
-    ("gyro_x", &[("gyro_x", 1.0), ("gyro_rad_0", 1.0), ("gyro_x_dps", core::f64::consts::PI / 180.0)]),
-    ("gyro_y", &[("gyro_y", 1.0), ("gyro_rad_1", 1.0), ("gyro_y_dps", core::f64::consts::PI / 180.0)]),
-    ("gyro_z", &[("gyro_z", 1.0), ("gyro_rad_2", 1.0), ("gyro_z_dps", core::f64::consts::PI / 180.0)]),
+    (
+        "accel_x",
+        &[
+            ("accel_x", 1.0),
+            ("accelerometer_m_s2_0", 1.0),
+            ("accel_x_g", 9.80665),
+        ],
+    ),
+    (
+        "accel_y",
+        &[
+            ("accel_y", 1.0),
+            ("accelerometer_m_s2_1", 1.0),
+            ("accel_y_g", 9.80665),
+        ],
+    ),
+    (
+        "accel_z",
+        &[
+            ("accel_z", 1.0),
+            ("accelerometer_m_s2_2", 1.0),
+            ("accel_z_g", 9.80665),
+        ],
+    ),
+    (
+        "gyro_x",
+        &[
+            ("gyro_x", 1.0),
+            ("gyro_rad_0", 1.0),
+            ("gyro_x_dps", core::f64::consts::PI / 180.0),
+        ],
+    ),
+    (
+        "gyro_y",
+        &[
+            ("gyro_y", 1.0),
+            ("gyro_rad_1", 1.0),
+            ("gyro_y_dps", core::f64::consts::PI / 180.0),
+        ],
+    ),
+    (
+        "gyro_z",
+        &[
+            ("gyro_z", 1.0),
+            ("gyro_rad_2", 1.0),
+            ("gyro_z_dps", core::f64::consts::PI / 180.0),
+        ],
+    ),
 ];
 
 /// A real IMU recording in the simulator's channels and units, with its own noise estimate.
@@ -264,7 +315,12 @@ pub fn real_imu(path: &Path) -> anyhow::Result<(StreamSchema, Vec<Frame>)> {
             .iter()
             .find_map(|(name, f)| table.names.iter().position(|n| n == name).map(|i| (i, *f)))
             .with_context(|| format!("{}: no column for {channel}", path.display()))?;
-        columns.push(table.columns[index].iter().map(|v| v * factor).collect::<Vec<f64>>());
+        columns.push(
+            table.columns[index]
+                .iter()
+                .map(|v| v * factor)
+                .collect::<Vec<f64>>(),
+        );
     }
     let frames: Vec<Frame> = (0..table.samples())
         .map(|i| Frame::new(table.t_ns[i], columns.iter().map(|c| c[i]).collect()))
@@ -274,8 +330,13 @@ pub fn real_imu(path: &Path) -> anyhow::Result<(StreamSchema, Vec<Frame>)> {
         name: "imu".into(),
         kind: SensorKind::Imu,
         sample_type: SampleType::F64,
-        channels: REAL_IMU_COLUMNS.iter().map(|(c, _)| (*c).to_owned()).collect(),
-        units: ["m/s^2", "m/s^2", "m/s^2", "rad/s", "rad/s", "rad/s"].map(String::from).to_vec(),
+        channels: REAL_IMU_COLUMNS
+            .iter()
+            .map(|(c, _)| (*c).to_owned())
+            .collect(),
+        units: ["m/s^2", "m/s^2", "m/s^2", "rad/s", "rad/s", "rad/s"]
+            .map(String::from)
+            .to_vec(),
         rate_hz: (frames.len().saturating_sub(1)) as f64 / span.max(1e-9),
         noise_sigma: columns.iter().map(|c| noise_sigma(c)).collect(),
         lsb: vec![None; 6],
@@ -313,12 +374,22 @@ pub fn run_training(
         file.data.block_s = b;
     }
     let started = Instant::now();
-    let bar = if progress { ProgressBar::new(0) } else { ProgressBar::hidden() };
+    let bar = if progress {
+        ProgressBar::new(0)
+    } else {
+        ProgressBar::hidden()
+    };
     bar.set_style(
         ProgressStyle::with_template("{spinner} {msg:32} {bar:30} {pos}/{len}  eta {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let seeds: Vec<u64> = file.data.train_seeds.iter().chain(&file.data.validation_seeds).copied().collect();
+    let seeds: Vec<u64> = file
+        .data
+        .train_seeds
+        .iter()
+        .chain(&file.data.validation_seeds)
+        .copied()
+        .collect();
     bar.set_length(seeds.len() as u64);
     let mut recordings = Vec::new();
     for &seed in &seeds {
@@ -350,24 +421,49 @@ pub fn run_training(
     let mut hashed: Vec<&Frame> = Vec::new();
     for (name, spec) in &file.streams {
         let stream = slot(first, name)?;
-        let condition = spec.condition.as_deref().map(|c| slot(first, c)).transpose()?;
+        let condition = spec
+            .condition
+            .as_deref()
+            .map(|c| slot(first, c))
+            .transpose()?;
         let schema = first.schemas[stream].clone();
         // Held-out seeds are never randomised: they are measured with their own (nominal)
         // sensor models.
-        let heldout_schema = valid_recs.first().map_or(&schema, |r| &r.schemas[stream]).clone();
-        let training: Vec<Series> = train_recs.iter().flat_map(|r| series_of(r, stream, condition)).collect();
-        let validation: Vec<Series> = valid_recs.iter().flat_map(|r| series_of(r, stream, condition)).collect();
-        hashed.extend(train_recs.iter().flat_map(|r| r.frames[stream].iter().flatten()));
+        let heldout_schema = valid_recs
+            .first()
+            .map_or(&schema, |r| &r.schemas[stream])
+            .clone();
+        let training: Vec<Series> = train_recs
+            .iter()
+            .flat_map(|r| series_of(r, stream, condition))
+            .collect();
+        let validation: Vec<Series> = valid_recs
+            .iter()
+            .flat_map(|r| series_of(r, stream, condition))
+            .collect();
+        hashed.extend(
+            train_recs
+                .iter()
+                .flat_map(|r| r.frames[stream].iter().flatten()),
+        );
         let (conditions, condition_scale) = match condition {
             Some(c) => {
                 let cs = &first.schemas[c];
-                let names = cs.channels.iter().map(|ch| format!("{}.{ch}", cs.name)).collect();
+                let names = cs
+                    .channels
+                    .iter()
+                    .map(|ch| format!("{}.{ch}", cs.name))
+                    .collect();
                 let scale = (0..cs.channels.len())
                     .map(|ch| {
-                        let values: Vec<f64> = training.iter().flat_map(|s| s.condition.iter().map(|f| f.values[ch])).collect();
+                        let values: Vec<f64> = training
+                            .iter()
+                            .flat_map(|s| s.condition.iter().map(|f| f.values[ch]))
+                            .collect();
                         let n = values.len().max(1) as f64;
                         let mean = values.iter().sum::<f64>() / n;
-                        let sd = (values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n).sqrt();
+                        let sd = (values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n)
+                            .sqrt();
                         if sd > 0.0 { 1.0 / sd } else { 1.0 }
                     })
                     .collect();
@@ -381,9 +477,18 @@ pub fn run_training(
             Layout::Frame
         };
         let config = spec.train.clone().unwrap_or_else(|| file.train.clone());
-        let mut shape = shape_for(&schema, conditions, condition_scale, &training, &config, layout);
+        let mut shape = shape_for(
+            &schema,
+            conditions,
+            condition_scale,
+            &training,
+            &config,
+            layout,
+        );
         shape.local_unit = spec.local_unit;
-        if schema.kind == SensorKind::Imu && file.data.randomise.as_ref().is_some_and(|r| r.remount_imu) {
+        if schema.kind == SensorKind::Imu
+            && file.data.randomise.as_ref().is_some_and(|r| r.remount_imu)
+        {
             // Any axis may carry gravity: one set of statistics per sensor triple.
             for group in [0..3, 3..6] {
                 let n = group.len() as f64;
@@ -392,7 +497,12 @@ pub fn run_training(
                     .map(|c| shape.level_scale[c].powi(2) + shape.level_mean[c].powi(2))
                     .sum::<f64>()
                     / n;
-                let delta = (group.clone().map(|c| shape.delta_scale[c].powi(2)).sum::<f64>() / n).sqrt();
+                let delta = (group
+                    .clone()
+                    .map(|c| shape.delta_scale[c].powi(2))
+                    .sum::<f64>()
+                    / n)
+                    .sqrt();
                 for c in group {
                     shape.level_mean[c] = 0.0;
                     shape.level_scale[c] = power.sqrt();
@@ -402,14 +512,21 @@ pub fn run_training(
         }
         bar.set_message(format!("training {name}"));
         let rec = rrd.clone();
-        let (predictor, model, curve) = train(&schema, shape, &training, &validation, &config, 7, |p| {
-            bar.inc(1);
-            rec.set_time_sequence("step", p.step as i64);
-            let _ = rec.log(format!("loss/{name}/train_bits"), &rerun::Scalars::new([p.train_bits]));
-            if let Some(v) = p.validation_bits {
-                let _ = rec.log(format!("loss/{name}/validation_bits"), &rerun::Scalars::new([v]));
-            }
-        })?;
+        let (predictor, model, curve) =
+            train(&schema, shape, &training, &validation, &config, 7, |p| {
+                bar.inc(1);
+                rec.set_time_sequence("step", p.step as i64);
+                let _ = rec.log(
+                    format!("loss/{name}/train_bits"),
+                    &rerun::Scalars::new([p.train_bits]),
+                );
+                if let Some(v) = p.validation_bits {
+                    let _ = rec.log(
+                        format!("loss/{name}/validation_bits"),
+                        &rerun::Scalars::new([v]),
+                    );
+                }
+            })?;
         let model = Arc::new(model);
         bar.set_message(format!("measuring {name}"));
         let block = (schema.rate_hz * file.data.block_s).round().max(1.0) as usize;
@@ -424,7 +541,11 @@ pub fn run_training(
                 continue;
             }
             let (n, c) = compare(&heldout_schema, &model, &validation, k, block)?;
-            let tag = if k == 0.0 { "lossless".to_owned() } else { format!("{k}sigma") };
+            let tag = if k == 0.0 {
+                "lossless".to_owned()
+            } else {
+                format!("{k}sigma")
+            };
             metrics.insert(format!("heldout_neural_bits_{tag}"), n);
             metrics.insert(format!("heldout_classical_bits_{tag}"), c);
             metrics.insert(format!("heldout_saving_{tag}"), 1.0 - n / c);
@@ -446,7 +567,10 @@ pub fn run_training(
             }
         }
         let points = |f: fn(&TrainPoint) -> Option<f64>| -> Vec<(f64, f64)> {
-            curve.iter().filter_map(|p| f(p).map(|v| (p.step as f64, v))).collect()
+            curve
+                .iter()
+                .filter_map(|p| f(p).map(|v| (p.step as f64, v)))
+                .collect()
         };
         xy_chart(
             &plots.join(format!("loss_{name}.svg")),

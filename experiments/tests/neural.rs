@@ -7,9 +7,9 @@ use std::path::Path;
 use lydlr_codec::{BoundedCodec, Codec, ErrorBound, Frame, NeuralCodec};
 use lydlr_experiments::eval::{Bound, read_tables, run_eval};
 use lydlr_experiments::export::{ExportFormat, export};
-use std::sync::Arc;
 use lydlr_learn::package::read_package;
 use lydlr_sim::{LidarConfig, SimConfig, Swarm};
+use std::sync::Arc;
 
 fn package_dir() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/default")
@@ -60,7 +60,11 @@ fn the_default_package_codes_every_stream_within_its_bound_and_beats_the_classic
                 let packet = codec.encode_conditioned(schema, chunk, cond).unwrap();
                 let bytes = packet.to_bytes();
                 let back = codec
-                    .decode_conditioned(schema, &lydlr_codec::Packet::from_bytes(&bytes).unwrap(), cond)
+                    .decode_conditioned(
+                        schema,
+                        &lydlr_codec::Packet::from_bytes(&bytes).unwrap(),
+                        cond,
+                    )
                     .unwrap();
                 for (a, b) in chunk.iter().zip(&back) {
                     assert_eq!(a.timestamp_ns, b.timestamp_ns);
@@ -73,7 +77,10 @@ fn the_default_package_codes_every_stream_within_its_bound_and_beats_the_classic
                     }
                 }
                 neural += bytes.len();
-                classical += BoundedCodec::new(bound).encode(schema, chunk).unwrap().len();
+                classical += BoundedCodec::new(bound)
+                    .encode(schema, chunk)
+                    .unwrap()
+                    .len();
             }
             if k == 1.0 && matches!(schema.name.as_str(), "imu" | "lidar") {
                 assert!(
@@ -94,7 +101,14 @@ fn eval_runs_the_neural_codec_from_a_package() {
     export(&sim_config(), &dir, ExportFormat::Csv, None, false).unwrap();
     let tables = read_tables(&dir.join("robot-00/imu.csv")).unwrap();
     let package = Arc::new(read_package(&package_dir()).unwrap());
-    let lines = run_eval(&tables, Some("neural"), Some(Bound::Sigma(1.0)), 1000, Some(package)).unwrap();
+    let lines = run_eval(
+        &tables,
+        Some("neural"),
+        Some(Bound::Sigma(1.0)),
+        1000,
+        Some(package),
+    )
+    .unwrap();
     assert_eq!(lines.len(), 1);
     assert_eq!(lines[0].codec, "neural");
     assert!(lines[0].ratio > 1.0);

@@ -8,7 +8,9 @@ use std::path::Path;
 use burn::module::Module;
 use burn::store::ModuleSnapshot;
 use burn::store::burn_pack::{Tensor as PackTensor, Writer};
-use lydlr_codec::neural::package::{MANIFEST_FILE, MANIFEST_FORMAT, Manifest, ModelEntry, TrainingRecord};
+use lydlr_codec::neural::package::{
+    MANIFEST_FILE, MANIFEST_FORMAT, Manifest, ModelEntry, TrainingRecord,
+};
 use lydlr_codec::neural::shape_metadata;
 use lydlr_codec::{Frame, ModelPackage, NeuralModel, StreamSchema, sha256_hex};
 use sha2::{Digest, Sha256};
@@ -34,7 +36,11 @@ pub fn data_sha256<'a>(frames: impl IntoIterator<Item = &'a Frame>) -> String {
             hasher.update(v.to_bits().to_le_bytes());
         }
     }
-    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn package_error(path: &Path, message: impl ToString) -> LearnError {
@@ -81,7 +87,10 @@ pub fn write_package(
         let bytes = std::fs::read(&path).map_err(|e| package_error(&path, e))?;
         let back = NeuralModel::from_burnpack(&bytes).map_err(|e| package_error(&path, e))?;
         if back.fingerprint != s.model.fingerprint {
-            return Err(package_error(&path, "weights read back differ from the trained model"));
+            return Err(package_error(
+                &path,
+                "weights read back differ from the trained model",
+            ));
         }
         models.push(ModelEntry {
             stream: s.schema.name.clone(),
@@ -106,17 +115,22 @@ pub fn write_package(
     let manifest_path = dir.join(MANIFEST_FILE);
     std::fs::write(&manifest_path, &text).map_err(|e| package_error(&manifest_path, e))?;
     // The package as a node will load it.
-    ModelPackage::load(&text, |name| std::fs::read(dir.join(name)).map_err(|e| e.to_string()))
-        .map_err(|e| package_error(dir, e))?;
+    ModelPackage::load(&text, |name| {
+        std::fs::read(dir.join(name)).map_err(|e| e.to_string())
+    })
+    .map_err(|e| package_error(dir, e))?;
     Ok(manifest)
 }
 
 /// Loads a package directory (manifest and weights) from disk.
 pub fn read_package(dir: &Path) -> Result<ModelPackage, LearnError> {
     let manifest_path = dir.join(MANIFEST_FILE);
-    let text = std::fs::read_to_string(&manifest_path).map_err(|e| package_error(&manifest_path, e))?;
-    ModelPackage::load(&text, |name| std::fs::read(dir.join(name)).map_err(|e| e.to_string()))
-        .map_err(|e| package_error(dir, e))
+    let text =
+        std::fs::read_to_string(&manifest_path).map_err(|e| package_error(&manifest_path, e))?;
+    ModelPackage::load(&text, |name| {
+        std::fs::read(dir.join(name)).map_err(|e| e.to_string())
+    })
+    .map_err(|e| package_error(dir, e))
 }
 
 #[cfg(test)]
@@ -144,7 +158,14 @@ mod tests {
             validate_every: 10,
             ..TrainConfig::default()
         };
-        let shape = shape_for(&schema, Vec::new(), Vec::new(), &data, &config, Layout::Frame);
+        let shape = shape_for(
+            &schema,
+            Vec::new(),
+            Vec::new(),
+            &data,
+            &config,
+            Layout::Frame,
+        );
         let (predictor, model, _) =
             train(&schema, shape.clone(), &data, &data, &config, 1, |_| {}).unwrap();
         let dir = std::env::temp_dir().join(format!("lydlr-pkg-{}", std::process::id()));
@@ -162,14 +183,20 @@ mod tests {
             metrics: BTreeMap::new(),
         };
         let manifest = write_package(&dir, "test-1", record, &[stream]).unwrap();
-        assert_eq!(manifest.models[0].fingerprint, format!("{:016x}", model.fingerprint));
+        assert_eq!(
+            manifest.models[0].fingerprint,
+            format!("{:016x}", model.fingerprint)
+        );
 
         // Burn's own store reads the weights back into a fresh module.
         let widths = [shape.input_width(), 8, 8, shape.output_width()];
         let mut fresh = Predictor::new(&widths, &Device::flex(), 99);
         let mut store = BurnpackStore::from_file(dir.join("imu.bpk")).auto_extension(false);
         fresh.load_from(&mut store).unwrap();
-        assert_eq!(fresh.to_codec(shape).unwrap().fingerprint, model.fingerprint);
+        assert_eq!(
+            fresh.to_codec(shape).unwrap().fingerprint,
+            model.fingerprint
+        );
 
         // A tampered weights file is refused by its sha256.
         let loaded = read_package(&dir).unwrap();

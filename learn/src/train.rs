@@ -33,8 +33,14 @@ pub struct Series {
 /// the accelerometer (channels 0-2) and the gyroscope (3-5) of every frame, as if the sensor
 /// were mounted another way round. `choice` picks one of the 48 signed permutations.
 pub fn remount_imu(frames: &mut [Frame], choice: usize) {
-    const PERMUTATIONS: [[usize; 3]; 6] =
-        [[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]];
+    const PERMUTATIONS: [[usize; 3]; 6] = [
+        [0, 1, 2],
+        [0, 2, 1],
+        [1, 0, 2],
+        [1, 2, 0],
+        [2, 0, 1],
+        [2, 1, 0],
+    ];
     let perm = PERMUTATIONS[choice % 6];
     let signs = [(choice / 6) & 1, (choice / 12) & 1, (choice / 24) & 1]
         .map(|b| if b == 1 { -1.0 } else { 1.0 });
@@ -198,7 +204,12 @@ pub fn normalising_sigma(schema: &StreamSchema) -> Vec<f64> {
 }
 
 /// The step a channel is quantised with at `k` sigmas, as the codec will choose it.
-fn quantisation_step(schema: &StreamSchema, noise_sigma: &[f64], sigma_k: f64, c: usize) -> Option<f64> {
+fn quantisation_step(
+    schema: &StreamSchema,
+    noise_sigma: &[f64],
+    sigma_k: f64,
+    c: usize,
+) -> Option<f64> {
     let sigma = noise_sigma.get(c).or(schema.noise_sigma.get(c)).copied();
     let eb = sigma_k * sigma.unwrap_or(0.0);
     match schema.lsb(c) {
@@ -308,7 +319,9 @@ impl<'a> Sampler<'a> {
                 s.frames
                     .iter()
                     .map(|f| {
-                        while next < s.condition.len() && s.condition[next].timestamp_ns <= f.timestamp_ns {
+                        while next < s.condition.len()
+                            && s.condition[next].timestamp_ns <= f.timestamp_ns
+                        {
                             next += 1;
                         }
                         next.checked_sub(1)
@@ -384,7 +397,9 @@ impl<'a> Sampler<'a> {
             let history: Vec<&[f64]> = (0..k)
                 .map(|j| rows_buf[j.max(k - available)].as_slice())
                 .collect();
-            let step_log2: Vec<f32> = (0..c).map(|ch| self.shape.step_log2(ch, steps[ch])).collect();
+            let step_log2: Vec<f32> = (0..c)
+                .map(|ch| self.shape.step_log2(ch, steps[ch]))
+                .collect();
             let condition = self.held[s][t]
                 .filter(|_| rng.random::<f64>() >= self.config.condition_dropout)
                 .map(|i| series.condition[i].values.as_slice())
@@ -422,7 +437,11 @@ impl<'a> Sampler<'a> {
             b.features.extend_from_slice(&out);
             for ch in predicted {
                 let target = (series.frames[t].values[ch] - last[ch]) / unit[ch];
-                b.targets.push(if target.is_finite() { target as f32 } else { 0.0 });
+                b.targets.push(if target.is_finite() {
+                    target as f32
+                } else {
+                    0.0
+                });
                 b.inverse_steps.push((unit[ch] / steps[ch]) as f32);
             }
             b.rows += 1;
@@ -435,7 +454,10 @@ impl<'a> Sampler<'a> {
 /// predicted mean and scale, on the quantisation grid of each example.
 fn code_length(output: Tensor<2>, batch: &Batch, device: &Device) -> Tensor<1> {
     let c = batch.targets.len() / batch.rows.max(1);
-    let targets = Tensor::<2>::from_data(TensorData::new(batch.targets.clone(), [batch.rows, c]), device);
+    let targets = Tensor::<2>::from_data(
+        TensorData::new(batch.targets.clone(), [batch.rows, c]),
+        device,
+    );
     let inverse = Tensor::<2>::from_data(
         TensorData::new(batch.inverse_steps.clone(), [batch.rows, c]),
         device,
@@ -499,7 +521,8 @@ pub fn train(
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         // Cosine decay to a tenth of the rate.
         let progress_frac = step as f64 / config.steps as f64;
-        let lr = config.learning_rate * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * progress_frac).cos()));
+        let lr = config.learning_rate
+            * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * progress_frac).cos()));
         model = optimizer.step(lr, model, grads);
         let validate = step % config.validate_every == 0 || step == config.steps;
         let validation_bits = (validate && validation_batch.rows > 0).then(|| {
@@ -555,8 +578,24 @@ mod tests {
             ..TrainConfig::default()
         };
         let train_set = series(1);
-        let shape = shape_for(&schema, Vec::new(), Vec::new(), &train_set, &config, Layout::Frame);
-        let (_, model, curve) = train(&schema, shape.clone(), &train_set, &series(2), &config, 3, |_| {}).unwrap();
+        let shape = shape_for(
+            &schema,
+            Vec::new(),
+            Vec::new(),
+            &train_set,
+            &config,
+            Layout::Frame,
+        );
+        let (_, model, curve) = train(
+            &schema,
+            shape.clone(),
+            &train_set,
+            &series(2),
+            &config,
+            3,
+            |_| {},
+        )
+        .unwrap();
         let first = curve.first().unwrap().validation_bits.unwrap();
         let last = curve.last().unwrap().validation_bits.unwrap();
         assert!(last < first, "validation bits {first} -> {last}");
@@ -567,9 +606,14 @@ mod tests {
         widths.extend([16, 16, shape.output_width()]);
         let burn_model = Predictor::new(&widths, &device, 1);
         let codec_model = burn_model.to_codec(shape.clone()).unwrap();
-        let input: Vec<f32> = (0..shape.input_width()).map(|i| (i as f32 * 0.37).sin()).collect();
+        let input: Vec<f32> = (0..shape.input_width())
+            .map(|i| (i as f32 * 0.37).sin())
+            .collect();
         let burn_out = burn_model
-            .forward(Tensor::<2>::from_data(TensorData::new(input.clone(), [1, input.len()]), &device))
+            .forward(Tensor::<2>::from_data(
+                TensorData::new(input.clone(), [1, input.len()]),
+                &device,
+            ))
             .into_data()
             .try_to_vec::<f32>()
             .unwrap();
@@ -593,8 +637,19 @@ mod tests {
             ..TrainConfig::default()
         };
         let data = series(4);
-        let shape = shape_for(&schema, Vec::new(), Vec::new(), &data, &config, Layout::Frame);
-        let run = || train(&schema, shape.clone(), &data, &data, &config, 11, |_| {}).unwrap().1;
+        let shape = shape_for(
+            &schema,
+            Vec::new(),
+            Vec::new(),
+            &data,
+            &config,
+            Layout::Frame,
+        );
+        let run = || {
+            train(&schema, shape.clone(), &data, &data, &config, 11, |_| {})
+                .unwrap()
+                .1
+        };
         let (a, b) = (run(), run());
         assert_eq!(a.layers[0].weight[..8], b.layers[0].weight[..8]);
         assert_eq!(a.fingerprint, b.fingerprint);

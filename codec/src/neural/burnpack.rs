@@ -218,8 +218,16 @@ mod tests {
             .map(|i| (format!("layers.{i}.weight"), format!("layers.{i}.bias")))
             .collect();
         let mut tensors = vec![
-            ("skip.weight", vec![model.skip.inputs, model.skip.outputs], model.skip.weight.as_slice()),
-            ("skip.bias", vec![model.skip.outputs], model.skip.bias.as_slice()),
+            (
+                "skip.weight",
+                vec![model.skip.inputs, model.skip.outputs],
+                model.skip.weight.as_slice(),
+            ),
+            (
+                "skip.bias",
+                vec![model.skip.outputs],
+                model.skip.bias.as_slice(),
+            ),
         ];
         for (layer, (w, b)) in model.layers.iter().zip(&names) {
             tensors.push((

@@ -114,14 +114,14 @@ fn predict_block(
     for (t, &time) in times.iter().enumerate() {
         let mut frame = Vec::with_capacity(c);
         if t == 0 {
-            for ch in 0..c {
+            for (ch, &own_step) in step_log2.iter().enumerate() {
                 // No history: a scan's beam is predicted by the one before it, anything else
                 // by its training mean.
                 let (mu, spread) = match (shape.layout, frame.last()) {
                     (Layout::Scan, Some(&previous)) => (previous, shape.delta_scale[ch] * 8.0),
                     _ => (shape.level_mean[ch], shape.level_scale[ch]),
                 };
-                let log_scale = shape.step_log2(ch, spread) - step_log2[ch]
+                let log_scale = shape.step_log2(ch, spread) - own_step
                     + shape.step_log2(ch, shape.delta_scale[ch]);
                 frame.push(code(t, ch, mu, scale_index(log_scale))?);
             }
@@ -147,7 +147,15 @@ fn predict_block(
             let history: Vec<&[f64]> = (0..k)
                 .map(|j| out[(t + j).saturating_sub(k)].as_slice())
                 .collect();
-            shape.features(&history, t, steps, cond, &mut input, &mut unit, &mut local_log2);
+            shape.features(
+                &history,
+                t,
+                steps,
+                cond,
+                &mut input,
+                &mut unit,
+                &mut local_log2,
+            );
             let prediction = model.forward(&input, &mut scratch);
             let last = &out[t - 1];
             for ch in 0..c {
@@ -569,7 +577,9 @@ pub fn untrained_model(
     let skip = Dense {
         inputs: shape.input_width(),
         outputs: shape.output_width(),
-        weight: (0..shape.input_width() * shape.output_width()).map(|_| next() * 0.1).collect(),
+        weight: (0..shape.input_width() * shape.output_width())
+            .map(|_| next() * 0.1)
+            .collect(),
         bias: vec![0.0; shape.output_width()],
     };
     let layers = widths
@@ -704,9 +714,8 @@ mod tests {
             let bounds = ErrorBound::Sigma(k).per_channel(&schema, &frames);
             for (a, b) in frames.iter().zip(&back) {
                 prop_assert_eq!(a.timestamp_ns, b.timestamp_ns);
-                for c in 0..6 {
-                    let (x, y) = (a.values[c], b.values[c]);
-                    prop_assert!(x.to_bits() == y.to_bits() || (x - y).abs() <= bounds[c], "{} vs {} (eb {})", x, y, bounds[c]);
+                for ((&x, &y), &eb) in a.values.iter().zip(&b.values).zip(&bounds) {
+                    prop_assert!(x.to_bits() == y.to_bits() || (x - y).abs() <= eb, "{} vs {} (eb {})", x, y, eb);
                 }
             }
         }

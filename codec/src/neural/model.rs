@@ -231,8 +231,8 @@ impl ModelShape {
                 i += 1;
             }
         }
-        for ch in 0..c {
-            out[i] = ((last[ch] - self.level_mean[ch]) / self.level_scale[ch]) as f32;
+        for ((v, mean), scale) in last.iter().zip(&self.level_mean).zip(&self.level_scale) {
+            out[i] = ((v - mean) / scale) as f32;
             i += 1;
         }
         out[i..i + c].copy_from_slice(&step_log2[..c]);
@@ -467,7 +467,9 @@ impl NeuralModel {
                 None | Some("frame") => Layout::Frame,
                 Some("scan") => Layout::Scan,
                 Some(other) => {
-                    return Err(CodecError::ModelMismatch(format!("unknown layout {other:?}")));
+                    return Err(CodecError::ModelMismatch(format!(
+                        "unknown layout {other:?}"
+                    )));
                 }
             },
         };

@@ -100,8 +100,12 @@ impl ModelPackage {
                     entry.stream, entry.weights
                 )));
             }
-            let bytes = read(&entry.weights)
-                .map_err(|e| refuse(format!("{}: cannot read {}: {e}", entry.stream, entry.weights)))?;
+            let bytes = read(&entry.weights).map_err(|e| {
+                refuse(format!(
+                    "{}: cannot read {}: {e}",
+                    entry.stream, entry.weights
+                ))
+            })?;
             let digest = sha256_hex(&bytes);
             if digest != entry.sha256 {
                 return Err(refuse(format!(
@@ -120,8 +124,14 @@ impl ModelPackage {
                     entry.stream
                 )));
             }
-            if models.insert(entry.stream.clone(), Arc::new(model)).is_some() {
-                return Err(refuse(format!("{}: two models for one stream", entry.stream)));
+            if models
+                .insert(entry.stream.clone(), Arc::new(model))
+                .is_some()
+            {
+                return Err(refuse(format!(
+                    "{}: two models for one stream",
+                    entry.stream
+                )));
             }
         }
         Ok(ModelPackage { manifest, models })

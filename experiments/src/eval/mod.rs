@@ -554,7 +554,10 @@ impl Neural {
                     input.table.names
                 )
             })?;
-        let bounds = input.bounds.as_ref().context("neural: needs an error bound")?;
+        let bounds = input
+            .bounds
+            .as_ref()
+            .context("neural: needs an error bound")?;
         let mut schema = input.schema.clone();
         schema.noise_sigma = bounds.clone();
         Ok((
