@@ -37,9 +37,12 @@ pub use model::{
 const VERSION: u8 = 1;
 const FLAG_CONDITIONED: u8 = 1;
 const FLAG_SCALE_OFFSETS: u8 = 2;
-const MODE_UNITS: u8 = 0;
-const MODE_FLOAT: u8 = 1;
-const ESCAPE_INDEX: u64 = 0;
+/// Every timestamp is the first plus a whole number of the schema's nominal periods: the
+/// timestamp section is left out.
+const FLAG_REGULAR_TIME: u8 = 4;
+/// A channel's mode word: `e << 1` for counts, `1` for float (an `f64` bound follows).
+const MODE_FLOAT: u64 = 1;
+/// An escape's word: `zigzag(q) << 1` for a large index, `1` for an exact value.
 const ESCAPE_EXACT: u64 = 1;
 /// Indices beyond this are sent exactly (keeps every product exact in f64).
 const MAX_INDEX: f64 = 4_503_599_627_370_496.0;
@@ -200,6 +203,17 @@ fn best_scale_offset(tables: &LaplaceTables, symbols: &[(usize, usize)]) -> i8 {
     pick(&mut (coarse.saturating_sub(3).max(MIN_OFFSET)..=coarse.saturating_add(3).min(MAX_OFFSET)))
 }
 
+/// The schema's nominal sample period in nanoseconds, when it has one.
+fn nominal_period(schema: &StreamSchema) -> Option<i64> {
+    let period = (schema.rate_hz > 0.0 && schema.rate_hz.is_finite())
+        .then(|| (1e9 / schema.rate_hz).round() as i64)?;
+    (period > 0).then_some(period)
+}
+
+fn regular_time(first: i64, period: i64, i: usize) -> Option<i64> {
+    first.checked_add(period.checked_mul(i64::try_from(i).ok()?)?)
+}
+
 /// The counts prediction: `mu` in counts, rounded; unusable predictions predict zero.
 fn counts_prediction(mu: f64, lsb: f64) -> i64 {
     let p = (mu / lsb).round();
@@ -277,26 +291,33 @@ impl NeuralCodec {
         payload.extend_from_slice(&model.packet_fingerprint().to_le_bytes());
         for mode in &modes {
             match *mode {
-                Mode::Units { e, .. } => {
-                    payload.push(MODE_UNITS);
-                    put_uvarint(&mut payload, e as u64);
-                }
+                Mode::Units { e, .. } => put_uvarint(&mut payload, (e as u64) << 1),
                 Mode::Float { eb } => {
-                    payload.push(MODE_FLOAT);
+                    put_uvarint(&mut payload, MODE_FLOAT);
                     payload.extend_from_slice(&eb.to_le_bytes());
                 }
             }
         }
-        let mut head = Vec::new();
-        let mut time_coder = ResidualEncoder::new();
-        encode_column(
-            &mut head,
-            &mut time_coder,
-            &times,
-            Representation::Integer,
-            timestamp_history(first, schema),
-        );
-        let time_bytes = time_coder.finish();
+        let regular = nominal_period(schema).is_some_and(|period| {
+            times
+                .iter()
+                .enumerate()
+                .all(|(i, &t)| Some(t) == regular_time(first, period, i))
+        });
+        let (mut head, mut time_bytes) = (Vec::new(), Vec::new());
+        if regular {
+            payload[0] |= FLAG_REGULAR_TIME;
+        } else {
+            let mut time_coder = ResidualEncoder::new();
+            encode_column(
+                &mut head,
+                &mut time_coder,
+                &times,
+                Representation::Integer,
+                timestamp_history(first, schema),
+            );
+            time_bytes = time_coder.finish();
+        }
 
         let tables = LaplaceTables::get();
         let mut side = Vec::new();
@@ -309,10 +330,8 @@ impl NeuralCodec {
             coded.push((ch, symbol, scale));
             if symbol == ESCAPE {
                 match q {
-                    Some(q) => {
-                        put_uvarint(side, ESCAPE_INDEX);
-                        put_uvarint(side, zigzag(q));
-                    }
+                    // |q| <= 2^53 here, so the shifted zigzag fits.
+                    Some(q) => put_uvarint(side, zigzag(q) << 1),
                     None => put_uvarint(side, ESCAPE_EXACT),
                 }
             }
@@ -375,10 +394,12 @@ impl NeuralCodec {
             // Every symbol has a nonzero frequency, so encoding cannot fail.
             let _ = coder.encode_symbol(symbol, tables.model(offset_scale(scale, offsets[ch])));
         }
-        put_uvarint(&mut payload, head.len() as u64);
-        payload.extend_from_slice(&head);
-        put_uvarint(&mut payload, time_bytes.len() as u64);
-        payload.extend_from_slice(&time_bytes);
+        if !regular {
+            put_uvarint(&mut payload, head.len() as u64);
+            payload.extend_from_slice(&head);
+            put_uvarint(&mut payload, time_bytes.len() as u64);
+            payload.extend_from_slice(&time_bytes);
+        }
         put_uvarint(&mut payload, side.len() as u64);
         payload.extend_from_slice(&side);
         let words = coder.into_compressed().unwrap_or_default();
@@ -424,9 +445,17 @@ impl NeuralCodec {
         }
         let mut modes = Vec::with_capacity(schema.channels.len());
         for c in 0..schema.channels.len() {
-            modes.push(match reader.u8()? {
-                MODE_UNITS => {
-                    let e = i64::try_from(reader.uvarint()?)
+            let word = reader.uvarint()?;
+            modes.push(match word {
+                MODE_FLOAT => {
+                    let eb = f64::from_le_bytes(reader.array()?);
+                    if !(eb.is_finite() && eb > 0.0) {
+                        return Err(CodecError::Corrupt("error bound must be positive"));
+                    }
+                    Mode::Float { eb }
+                }
+                _ if word & 1 == 0 => {
+                    let e = i64::try_from(word >> 1)
                         .ok()
                         .filter(|&e| e < 1 << 52)
                         .ok_or(CodecError::Corrupt("quantisation step out of range"))?;
@@ -435,13 +464,6 @@ impl NeuralCodec {
                         None => (Representation::Integer, 1.0),
                     };
                     Mode::Units { lsb, e, repr }
-                }
-                MODE_FLOAT => {
-                    let eb = f64::from_le_bytes(reader.array()?);
-                    if !(eb.is_finite() && eb > 0.0) {
-                        return Err(CodecError::Corrupt("error bound must be positive"));
-                    }
-                    Mode::Float { eb }
                 }
                 _ => return Err(CodecError::Corrupt("unknown channel mode")),
             });
@@ -460,22 +482,32 @@ impl NeuralCodec {
                 }
             })
             .collect::<Result<Vec<i8>, CodecError>>()?;
-        let head_len = usize::try_from(reader.uvarint()?).unwrap_or(usize::MAX);
-        let mut head = Reader::new(reader.take(head_len)?);
-        let time_head = read_column_head(&mut head)?;
-        if time_head.repr != Representation::Integer {
-            return Err(CodecError::Corrupt("timestamps must be integers"));
-        }
-        let time_len = usize::try_from(reader.uvarint()?).unwrap_or(usize::MAX);
-        let mut time_decoder = ResidualDecoder::new(reader.take(time_len)?)?;
         let t0 = packet.header.first_timestamp_ns;
-        let times = decode_column(
-            &mut time_decoder,
-            n,
-            time_head.predictor,
-            timestamp_history(t0, schema),
-            time_head.all_zero,
-        )?;
+        let times = if flags & FLAG_REGULAR_TIME != 0 {
+            let period = nominal_period(schema).ok_or(CodecError::Corrupt(
+                "regular timestamps for a stream without a rate",
+            ))?;
+            (0..n)
+                .map(|i| regular_time(t0, period, i))
+                .collect::<Option<Vec<i64>>>()
+                .ok_or(CodecError::Corrupt("regular timestamps overflow"))?
+        } else {
+            let head_len = usize::try_from(reader.uvarint()?).unwrap_or(usize::MAX);
+            let mut head = Reader::new(reader.take(head_len)?);
+            let time_head = read_column_head(&mut head)?;
+            if time_head.repr != Representation::Integer {
+                return Err(CodecError::Corrupt("timestamps must be integers"));
+            }
+            let time_len = usize::try_from(reader.uvarint()?).unwrap_or(usize::MAX);
+            let mut time_decoder = ResidualDecoder::new(reader.take(time_len)?)?;
+            decode_column(
+                &mut time_decoder,
+                n,
+                time_head.predictor,
+                timestamp_history(t0, schema),
+                time_head.all_zero,
+            )?
+        };
         let side_len = usize::try_from(reader.uvarint()?).unwrap_or(usize::MAX);
         let mut side = Reader::new(reader.take(side_len)?);
         let rest = reader.take(reader.remaining())?;
@@ -498,8 +530,8 @@ impl NeuralCodec {
                 .map_err(|_| CORRUPT)?;
             let q = if symbol == ESCAPE {
                 match side.uvarint()? {
-                    ESCAPE_INDEX => Some(unzigzag(side.uvarint()?)),
                     ESCAPE_EXACT => None,
+                    word if word & 1 == 0 => Some(unzigzag(word >> 1)),
                     _ => return Err(CodecError::Corrupt("unknown escape")),
                 }
             } else {
