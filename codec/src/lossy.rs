@@ -24,7 +24,7 @@ const MODE_LOSSLESS: u8 = 0;
 const MODE_UNITS: u8 = 1;
 const MODE_FLOAT: u8 = 2;
 /// Quantisation indices beyond this go out as exceptions (keeps every product exact).
-const MAX_INDEX: f64 = 4_503_599_627_370_496.0;
+pub(crate) const MAX_INDEX: f64 = 4_503_599_627_370_496.0;
 
 /// How large an error each channel may have.
 #[derive(Debug, Clone, Copy, PartialEq)]

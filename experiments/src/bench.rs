@@ -124,6 +124,32 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The conditioning frames a model asks for, merged from the streams at hand (None when it
+/// needs none or one is missing).
+pub fn conditions_for(
+    names: &[String],
+    schemas: &[StreamSchema],
+    frames: &[Vec<Frame>],
+) -> Option<Vec<Frame>> {
+    let mut streams: Vec<usize> = Vec::new();
+    for name in names {
+        let stream = name.split('.').next()?;
+        let i = schemas.iter().position(|s| s.name == stream)?;
+        if !streams.contains(&i) {
+            streams.push(i);
+        }
+    }
+    if streams.is_empty() {
+        return None;
+    }
+    let picked: Vec<(&StreamSchema, &[Frame])> = streams
+        .iter()
+        .map(|&i| (&schemas[i], frames[i].as_slice()))
+        .collect();
+    let merged = lydlr_codec::neural::merge_conditions(&picked);
+    (merged.first().map(|f| f.values.len()) == Some(names.len())).then_some(merged)
+}
+
 /// One stream of `lydlr bench neural`.
 #[derive(Debug, Clone, Serialize)]
 pub struct NeuralBench {
@@ -153,13 +179,8 @@ pub fn bench_neural(package_dir: &std::path::Path) -> anyhow::Result<Vec<NeuralB
         let Some(model) = package.model_for(schema) else {
             continue;
         };
-        let condition: Option<&[Frame]> = model
-            .shape
-            .conditions
-            .first()
-            .and_then(|c| c.split('.').next())
-            .and_then(|name| schemas.iter().position(|s| s.name == name))
-            .map(|i| all[i].as_slice());
+        let merged = conditions_for(&model.shape.conditions, &schemas, &all);
+        let condition = merged.as_deref();
         let codec = NeuralCodec::new(model.clone(), ErrorBound::Sigma(1.0), 1);
         let per_packet = if schema.channels.len() > 64 { 10 } else { 1000 };
         let blocks: Vec<&[Frame]> = frames.chunks(per_packet).collect();

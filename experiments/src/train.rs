@@ -9,8 +9,8 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use lydlr_codec::neural::Layout;
 use lydlr_codec::neural::package::TrainingRecord;
+use lydlr_codec::neural::{Layout, condition_names, merge_conditions};
 use lydlr_codec::{
     BoundedCodec, Codec, ErrorBound, Frame, NeuralCodec, NeuralModel, SampleType, SensorKind,
     StreamSchema,
@@ -96,13 +96,49 @@ fn one_second() -> f64 {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StreamSpec {
-    /// Another stream whose latest frame conditions this one's predictions.
-    pub condition: Option<String>,
+    /// Streams whose latest frames condition this one's predictions (sensor-motor fusion;
+    /// see `lydlr_codec::neural::merge_conditions`).
+    #[serde(default)]
+    pub conditions: Vec<String>,
     /// Hyper-parameters for this stream instead of `[train]`.
     pub train: Option<TrainConfig>,
     /// Normalise each frame by its own history's scale (`ModelShape::local_unit`).
     #[serde(default)]
     pub local_unit: bool,
+    /// Recordings of this stream (CSV, parquet or MCAP, one column per channel, named as the
+    /// stream's channels) trained on besides the simulated robots, without conditioning.
+    #[serde(default)]
+    pub files: Vec<PathBuf>,
+}
+
+/// A recorded stream as training series: its columns picked by the schema's channel names.
+fn recorded_series(schema: &StreamSchema, path: &Path) -> anyhow::Result<Vec<Series>> {
+    let mut out = Vec::new();
+    for table in read_tables(path)? {
+        let columns: Vec<&Vec<f64>> = schema
+            .channels
+            .iter()
+            .map(|ch| {
+                table
+                    .names
+                    .iter()
+                    .position(|n| n == ch)
+                    .map(|i| &table.columns[i])
+                    .with_context(|| {
+                        format!("{}: no column {ch:?} for {}", table.source, schema.name)
+                    })
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let frames = (0..table.samples())
+            .map(|i| Frame::new(table.t_ns[i], columns.iter().map(|c| c[i]).collect()))
+            .collect();
+        out.push(Series {
+            frames,
+            condition: Vec::new(),
+            noise_sigma: Vec::new(),
+        });
+    }
+    Ok(out)
 }
 
 impl TrainFile {
@@ -186,11 +222,19 @@ fn slot(rec: &Recording, name: &str) -> anyhow::Result<usize> {
         })
 }
 
-fn series_of(rec: &Recording, stream: usize, condition: Option<usize>) -> Vec<Series> {
+fn series_of(rec: &Recording, stream: usize, conditions: &[usize]) -> Vec<Series> {
     (0..rec.frames[stream].len())
         .map(|robot| Series {
             frames: rec.frames[stream][robot].clone(),
-            condition: condition.map_or_else(Vec::new, |c| rec.frames[c][robot].clone()),
+            condition: if conditions.is_empty() {
+                Vec::new()
+            } else {
+                let streams: Vec<(&StreamSchema, &[Frame])> = conditions
+                    .iter()
+                    .map(|&c| (&rec.schemas[c], rec.frames[c][robot].as_slice()))
+                    .collect();
+                merge_conditions(&streams)
+            },
             noise_sigma: rec.schemas[stream].noise_sigma.clone(),
         })
         .collect()
@@ -419,13 +463,14 @@ pub fn run_training(
     let mut trained = Vec::new();
     let mut results = Vec::new();
     let mut hashed: Vec<&Frame> = Vec::new();
+    let mut hashed_files: Vec<Frame> = Vec::new();
     for (name, spec) in &file.streams {
         let stream = slot(first, name)?;
-        let condition = spec
-            .condition
-            .as_deref()
+        let condition: Vec<usize> = spec
+            .conditions
+            .iter()
             .map(|c| slot(first, c))
-            .transpose()?;
+            .collect::<anyhow::Result<_>>()?;
         let schema = first.schemas[stream].clone();
         // Held-out seeds are never randomised: they are measured with their own (nominal)
         // sensor models.
@@ -433,28 +478,30 @@ pub fn run_training(
             .first()
             .map_or(&schema, |r| &r.schemas[stream])
             .clone();
-        let training: Vec<Series> = train_recs
+        let mut training: Vec<Series> = train_recs
             .iter()
-            .flat_map(|r| series_of(r, stream, condition))
+            .flat_map(|r| series_of(r, stream, &condition))
             .collect();
+        for path in &spec.files {
+            let recorded = recorded_series(&schema, path)?;
+            hashed_files.extend(recorded.iter().flat_map(|s| s.frames.clone()));
+            training.extend(recorded);
+        }
         let validation: Vec<Series> = valid_recs
             .iter()
-            .flat_map(|r| series_of(r, stream, condition))
+            .flat_map(|r| series_of(r, stream, &condition))
             .collect();
         hashed.extend(
             train_recs
                 .iter()
                 .flat_map(|r| r.frames[stream].iter().flatten()),
         );
-        let (conditions, condition_scale) = match condition {
-            Some(c) => {
-                let cs = &first.schemas[c];
-                let names = cs
-                    .channels
-                    .iter()
-                    .map(|ch| format!("{}.{ch}", cs.name))
-                    .collect();
-                let scale = (0..cs.channels.len())
+        let (conditions, condition_scale) = match condition.is_empty() {
+            false => {
+                let schemas: Vec<&StreamSchema> =
+                    condition.iter().map(|&c| &first.schemas[c]).collect();
+                let names = condition_names(&schemas);
+                let scale = (0..names.len())
                     .map(|ch| {
                         let values: Vec<f64> = training
                             .iter()
@@ -469,7 +516,7 @@ pub fn run_training(
                     .collect();
                 (names, scale)
             }
-            None => (Vec::new(), Vec::new()),
+            true => (Vec::new(), Vec::new()),
         };
         let layout = if schema.kind == SensorKind::Lidar {
             Layout::Scan
@@ -598,12 +645,13 @@ pub fn run_training(
     bar.finish_and_clear();
     let record = TrainingRecord {
         command: format!("lydlr train {}", config_path.display()),
-        data_sha256: data_sha256(hashed),
+        data_sha256: data_sha256(hashed.into_iter().chain(&hashed_files)),
         seeds: file.data.train_seeds.clone(),
         frames: train_recs
             .iter()
             .map(|r| r.frames.iter().flatten().map(Vec::len).sum::<usize>() as u64)
-            .sum(),
+            .sum::<u64>()
+            + hashed_files.len() as u64,
     };
     write_package(&file.output, &file.version, record, &trained)?;
     eprintln!(
@@ -612,4 +660,31 @@ pub fn run_training(
         started.elapsed().as_secs_f64()
     );
     Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recordings_are_read_by_channel_name_and_missing_channels_are_named() {
+        let dir = std::env::temp_dir().join(format!("lydlr-train-rec-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("wheels.csv");
+        std::fs::write(
+            &path,
+            "t,right_ticks,left_ticks\n0,10,20\n0.02,11,22\n0.04,12,24\n",
+        )
+        .unwrap();
+        let schema = lydlr_sim::schema(&SimConfig::default(), lydlr_sim::StreamId::Wheels);
+        let series = recorded_series(&schema, &path).unwrap();
+        assert_eq!(series.len(), 1);
+        assert_eq!(series[0].frames.len(), 3);
+        assert_eq!(series[0].frames[2].values, vec![24.0, 12.0]);
+        assert_eq!(series[0].frames[1].timestamp_ns, 20_000_000);
+        std::fs::write(&path, "t,left_ticks\n0,1\n").unwrap();
+        let err = recorded_series(&schema, &path).unwrap_err().to_string();
+        assert!(err.contains("right_ticks"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }

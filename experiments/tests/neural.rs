@@ -40,7 +40,6 @@ fn the_default_package_codes_every_stream_within_its_bound_and_beats_the_classic
             frames[slot].push(sf.frame);
         }
     }
-    let motors = schemas.iter().position(|s| s.name == "motors").unwrap();
     let mut covered = Vec::new();
     let all = &frames;
     for (schema, frames) in schemas.iter().zip(all) {
@@ -48,7 +47,10 @@ fn the_default_package_codes_every_stream_within_its_bound_and_beats_the_classic
             continue;
         };
         covered.push(schema.name.clone());
-        let condition = (!model.shape.conditions.is_empty()).then(|| all[motors].as_slice());
+        let merged =
+            lydlr_experiments::bench::conditions_for(&model.shape.conditions, &schemas, all);
+        assert_eq!(merged.is_some(), !model.shape.conditions.is_empty());
+        let condition = merged.as_deref();
         for k in [0.0, 1.0, 4.0] {
             let bound = ErrorBound::Sigma(k);
             let codec = NeuralCodec::new(model.clone(), bound, 1);

@@ -136,36 +136,14 @@ pub fn read_package(dir: &Path) -> Result<ModelPackage, LearnError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::train::{Series, TrainConfig, shape_for, train};
+    use crate::train::tests::tiny;
+    use crate::train::train;
     use burn::prelude::Device;
     use burn::store::BurnpackStore;
-    use lydlr_codec::neural::Layout;
-    use lydlr_codec::synthetic::{imu_frames, imu_schema};
 
     #[test]
     fn packages_are_burnpack_files_that_burn_and_the_codec_both_load() {
-        let schema = imu_schema();
-        let data = vec![Series {
-            frames: imu_frames(300, 5, 5.0),
-            condition: Vec::new(),
-            noise_sigma: Vec::new(),
-        }];
-        let config = TrainConfig {
-            context: 4,
-            hidden: 8,
-            steps: 10,
-            batch: 16,
-            validate_every: 10,
-            ..TrainConfig::default()
-        };
-        let shape = shape_for(
-            &schema,
-            Vec::new(),
-            Vec::new(),
-            &data,
-            &config,
-            Layout::Frame,
-        );
+        let (schema, data, config, shape) = tiny(8, 10, 16);
         let (predictor, model, _) =
             train(&schema, shape.clone(), &data, &data, &config, 1, |_| {}).unwrap();
         let dir = std::env::temp_dir().join(format!("lydlr-pkg-{}", std::process::id()));

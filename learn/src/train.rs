@@ -554,16 +554,43 @@ pub fn train(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use lydlr_codec::synthetic::{imu_frames, imu_schema};
 
-    fn series(seed: u64) -> Vec<Series> {
+    pub(crate) fn series(seed: u64) -> Vec<Series> {
         vec![Series {
             frames: imu_frames(600, seed, 5.0),
             condition: Vec::new(),
             noise_sigma: Vec::new(),
         }]
+    }
+
+    /// A small network on synthetic IMU data: schema, data, settings and shape.
+    pub(crate) fn tiny(
+        hidden: usize,
+        steps: usize,
+        batch: usize,
+    ) -> (StreamSchema, Vec<Series>, TrainConfig, ModelShape) {
+        let schema = imu_schema();
+        let data = series(4);
+        let config = TrainConfig {
+            context: 4,
+            hidden,
+            steps,
+            batch,
+            validate_every: steps,
+            ..TrainConfig::default()
+        };
+        let shape = shape_for(
+            &schema,
+            Vec::new(),
+            Vec::new(),
+            &data,
+            &config,
+            Layout::Frame,
+        );
+        (schema, data, config, shape)
     }
 
     #[test]
@@ -627,24 +654,7 @@ mod tests {
 
     #[test]
     fn the_same_seed_trains_the_same_weights() {
-        let schema = imu_schema();
-        let config = TrainConfig {
-            context: 4,
-            hidden: 8,
-            steps: 30,
-            batch: 32,
-            validate_every: 30,
-            ..TrainConfig::default()
-        };
-        let data = series(4);
-        let shape = shape_for(
-            &schema,
-            Vec::new(),
-            Vec::new(),
-            &data,
-            &config,
-            Layout::Frame,
-        );
+        let (schema, data, config, shape) = tiny(8, 30, 32);
         let run = || {
             train(&schema, shape.clone(), &data, &data, &config, 11, |_| {})
                 .unwrap()

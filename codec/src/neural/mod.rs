@@ -26,7 +26,7 @@ use crate::entropy::{ResidualDecoder, ResidualEncoder, unzigzag, zigzag};
 use crate::lossless::{
     check_block, check_header, encode_column, read_column_head, timestamp_history,
 };
-use crate::lossy::round_to_type;
+use crate::lossy::{MAX_INDEX, round_to_type};
 use crate::varint::{Reader, put_uvarint};
 use crate::{Codec, CodecError, ErrorBound, Frame, StreamSchema};
 use laplace::{ESCAPE, LaplaceTables, index_of, scale_index, symbol_of};
@@ -44,8 +44,6 @@ const FLAG_REGULAR_TIME: u8 = 4;
 const MODE_FLOAT: u64 = 1;
 /// An escape's word: `zigzag(q) << 1` for a large index, `1` for an exact value.
 const ESCAPE_EXACT: u64 = 1;
-/// Indices beyond this are sent exactly (keeps every product exact in f64).
-const MAX_INDEX: f64 = 4_503_599_627_370_496.0;
 
 /// How one channel is quantised in a block.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -201,6 +199,76 @@ fn best_scale_offset(tables: &LaplaceTables, symbols: &[(usize, usize)]) -> i8 {
     };
     let coarse = pick(&mut (MIN_OFFSET..=MAX_OFFSET).step_by(4));
     pick(&mut (coarse.saturating_sub(3).max(MIN_OFFSET)..=coarse.saturating_add(3).min(MAX_OFFSET)))
+}
+
+/// The names of the values [`merge_conditions`] produces: `stream.channel`, and
+/// `stream.d_channel` for a counter's change.
+pub fn condition_names(schemas: &[&StreamSchema]) -> Vec<String> {
+    schemas
+        .iter()
+        .flat_map(|s| {
+            let prefix = if is_counter(s) { "d_" } else { "" };
+            s.channels
+                .iter()
+                .map(move |c| format!("{}.{prefix}{c}", s.name))
+        })
+        .collect()
+}
+
+fn is_counter(schema: &StreamSchema) -> bool {
+    schema.kind == crate::SensorKind::WheelEncoder
+}
+
+/// Conditioning frames from several decoded streams (sensor-motor fusion): at every instant
+/// where any of them has a frame, the latest values of each, concatenated in order. A counter
+/// (wheel encoder ticks) contributes its change since its previous frame, not its running
+/// total. Instants before every stream has delivered are left out. Encoder and decoder
+/// build the same frames from the same (reconstructed) streams.
+pub fn merge_conditions(streams: &[(&StreamSchema, &[Frame])]) -> Vec<Frame> {
+    let mut next = vec![0usize; streams.len()];
+    let mut out = Vec::new();
+    loop {
+        let Some(t) = streams
+            .iter()
+            .zip(&next)
+            .filter_map(|((_, frames), &i)| frames.get(i).map(|f| f.timestamp_ns))
+            .min()
+        else {
+            return out;
+        };
+        for ((_, frames), i) in streams.iter().zip(next.iter_mut()) {
+            while frames.get(*i).is_some_and(|f| f.timestamp_ns <= t) {
+                *i += 1;
+            }
+        }
+        let mut values = Vec::new();
+        let mut complete = true;
+        for ((schema, frames), &i) in streams.iter().zip(&next) {
+            let (Some(latest), before) = (i.checked_sub(1).map(|j| &frames[j]), i.checked_sub(2))
+            else {
+                complete = false;
+                break;
+            };
+            if is_counter(schema) {
+                let Some(previous) = before.map(|j| &frames[j]) else {
+                    complete = false;
+                    break;
+                };
+                values.extend(
+                    latest
+                        .values
+                        .iter()
+                        .zip(&previous.values)
+                        .map(|(a, b)| a - b),
+                );
+            } else {
+                values.extend_from_slice(&latest.values);
+            }
+        }
+        if complete {
+            out.push(Frame::new(t, values));
+        }
+    }
 }
 
 /// The schema's nominal sample period in nanoseconds, when it has one.
@@ -703,6 +771,37 @@ mod tests {
         for h in handles {
             assert_eq!(h.join().unwrap(), reference);
         }
+    }
+
+    #[test]
+    fn merged_conditions_hold_each_stream_and_difference_counters() {
+        let mut ticks = imu_schema();
+        ticks.name = "wheels".into();
+        ticks.kind = crate::SensorKind::WheelEncoder;
+        ticks.channels = vec!["left".into()];
+        let mut cmd = imu_schema();
+        cmd.name = "motors".into();
+        cmd.channels = vec!["cmd".into()];
+        let wheel_frames = [
+            Frame::new(0, vec![100.0]),
+            Frame::new(20, vec![130.0]),
+            Frame::new(40, vec![170.0]),
+        ];
+        let cmd_frames = [Frame::new(5, vec![1.5]), Frame::new(30, vec![2.5])];
+        let merged = merge_conditions(&[(&cmd, &cmd_frames), (&ticks, &wheel_frames)]);
+        let expected = [
+            (20, vec![1.5, 30.0]),
+            (30, vec![2.5, 30.0]),
+            (40, vec![2.5, 40.0]),
+        ];
+        assert_eq!(merged.len(), expected.len());
+        for (f, (t, v)) in merged.iter().zip(expected) {
+            assert_eq!((f.timestamp_ns, &f.values), (t, &v));
+        }
+        assert_eq!(
+            condition_names(&[&cmd, &ticks]),
+            ["motors.cmd", "wheels.d_left"]
+        );
     }
 
     #[test]

@@ -175,17 +175,12 @@ impl EvalCodec for Lydlr {
     }
 
     fn compress(&self, input: &Prepared) -> anyhow::Result<Vec<u8>> {
-        let rows = input.table.samples();
-        let frames: Vec<Frame> = (0..rows).map(|i| input.table.frame(i)).collect();
-        let mut out = Vec::new();
-        for block in frames.chunks(input.block_frames.clamp(1, usize::from(u16::MAX))) {
-            let packet = match (&input.bounds, self.lossy) {
+        packets_of(input, |block| {
+            Ok(match (&input.bounds, self.lossy) {
                 (Some(bounds), true) => per_channel_bounded(&input.schema, bounds, block)?,
                 _ => LosslessCodec.encode(&input.schema, block)?.to_bytes(),
-            };
-            push_section(&mut out, &packet);
-        }
-        Ok(out)
+            })
+        })
     }
 
     fn decompress(
@@ -193,18 +188,43 @@ impl EvalCodec for Lydlr {
         input: &Prepared,
         bytes: &[u8],
     ) -> anyhow::Result<(Vec<i64>, Vec<Vec<f64>>)> {
-        let mut t = Vec::new();
-        let mut columns = vec![Vec::new(); input.table.columns.len()];
-        for section in sections(bytes)? {
-            for frame in lydlr_codec::decode_packet(&input.schema, section)? {
-                t.push(frame.timestamp_ns);
-                for (c, v) in columns.iter_mut().zip(frame.values) {
-                    c.push(v);
-                }
+        columns_of(input, bytes, |section| {
+            Ok(lydlr_codec::decode_packet(&input.schema, section)?)
+        })
+    }
+}
+
+/// The table's frames in packets of `block_frames`, each a section.
+fn packets_of(
+    input: &Prepared,
+    mut encode: impl FnMut(&[Frame]) -> anyhow::Result<Vec<u8>>,
+) -> anyhow::Result<Vec<u8>> {
+    let rows = input.table.samples();
+    let frames: Vec<Frame> = (0..rows).map(|i| input.table.frame(i)).collect();
+    let mut out = Vec::new();
+    for block in frames.chunks(input.block_frames.clamp(1, usize::from(u16::MAX))) {
+        push_section(&mut out, &encode(block)?);
+    }
+    Ok(out)
+}
+
+/// Timestamps and columns back from the sections of [`packets_of`].
+fn columns_of(
+    input: &Prepared,
+    bytes: &[u8],
+    mut decode: impl FnMut(&[u8]) -> anyhow::Result<Vec<Frame>>,
+) -> anyhow::Result<(Vec<i64>, Vec<Vec<f64>>)> {
+    let mut t = Vec::new();
+    let mut columns = vec![Vec::new(); input.table.columns.len()];
+    for section in sections(bytes)? {
+        for frame in decode(section)? {
+            t.push(frame.timestamp_ns);
+            for (c, v) in columns.iter_mut().zip(frame.values) {
+                c.push(v);
             }
         }
-        Ok((t, columns))
     }
+    Ok((t, columns))
 }
 
 /// The bounded codec with a different absolute bound per channel: the schema's sigma is set
@@ -578,13 +598,7 @@ impl EvalCodec for Neural {
 
     fn compress(&self, input: &Prepared) -> anyhow::Result<Vec<u8>> {
         let (codec, schema) = self.codec(input)?;
-        let rows = input.table.samples();
-        let frames: Vec<Frame> = (0..rows).map(|i| input.table.frame(i)).collect();
-        let mut out = Vec::new();
-        for block in frames.chunks(input.block_frames.clamp(1, usize::from(u16::MAX))) {
-            push_section(&mut out, &codec.encode(&schema, block)?.to_bytes());
-        }
-        Ok(out)
+        packets_of(input, |block| Ok(codec.encode(&schema, block)?.to_bytes()))
     }
 
     fn decompress(
@@ -593,18 +607,10 @@ impl EvalCodec for Neural {
         bytes: &[u8],
     ) -> anyhow::Result<(Vec<i64>, Vec<Vec<f64>>)> {
         let (codec, schema) = self.codec(input)?;
-        let mut t = Vec::new();
-        let mut columns = vec![Vec::new(); input.table.columns.len()];
-        for section in sections(bytes)? {
+        columns_of(input, bytes, |section| {
             let packet = lydlr_codec::Packet::from_bytes(section)?;
-            for frame in codec.decode(&schema, &packet)? {
-                t.push(frame.timestamp_ns);
-                for (c, v) in columns.iter_mut().zip(frame.values) {
-                    c.push(v);
-                }
-            }
-        }
-        Ok((t, columns))
+            Ok(codec.decode(&schema, &packet)?)
+        })
     }
 }
 
