@@ -47,6 +47,27 @@ pub struct PacketHeader {
     pub first_timestamp_ns: i64,
 }
 
+impl PacketHeader {
+    /// The header of a block of `frame_count` frames of `schema`'s stream.
+    pub fn for_block(
+        codec: CodecId,
+        codec_version: u8,
+        quality: u8,
+        schema: &crate::StreamSchema,
+        frame_count: u16,
+        first_timestamp_ns: i64,
+    ) -> PacketHeader {
+        PacketHeader {
+            codec,
+            codec_version,
+            quality,
+            schema_hash: schema.hash() as u32,
+            frame_count,
+            first_timestamp_ns,
+        }
+    }
+}
+
 /// One encoded block of frames: header plus codec payload, protected by CRC-32C.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Packet {

@@ -200,14 +200,14 @@ impl Codec for LosslessCodec {
         payload.extend_from_slice(&descriptors);
         payload.extend_from_slice(&encoder.finish());
         Ok(Packet {
-            header: PacketHeader {
-                codec: CodecId::Lossless,
-                codec_version: VERSION,
-                quality: 0,
-                schema_hash: schema.hash() as u32,
+            header: PacketHeader::for_block(
+                CodecId::Lossless,
+                VERSION,
+                0,
+                schema,
                 frame_count,
-                first_timestamp_ns: first,
-            },
+                first,
+            ),
             payload,
         })
     }

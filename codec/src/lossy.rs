@@ -355,14 +355,14 @@ impl Codec for BoundedCodec {
         payload.extend_from_slice(&head);
         payload.extend_from_slice(&encoder.finish());
         Ok(Packet {
-            header: PacketHeader {
-                codec: CodecId::Bounded,
-                codec_version: VERSION,
-                quality: self.quality,
-                schema_hash: schema.hash() as u32,
+            header: PacketHeader::for_block(
+                CodecId::Bounded,
+                VERSION,
+                self.quality,
+                schema,
                 frame_count,
-                first_timestamp_ns: first,
-            },
+                first,
+            ),
             payload,
         })
     }

@@ -473,14 +473,14 @@ impl NeuralCodec {
         let words = coder.into_compressed().unwrap_or_default();
         payload.extend(words.iter().flat_map(|w| w.to_le_bytes()));
         Ok(Packet {
-            header: PacketHeader {
-                codec: CodecId::Neural,
-                codec_version: VERSION,
-                quality: self.quality,
-                schema_hash: schema.hash() as u32,
+            header: PacketHeader::for_block(
+                CodecId::Neural,
+                VERSION,
+                self.quality,
+                schema,
                 frame_count,
-                first_timestamp_ns: first,
-            },
+                first,
+            ),
             payload,
         })
     }
