@@ -701,6 +701,8 @@ mod tests {
     use crate::synthetic::{imu_frames, imu_schema};
     use proptest::prelude::*;
 
+    const GOLDEN: [u32; 3] = [0x44bd_2872, 0xe1af_07ad, 0x3e4c_4307];
+
     fn codec(bound: ErrorBound) -> NeuralCodec {
         NeuralCodec::new(Arc::new(untrained_model(&imu_schema(), 8, 16, 7)), bound, 1)
     }
@@ -754,6 +756,24 @@ mod tests {
             crate::decode_packet(&schema, &packet.to_bytes()),
             Err(CodecError::ModelRequired)
         );
+    }
+
+    /// The bytes of a packet are part of the format: the same model and block must give them
+    /// on every machine and in every later version (a change here breaks stored packets).
+    #[test]
+    fn packets_are_identical_across_runs_and_machines() {
+        let schema = imu_schema();
+        let frames = imu_frames(100, 3, 5.0);
+        let cond = commands(&frames);
+        let crc = |k: f64, c: Option<&[Frame]>| {
+            let bytes = codec(ErrorBound::Sigma(k))
+                .encode_conditioned(&schema, &frames, c)
+                .unwrap()
+                .to_bytes();
+            crc32c::crc32c(&bytes)
+        };
+        let got = [crc(0.0, None), crc(1.0, None), crc(4.0, Some(&cond))];
+        assert_eq!(got, GOLDEN, "packet bytes changed: {got:08x?}");
     }
 
     #[test]
