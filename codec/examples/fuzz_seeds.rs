@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use lydlr_codec::neural::{shape_metadata, untrained_model};
+use lydlr_codec::neural::untrained_model;
 use lydlr_codec::synthetic::{imu_frames, imu_schema};
 use lydlr_codec::{BoundedCodec, Codec, ErrorBound, LosslessCodec, NeuralCodec};
 
@@ -46,33 +46,7 @@ fn main() -> std::io::Result<()> {
         write("neural_decode", &format!("neural-{n}"), &seed)?;
     }
     let model = untrained_model(&schema, 4, 8, 2);
-    let names: Vec<(String, String)> = (0..model.layers.len())
-        .map(|i| (format!("layers.{i}.weight"), format!("layers.{i}.bias")))
-        .collect();
-    let mut tensors = vec![
-        (
-            "skip.weight",
-            vec![model.skip.inputs, model.skip.outputs],
-            model.skip.weight.as_slice(),
-        ),
-        (
-            "skip.bias",
-            vec![model.skip.outputs],
-            model.skip.bias.as_slice(),
-        ),
-    ];
-    for (layer, (w, b)) in model.layers.iter().zip(&names) {
-        tensors.push((
-            w.as_str(),
-            vec![layer.inputs, layer.outputs],
-            layer.weight.as_slice(),
-        ));
-        tensors.push((b.as_str(), vec![layer.outputs], layer.bias.as_slice()));
-    }
-    let weights = lydlr_codec::neural::burnpack::write(
-        &tensors,
-        &shape_metadata(&model.shape, model.layers.len()),
-    );
+    let weights = model.to_burnpack();
     let manifest = format!(
         "format = 1\nversion = \"seed\"\n[training]\ncommand = \"seed\"\ndata_sha256 = \"\"\nseeds = []\nframes = 0\n[[models]]\nstream = \"imu\"\nkind = \"imu\"\nschema_hash = \"0\"\nchannels = {:?}\nconditions = {:?}\nquality_sigmas = [1.0]\nweights = \"imu.bpk\"\nsha256 = \"{}\"\nfingerprint = \"{:016x}\"\n",
         model.shape.channels,

@@ -208,36 +208,13 @@ pub fn write(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::neural::{NeuralModel, shape_metadata, untrained_model};
+    use crate::neural::{NeuralModel, untrained_model};
     use crate::synthetic::imu_schema;
 
     #[test]
     fn a_model_survives_its_weights_file() {
         let model = untrained_model(&imu_schema(), 6, 12, 3);
-        let names: Vec<(String, String)> = (0..model.layers.len())
-            .map(|i| (format!("layers.{i}.weight"), format!("layers.{i}.bias")))
-            .collect();
-        let mut tensors = vec![
-            (
-                "skip.weight",
-                vec![model.skip.inputs, model.skip.outputs],
-                model.skip.weight.as_slice(),
-            ),
-            (
-                "skip.bias",
-                vec![model.skip.outputs],
-                model.skip.bias.as_slice(),
-            ),
-        ];
-        for (layer, (w, b)) in model.layers.iter().zip(&names) {
-            tensors.push((
-                w.as_str(),
-                vec![layer.inputs, layer.outputs],
-                layer.weight.as_slice(),
-            ));
-            tensors.push((b.as_str(), vec![layer.outputs], layer.bias.as_slice()));
-        }
-        let bytes = write(&tensors, &shape_metadata(&model.shape, model.layers.len()));
+        let bytes = model.to_burnpack();
         let back = NeuralModel::from_burnpack(&bytes).unwrap();
         assert_eq!(back, model);
         // A truncation fails cleanly unless it only cut the trailing alignment padding.

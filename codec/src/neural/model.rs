@@ -422,6 +422,25 @@ impl NeuralModel {
         out
     }
 
+    /// The model as a burnpack weights file, in the layout `lydlr-learn` writes (tools and
+    /// tests that build packages without Burn).
+    pub fn to_burnpack(&self) -> Vec<u8> {
+        let names: Vec<(String, String)> = (0..self.layers.len())
+            .map(|i| (format!("layers.{i}.weight"), format!("layers.{i}.bias")))
+            .chain([("skip.weight".to_owned(), "skip.bias".to_owned())])
+            .collect();
+        let mut tensors = Vec::with_capacity(2 * names.len());
+        for (layer, (w, b)) in self.layers.iter().chain([&self.skip]).zip(&names) {
+            tensors.push((
+                w.as_str(),
+                vec![layer.inputs, layer.outputs],
+                layer.weight.as_slice(),
+            ));
+            tensors.push((b.as_str(), vec![layer.outputs], layer.bias.as_slice()));
+        }
+        crate::neural::burnpack::write(&tensors, &shape_metadata(&self.shape, self.layers.len()))
+    }
+
     /// Parses a burnpack (`.bpk`) weights file written by `lydlr-learn`.
     pub fn from_burnpack(bytes: &[u8]) -> Result<NeuralModel, CodecError> {
         let pack = crate::neural::burnpack::read(bytes)?;
