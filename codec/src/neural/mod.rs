@@ -126,21 +126,6 @@ fn predict_block(
                     + shape.step_log2(ch, shape.delta_scale[ch]);
                 frame.push(code(t, ch, mu, scale_index(log_scale))?);
             }
-        } else if shape.layout == Layout::Scan {
-            let cond = held.as_mut().and_then(|h| h.at(time));
-            let cond = cond.filter(|v| v.len() == shape.conditions.len());
-            let history: Vec<&[f64]> = (0..k)
-                .map(|j| out[(t + j).saturating_sub(k)].as_slice())
-                .collect();
-            for ch in 0..c {
-                shape.scan_features(&history, t, &frame, ch, step_log2[ch], cond, &mut input);
-                let prediction = model.forward(&input, &mut scratch);
-                let mean = f64::from(prediction[0]);
-                let mean = if mean.is_finite() { mean } else { 0.0 };
-                let mu = history[k - 1][ch] + mean * shape.delta_scale[ch];
-                let scale = scale_index(prediction[1] - step_log2[ch]);
-                frame.push(code(t, ch, mu, scale)?);
-            }
         } else {
             let cond = held.as_mut().and_then(|h| h.at(time));
             let cond = cond.filter(|v| v.len() == shape.conditions.len());
@@ -148,23 +133,36 @@ fn predict_block(
             let history: Vec<&[f64]> = (0..k)
                 .map(|j| out[(t + j).saturating_sub(k)].as_slice())
                 .collect();
-            shape.features(
-                &history,
-                t,
-                steps,
-                cond,
-                &mut input,
-                &mut unit,
-                &mut local_log2,
-            );
-            let prediction = model.forward(&input, &mut scratch);
-            let last = &out[t - 1];
-            for ch in 0..c {
-                let mean = f64::from(prediction[ch]);
-                let mean = if mean.is_finite() { mean } else { 0.0 };
-                let mu = last[ch] + mean * unit[ch];
-                let scale = scale_index(prediction[c + ch] - local_log2[ch]);
-                frame.push(code(t, ch, mu, scale)?);
+            let last = history[k - 1];
+            let finite = |m: f32| if m.is_finite() { f64::from(m) } else { 0.0 };
+            match shape.layout {
+                Layout::Scan => {
+                    for ch in 0..c {
+                        let own_step = step_log2[ch];
+                        shape.scan_features(&history, t, &frame, ch, own_step, cond, &mut input);
+                        let prediction = model.forward(&input, &mut scratch);
+                        let mu = last[ch] + finite(prediction[0]) * shape.delta_scale[ch];
+                        let scale = scale_index(prediction[1] - own_step);
+                        frame.push(code(t, ch, mu, scale)?);
+                    }
+                }
+                Layout::Frame => {
+                    shape.features(
+                        &history,
+                        t,
+                        steps,
+                        cond,
+                        &mut input,
+                        &mut unit,
+                        &mut local_log2,
+                    );
+                    let prediction = model.forward(&input, &mut scratch);
+                    for ch in 0..c {
+                        let mu = last[ch] + finite(prediction[ch]) * unit[ch];
+                        let scale = scale_index(prediction[c + ch] - local_log2[ch]);
+                        frame.push(code(t, ch, mu, scale)?);
+                    }
+                }
             }
         }
         out.push(frame);
