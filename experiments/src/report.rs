@@ -155,6 +155,20 @@ where
     Ok(chart)
 }
 
+/// Draws the series' legend and writes the SVG.
+fn legend_and_save<'b, 'a: 'b, X: Ranged, Y: Ranged>(
+    chart: &mut ChartContext<'b, SVGBackend<'a>, Cartesian2d<X, Y>>,
+    root: &DrawingArea<SVGBackend<'a>, plotters::coord::Shift>,
+) -> anyhow::Result<()> {
+    chart
+        .configure_series_labels()
+        .border_style(BLACK)
+        .background_style(WHITE)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
 fn line_chart(path: &Path, caption: &str, y_desc: &str, series: &[Series]) -> anyhow::Result<()> {
     xy_chart(path, caption, "stream time (s)", y_desc, series)
 }
@@ -190,13 +204,7 @@ pub fn xy_chart(
                 PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
             });
     }
-    chart
-        .configure_series_labels()
-        .border_style(BLACK)
-        .background_style(WHITE)
-        .draw()?;
-    root.present()?;
-    Ok(())
+    legend_and_save(&mut chart, &root)
 }
 
 /// Operating points of every stream (from the nodes' last reports): rate against distortion.
@@ -237,13 +245,7 @@ fn rd_chart(path: &Path, rd: &[RdReport]) -> anyhow::Result<()> {
             .label(stream.as_str())
             .legend(move |(x, y)| Circle::new((x + 10, y), 3, color.filled()));
     }
-    chart
-        .configure_series_labels()
-        .border_style(BLACK)
-        .background_style(WHITE)
-        .draw()?;
-    root.present()?;
-    Ok(())
+    legend_and_save(&mut chart, &root)
 }
 
 /// Histogram of the per-report encode latency p99 over all nodes and streams.
