@@ -25,7 +25,7 @@ pub use error::CodecError;
 pub use frame::{Frame, SampleType, SensorKind, StreamSchema, quantize_to_lsb};
 pub use ladder::{EntropyReport, QualityLadder, RdPoint, Rung, entropy_report};
 pub use lossless::LosslessCodec;
-pub use lossy::{BoundedCodec, ErrorBound};
+pub use lossy::{BoundedCodec, ErrorBound, bound_in_units};
 pub use neural::package::{ModelPackage, sha256_hex};
 pub use neural::{NeuralCodec, NeuralModel};
 

@@ -77,6 +77,13 @@ impl BoundedCodec {
     }
 }
 
+/// An error bound as a whole number of units (ADC steps, integer counts), conservative by a
+/// hair so that a bound that is an exact multiple of the unit does not turn every extreme
+/// reconstruction into a miss after rounding. Every codec and the training use this rule.
+pub fn bound_in_units(eb: f64, unit: f64) -> i64 {
+    (eb / unit - 1e-6).floor().max(0.0) as i64
+}
+
 pub(crate) fn round_to_type(v: f64, ty: SampleType) -> f64 {
     match ty {
         SampleType::F32 => f64::from(v as f32),
@@ -285,10 +292,7 @@ impl Codec for BoundedCodec {
             column.extend(frames.iter().map(|f| f.values[c]));
             let (repr, ints) = Representation::choose(&column, ty, schema.lsb(c));
             let lsb = schema.lsb(c).unwrap_or(1.0);
-            // Conservative by a hair, so that a bound that is an exact multiple of the unit does not
-            // turn every extreme reconstruction into an exception after rounding.
-            let unit_bound =
-                units(repr, schema.lsb(c)).map(|u| (eb / u - 1e-6).floor().max(0.0) as i64);
+            let unit_bound = units(repr, schema.lsb(c)).map(|u| bound_in_units(eb, u));
             match unit_bound {
                 _ if eb <= 0.0 => {
                     head.push(MODE_LOSSLESS);

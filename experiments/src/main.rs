@@ -134,6 +134,16 @@ enum BenchCommand {
     },
 }
 
+/// Prints one JSON line per item (the output of `eval` and `bench`).
+fn print_json_lines<T: serde::Serialize>(
+    lines: impl IntoIterator<Item = T>,
+) -> anyhow::Result<ExitCode> {
+    for line in lines {
+        println!("{}", serde_json::to_string(&line)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -239,49 +249,26 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 _ => anyhow::bail!("error bounds must be positive numbers"),
             };
             let tables = read_tables(&input)?;
-            for line in run_eval(
+            print_json_lines(run_eval(
                 &tables,
                 codec.as_deref(),
                 bound,
                 block_frames,
-                package.clone(),
-            )? {
-                println!("{}", serde_json::to_string(&line)?);
-            }
-            Ok(ExitCode::SUCCESS)
+                package,
+            )?)
         }
         Command::Bench {
             what: BenchCommand::Script,
-        } => {
-            for line in bench_script()? {
-                println!("{}", serde_json::to_string(&line)?);
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        } => print_json_lines(bench_script()?),
         Command::Bench {
             what: BenchCommand::Neural { model },
-        } => {
-            for line in lydlr_experiments::bench::bench_neural(&model)? {
-                println!("{}", serde_json::to_string(&line)?);
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        } => print_json_lines(lydlr_experiments::bench::bench_neural(&model)?),
         Command::Bench {
             what: BenchCommand::Alloc,
-        } => {
-            for line in bench_alloc() {
-                println!("{}", serde_json::to_string(&line)?);
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        } => print_json_lines(bench_alloc()),
         Command::Bench {
             what: BenchCommand::Codec,
-        } => {
-            for line in bench_codec()? {
-                println!("{}", serde_json::to_string(&line)?);
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        } => print_json_lines(bench_codec()?),
         Command::Bench {
             what: BenchCommand::Sim { scale },
         } => {

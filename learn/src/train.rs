@@ -214,8 +214,8 @@ fn quantisation_step(
     let eb = sigma_k * sigma.unwrap_or(0.0);
     match schema.lsb(c) {
         Some(lsb) => {
-            let e = (eb / lsb - 1e-6).floor().max(0.0);
-            Some((2.0 * e + 1.0) * lsb)
+            let e = lydlr_codec::bound_in_units(eb, lsb);
+            Some((2 * e + 1) as f64 * lsb)
         }
         None if eb > 0.0 => Some(2.0 * eb),
         None => None,

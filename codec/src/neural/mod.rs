@@ -26,7 +26,7 @@ use crate::entropy::{ResidualDecoder, ResidualEncoder, unzigzag, zigzag};
 use crate::lossless::{
     check_block, check_header, encode_column, read_column_head, timestamp_history,
 };
-use crate::lossy::{MAX_INDEX, round_to_type};
+use crate::lossy::{MAX_INDEX, bound_in_units, round_to_type};
 use crate::varint::{Reader, put_uvarint};
 use crate::{Codec, CodecError, ErrorBound, Frame, StreamSchema};
 use laplace::{ESCAPE, LaplaceTables, index_of, scale_index, symbol_of};
@@ -316,8 +316,7 @@ impl NeuralCodec {
                 };
                 let counts = lsb > 0.0 && repr.to_integers(&column, lsb, ty).is_some();
                 if counts {
-                    // Conservative by a hair so that rounding never pushes a sample past eb.
-                    let e = (eb / lsb - 1e-6).floor().max(0.0) as i64;
+                    let e = bound_in_units(eb, lsb);
                     Ok(Mode::Units { lsb, e, repr })
                 } else if eb > 0.0 {
                     Ok(Mode::Float { eb })
