@@ -1,13 +1,18 @@
 //! The MQTT client: rumqttc with its event loop polled in a task of its own (publishing from
 //! the polling task can deadlock), incoming publishes forwarded on a channel, and the
 //! subscriptions restored after every reconnect.
+//!
+//! Nothing handed to [`BusClient::publish`] is lost to a broker restart: rumqttc drops the
+//! unacknowledged publishes of a clean session when it reconnects, so the polling task takes
+//! them out first and sends them again, in their order, once the new session is up.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS, Request};
 use tokio::sync::{mpsc, watch};
 
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +91,7 @@ impl ClientOptions {
 pub struct BusClient {
     client: AsyncClient,
     subscriptions: Arc<Mutex<Vec<String>>>,
+    connected: watch::Receiver<bool>,
     _alive: Arc<watch::Sender<()>>,
 }
 
@@ -116,7 +122,10 @@ impl BusClient {
         let resubscribe = (client.clone(), subscriptions.clone());
         let id = options.client_id;
         let (alive, mut alive_rx) = watch::channel(());
+        let (connected_tx, connected) = watch::channel(false);
         tokio::spawn(async move {
+            // Publishes of a session that broke, to send again in the next one.
+            let mut unacknowledged: VecDeque<Request> = VecDeque::new();
             loop {
                 let event = tokio::select! {
                     event = eventloop.poll() => event,
@@ -138,12 +147,26 @@ impl BusClient {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         let filters = resubscribe.1.lock().map(|s| s.clone()).unwrap_or_default();
                         for filter in filters {
-                            let _ = resubscribe.0.try_subscribe(filter, QoS::AtLeastOnce);
+                            eventloop.pending.push_back(Request::Subscribe(
+                                rumqttc::Subscribe::new(filter, QoS::AtLeastOnce),
+                            ));
                         }
+                        // Ahead of everything still in the request channel: order is kept.
+                        eventloop.pending.extend(unacknowledged.drain(..));
+                        connected_tx.send_replace(true);
                     }
                     Ok(_) => {}
                     Err(rumqttc::ConnectionError::RequestsDone) => break,
                     Err(e) => {
+                        connected_tx.send_replace(false);
+                        // rumqttc moved the session's unacknowledged publishes (and the requests
+                        // not yet read) to `pending`, which a clean session clears on connect.
+                        for request in eventloop.pending.drain(..) {
+                            if let Request::Publish(mut publish) = request {
+                                publish.pkid = 0;
+                                unacknowledged.push_back(Request::Publish(publish));
+                            }
+                        }
                         tracing::debug!(client = %id, "MQTT connection error: {e}; retrying");
                         tokio::time::sleep(Duration::from_millis(200)).await;
                     }
@@ -154,10 +177,21 @@ impl BusClient {
             BusClient {
                 client,
                 subscriptions,
+                connected,
                 _alive: Arc::new(alive),
             },
             rx,
         )
+    }
+
+    /// Whether the broker has acknowledged the current connection.
+    pub fn is_connected(&self) -> bool {
+        *self.connected.borrow()
+    }
+
+    /// Follows the connection: `true` once the broker acknowledges it, `false` when it breaks.
+    pub fn connection(&self) -> watch::Receiver<bool> {
+        self.connected.clone()
     }
 
     /// Subscribes now and after every reconnect.

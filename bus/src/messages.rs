@@ -234,6 +234,17 @@ pub struct NodeMetrics {
     pub cpu_share: f64,
     #[serde(default)]
     pub scripts: Vec<ScriptStatus>,
+    /// Model package version in use; `None` is the classical codecs alone.
+    #[serde(default)]
+    pub model_version: Option<String>,
+    /// The offline queue: packets waiting on disk for the link, dropped because it was
+    /// full, and delivered from it after a reconnect.
+    #[serde(default)]
+    pub spool_queued: u64,
+    #[serde(default)]
+    pub spool_dropped: u64,
+    #[serde(default)]
+    pub spool_drained: u64,
     /// Fields added by the scripts' `on_metrics` hooks.
     #[serde(default)]
     pub extra: serde_json::Map<String, serde_json::Value>,
@@ -340,6 +351,95 @@ pub struct FleetBudget {
     pub bps: f64,
 }
 impl JsonMessage for FleetBudget {}
+
+/// `.../model/deploy`: what the node should run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum ModelCommand {
+    /// Verify, load, warm up and switch to a package version: its files carried here (name to
+    /// base64 content, a `manifest.toml` among them) or, when `files` is empty, a version
+    /// already under the node's model folder.
+    Deploy {
+        version: String,
+        #[serde(default)]
+        files: std::collections::BTreeMap<String, String>,
+    },
+    /// Go back to the version that ran before the current one.
+    Rollback {
+        #[serde(default)]
+        reason: Option<String>,
+    },
+}
+impl JsonMessage for ModelCommand {}
+
+impl ModelCommand {
+    /// A deploy carrying `files` (name and bytes).
+    pub fn deploy_files<'a>(
+        version: &str,
+        files: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    ) -> ModelCommand {
+        use base64::Engine as _;
+        ModelCommand::Deploy {
+            version: version.to_owned(),
+            files: files
+                .into_iter()
+                .map(|(name, bytes)| {
+                    (
+                        name.to_owned(),
+                        base64::engine::general_purpose::STANDARD.encode(bytes),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// The carried files, decoded.
+    pub fn decoded_files(
+        files: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Vec<(String, Vec<u8>)>, MessageError> {
+        use base64::Engine as _;
+        files
+            .iter()
+            .map(|(name, text)| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(text)
+                    .map(|bytes| (name.clone(), bytes))
+                    .map_err(|e| MessageError::Json(format!("model file {name}: {e}")))
+            })
+            .collect()
+    }
+}
+
+/// A step of a model deployment, as reported on `.../model/status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelState {
+    /// Refused before it ran: unreadable, wrong checksum or signature, wrong streams.
+    Rejected,
+    /// Verified, warmed up and switched to; its health window starts.
+    Active,
+    /// Passed its health window.
+    Healthy,
+    /// Taken out of service (failed health, or a rollback was ordered).
+    RolledBack,
+}
+
+/// Published (retained) on `.../model/status` at every step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelStatus {
+    pub node: String,
+    /// The version this step concerns.
+    pub version: String,
+    pub state: ModelState,
+    /// The version running after this step; `None` is the classical codecs alone.
+    pub running: Option<String>,
+    /// Why it was rejected or rolled back; what was checked when it passed.
+    pub reason: String,
+    /// Streams the running version codes.
+    #[serde(default)]
+    pub streams: Vec<String>,
+}
+impl JsonMessage for ModelStatus {}
 
 /// Requests on `.../control`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -79,6 +79,18 @@ impl QualityLadder {
         frames: &[Frame],
         block_frames: usize,
     ) -> Result<Vec<RdPoint>, CodecError> {
+        self.measure_with(schema, frames, block_frames, |level| self.codec(level))
+    }
+
+    /// [`QualityLadder::measure`] with the codec of each rung chosen by `codec_at` (a node
+    /// running a learned model measures the model's rungs).
+    pub fn measure_with(
+        &self,
+        schema: &StreamSchema,
+        frames: &[Frame],
+        block_frames: usize,
+        codec_at: impl Fn(u8) -> Option<Box<dyn Codec>>,
+    ) -> Result<Vec<RdPoint>, CodecError> {
         let span_s = match (frames.first(), frames.last()) {
             (Some(a), Some(b)) if b.timestamp_ns > a.timestamp_ns => {
                 (b.timestamp_ns - a.timestamp_ns) as f64 * 1e-9 + 1.0 / schema.rate_hz.max(1e-9)
@@ -87,9 +99,7 @@ impl QualityLadder {
         };
         let mut points = Vec::with_capacity(self.rungs.len());
         for rung in &self.rungs {
-            let codec = self
-                .codec(rung.level)
-                .ok_or(CodecError::Corrupt("no such rung"))?;
+            let codec = codec_at(rung.level).ok_or(CodecError::Corrupt("no such rung"))?;
             let mut bytes = 0usize;
             let mut decoded = Vec::with_capacity(frames.len());
             for block in frames.chunks(block_frames.max(1)) {

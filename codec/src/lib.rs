@@ -50,6 +50,23 @@ pub fn decode_packet(schema: &StreamSchema, bytes: &[u8]) -> Result<Vec<Frame>, 
     codec_for(packet.header.codec)?.decode(schema, &packet)
 }
 
+/// [`decode_packet`] for packets of any codec: `model(fingerprint)` supplies the model a
+/// neural packet names (from the packages the caller holds).
+pub fn decode_packet_with(
+    schema: &StreamSchema,
+    bytes: &[u8],
+    model: impl Fn(u32) -> Option<std::sync::Arc<NeuralModel>>,
+) -> Result<Vec<Frame>, CodecError> {
+    let packet = Packet::from_bytes(bytes)?;
+    if packet.header.codec == CodecId::Neural {
+        let model = model(neural::packet_model(&packet)?).ok_or(CodecError::ModelRequired)?;
+        // The bound only matters when encoding.
+        return NeuralCodec::new(model, ErrorBound::Absolute(0.0), packet.header.quality)
+            .decode(schema, &packet);
+    }
+    codec_for(packet.header.codec)?.decode(schema, &packet)
+}
+
 /// A codec turns a block of frames of one stream into one [`Packet`] and back.
 ///
 /// Implementations are stateless between blocks: every packet decodes on its own, so a lost

@@ -1,11 +1,18 @@
 //! The synchronous core of a node: blocks, codec, counters. No I/O.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
-use lydlr_bus::messages::{Allocation, NodeMetrics, RawFrames, RdReport, StreamMetrics, StreamRd};
-use lydlr_codec::{Frame, QualityLadder, StreamSchema};
+use lydlr_bus::messages::{
+    Allocation, ModelState, ModelStatus, NodeMetrics, RawFrames, RdReport, StreamMetrics, StreamRd,
+};
+use lydlr_codec::{Codec, CodecId, Frame, QualityLadder, StreamSchema};
 
+use crate::models::{
+    ActiveModel, DeployRequest, Health, HealthVerdict, ModelSlot, StreamCodec, first_miss,
+};
 use crate::rate::RateControl;
 use crate::scripts::{FrameVerdict, ScriptHost, ScriptLimits};
 use crate::{EdgeConfig, LatencyHistogram};
@@ -43,6 +50,15 @@ pub struct Compressor {
     allocated_bps: f64,
     scripts: ScriptHost,
     dropped_by_scripts: u64,
+    models: ModelSlot,
+    /// The version the last block was coded with, and the one to roll back to.
+    running: Option<Arc<ActiveModel>>,
+    previous: Option<Arc<ActiveModel>>,
+    health: Option<Health>,
+    health_blocks: u32,
+    latency_budget_us: f64,
+    max_size_ratio: f64,
+    model_events: Vec<ModelStatus>,
 }
 
 impl Compressor {
@@ -62,7 +78,100 @@ impl Compressor {
             allocated_bps: 0.0,
             scripts: ScriptHost::new(ScriptLimits::default()),
             dropped_by_scripts: 0,
+            models: ModelSlot::default(),
+            running: None,
+            previous: None,
+            health: None,
+            health_blocks: config.health_blocks,
+            latency_budget_us: config.latency_budget_us,
+            max_size_ratio: config.health_max_size_ratio,
+            model_events: Vec::new(),
         }
+    }
+
+    /// Where deployments store the version they switch to.
+    pub fn model_slot(&self) -> ModelSlot {
+        self.models.clone()
+    }
+
+    /// A deployment of `version` with the node's streams and recent frames, to prepare off
+    /// the node's loop ([`crate::models::prepare`]).
+    pub fn deploy_request(
+        &mut self,
+        root: PathBuf,
+        version: String,
+        files: Vec<(String, Vec<u8>)>,
+    ) -> DeployRequest {
+        DeployRequest {
+            root,
+            version,
+            files,
+            streams: self
+                .streams
+                .values_mut()
+                .map(|s| (s.schema.clone(), s.rate.recent().to_vec()))
+                .collect(),
+            ladder: self.ladder.clone(),
+        }
+    }
+
+    /// Records a model step to report on `.../model/status`.
+    pub fn model_event(&mut self, version: &str, state: ModelState, reason: String) {
+        let running = self.models.load_full();
+        self.model_events.push(ModelStatus {
+            node: self.node.clone(),
+            version: version.to_owned(),
+            state,
+            running: running.as_ref().map(|m| m.version.clone()),
+            reason,
+            streams: running.map(|m| m.streams()).unwrap_or_default(),
+        });
+    }
+
+    /// Model steps since the last call.
+    pub fn take_model_events(&mut self) -> Vec<ModelStatus> {
+        std::mem::take(&mut self.model_events)
+    }
+
+    /// Goes back to the version that ran before the current one (the classical codecs if
+    /// none did).
+    pub fn rollback(&mut self, reason: String) {
+        self.sync_model();
+        let Some(from) = self.running.take() else {
+            self.model_event("", ModelState::Rejected, "no model is running".into());
+            return;
+        };
+        let to = self.previous.take();
+        self.models.store(to.clone());
+        self.running = to;
+        self.health = None;
+        self.model_event(&from.version, ModelState::RolledBack, reason);
+    }
+
+    /// Follows a switch made by a deployment: its health window starts.
+    fn sync_model(&mut self) {
+        let current = self.models.load_full();
+        let same = match (&current, &self.running) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        if same {
+            return;
+        }
+        // A version still on probation is no place to roll back to.
+        if self.health.is_none() {
+            self.previous = self.running.take();
+        }
+        self.health = current.as_ref().map(|m| {
+            Health::new(
+                &m.version,
+                self.health_blocks,
+                self.latency_budget_us,
+                self.max_size_ratio,
+            )
+        });
+        self.running = current;
     }
 
     /// The node's user scripts.
@@ -221,9 +330,13 @@ impl Compressor {
             let block_frames = ((state.schema.rate_hz * self.block_ns as f64 * 1e-9).round()
                 as usize)
                 .clamp(self.min_block_frames.max(1), self.max_block_frames.max(1));
-            state
-                .rate
-                .measure_if_due(&state.schema, &self.ladder, now, block_frames);
+            let (schema, ladder, model) = (&state.schema, &self.ladder, self.running.as_deref());
+            state.rate.measure_if_due(now, |recent| {
+                ladder.measure_with(schema, recent, block_frames, |level| {
+                    StreamCodec::new(model, schema, ladder, level)
+                        .map(|c| Box::new(c) as Box<dyn Codec>)
+                })
+            });
         }
         if raw.flush {
             out.extend(self.close_block(stream));
@@ -243,10 +356,24 @@ impl Compressor {
             return None;
         }
         let frames = std::mem::take(&mut state.pending);
-        let codec = self.ladder.codec(state.rate.level())?;
+        let level = state.rate.level();
+        let schema = state.schema.clone();
+        self.sync_model();
+        let codec = StreamCodec::new(self.running.as_deref(), &schema, &self.ladder, level)?;
         let started = Instant::now();
-        let encoded = codec.encode(&state.schema, &frames).map(|p| p.to_bytes());
-        state.latency.record(started.elapsed().as_nanos() as u64);
+        let mut encoded = codec.encode(&schema, &frames);
+        let encode_ns = started.elapsed().as_nanos() as u64;
+        if let Ok(packet) = &encoded
+            && packet.header.codec == CodecId::Neural
+            && let Some(failure) = self.check_health(&codec, &schema, &frames, packet, encode_ns)
+        {
+            // The block goes out classically; the model is gone for the next one.
+            encoded = codec.classical.encode(&schema, &frames);
+            self.rollback(failure);
+        }
+        let encoded = encoded.map(|p| p.to_bytes());
+        let state = self.streams.get_mut(stream)?;
+        state.latency.record(encode_ns);
         match encoded {
             Ok(bytes) => {
                 state.counters.frames_out += frames.len() as u64;
@@ -267,6 +394,46 @@ impl Compressor {
                 self.rejected += 1;
                 None
             }
+        }
+    }
+
+    /// Times a block the model coded during its health window and, when sampled, checks its
+    /// decoding and its size. Returns why the model must go, if it must.
+    fn check_health(
+        &mut self,
+        codec: &StreamCodec,
+        schema: &StreamSchema,
+        frames: &[Frame],
+        packet: &lydlr_codec::Packet,
+        encode_ns: u64,
+    ) -> Option<String> {
+        let health = self.health.as_mut()?;
+        if health.coded(encode_ns) {
+            let bounds = self
+                .ladder
+                .channel_bounds(schema, packet.header.quality)
+                .unwrap_or_default();
+            let miss = match codec.decode(schema, packet) {
+                Ok(decoded) => first_miss(frames, &decoded, &bounds),
+                Err(e) => Some(e.to_string()),
+            };
+            if let Some(miss) = miss {
+                return Some(format!("sampled decode check on {}: {miss}", schema.name));
+            }
+            let classical = codec
+                .classical
+                .encode(schema, frames)
+                .map_or(0, |p| p.len());
+            health.sampled(packet.len(), classical);
+        }
+        match health.verdict()? {
+            HealthVerdict::Passed(reason) => {
+                let version = health.version.clone();
+                self.health = None;
+                self.model_event(&version, ModelState::Healthy, reason);
+                None
+            }
+            HealthVerdict::Failed(reason) => Some(reason),
         }
     }
 
@@ -295,6 +462,7 @@ impl Compressor {
             t_stream_s: self.newest_ns.unwrap_or(0) as f64 * 1e-9,
             rejected: self.rejected,
             allocated_bps: self.allocated_bps,
+            model_version: self.running.as_ref().map(|m| m.version.clone()),
             ..NodeMetrics::default()
         };
         for state in self.streams.values() {

@@ -24,6 +24,9 @@ pub struct EdgeConfig {
     pub node_id: String,
     /// `mqtt://host:port` (`LYDLR_BROKER`).
     pub broker: String,
+    /// The robot's own broker, carrying its raw streams, when the uplink (`broker`) is another
+    /// one (`LYDLR_LOCAL_BROKER`): then losing the uplink loses no sensor data.
+    pub local_broker: Option<String>,
     /// A block closes when it spans this much stream time and holds `min_block_frames`...
     pub block_ms: u32,
     pub min_block_frames: u16,
@@ -38,6 +41,19 @@ pub struct EdgeConfig {
     /// Folder of `*.rhai` scripts loaded at start, in file-name order (`LYDLR_SCRIPTS`
     /// names a parent holding one folder per node).
     pub scripts_dir: Option<String>,
+    /// Folder of model versions, one folder per node: versions live in
+    /// `<models_dir>/<node>/<version>/` (`LYDLR_MODELS`).
+    pub models_dir: String,
+    /// Version to load at start, if any.
+    pub model: Option<String>,
+    /// Blocks coded by a new model before it counts as healthy, its encode p99 budget, and
+    /// the largest size it may give sampled blocks relative to the classical codec.
+    pub health_blocks: u32,
+    pub latency_budget_us: f64,
+    pub health_max_size_ratio: f64,
+    /// Offline queue folder (`<spool_dir>/<node>`, `LYDLR_SPOOL`) and its bound in bytes.
+    pub spool_dir: String,
+    pub spool_max_bytes: u64,
 }
 
 impl Default for EdgeConfig {
@@ -45,6 +61,7 @@ impl Default for EdgeConfig {
         Self {
             node_id: "robot-00".into(),
             broker: "mqtt://127.0.0.1:1883".into(),
+            local_broker: None,
             block_ms: 200,
             min_block_frames: 10,
             max_block_ms: 2000,
@@ -52,6 +69,13 @@ impl Default for EdgeConfig {
             metrics_period_ms: 1000,
             max_pending_messages: 256,
             scripts_dir: None,
+            models_dir: "models".into(),
+            model: None,
+            health_blocks: 200,
+            latency_budget_us: 20_000.0,
+            health_max_size_ratio: 1.10,
+            spool_dir: "spool".into(),
+            spool_max_bytes: 256 << 20,
         }
     }
 }
@@ -82,6 +106,15 @@ impl EdgeConfig {
         if let Some(broker) = env("LYDLR_BROKER") {
             config.broker = broker;
         }
+        if let Some(local) = env("LYDLR_LOCAL_BROKER") {
+            config.local_broker = Some(local);
+        }
+        if let Some(root) = env("LYDLR_MODELS") {
+            config.models_dir = root;
+        }
+        if let Some(root) = env("LYDLR_SPOOL") {
+            config.spool_dir = root;
+        }
         if let Some(root) = env("LYDLR_SCRIPTS") {
             config.scripts_dir = Some(format!("{root}/{}", config.node_id));
         }
@@ -102,6 +135,14 @@ impl EdgeConfig {
                 reason: e.to_string(),
             });
         }
+        if let Some(local) = &self.local_broker
+            && let Err(e) = local.parse::<lydlr_bus::BrokerUrl>()
+        {
+            return Err(EdgeConfigError::Invalid {
+                field: "local_broker",
+                reason: e.to_string(),
+            });
+        }
         if self.block_ms == 0 || self.max_block_frames == 0 || self.metrics_period_ms == 0 {
             return Err(EdgeConfigError::Invalid {
                 field: "block_ms",
@@ -115,7 +156,31 @@ impl EdgeConfig {
                     .into(),
             });
         }
+        if !(self.latency_budget_us > 0.0 && self.health_max_size_ratio >= 1.0) {
+            return Err(EdgeConfigError::Invalid {
+                field: "latency_budget_us",
+                reason: "latency_budget_us must be positive and health_max_size_ratio >= 1".into(),
+            });
+        }
+        if let Some(version) = &self.model
+            && !crate::models::is_valid_version(version)
+        {
+            return Err(EdgeConfigError::Invalid {
+                field: "model",
+                reason: format!("{version:?} is not a version name"),
+            });
+        }
         Ok(())
+    }
+
+    /// This node's model versions.
+    pub fn model_root(&self) -> std::path::PathBuf {
+        std::path::Path::new(&self.models_dir).join(&self.node_id)
+    }
+
+    /// This node's offline queue.
+    pub fn spool_path(&self) -> std::path::PathBuf {
+        std::path::Path::new(&self.spool_dir).join(&self.node_id)
     }
 }
 

@@ -4,7 +4,8 @@
 //! blocks, compress each block, publish packets, metrics (also the node's heartbeat) and a
 //! retained status with an `offline` last will, and obey the coordinator's allocation.
 //! [`Compressor`] is the synchronous core (testable without a broker); [`run_node`] wires it
-//! to the bus.
+//! to the bus. [`models`] deploys, health-checks and rolls back learned models; [`spool`]
+//! keeps packets on disk while the broker is out of reach.
 //!
 //! Must not: pull bevy, polars or rerun (a robot builds this crate), or stop compressing
 //! because of anything it receives: bad messages are counted and dropped.
@@ -12,9 +13,11 @@
 mod compressor;
 mod config;
 mod latency;
+pub mod models;
 mod node;
 mod rate;
 pub mod scripts;
+pub mod spool;
 
 pub use compressor::{Compressor, EncodedPacket};
 pub use config::{EdgeConfig, EdgeConfigError};

@@ -1,16 +1,24 @@
-//! The node on the bus: subscriptions, the message loop, metrics and status.
+//! The node on the bus: subscriptions, the message loop, metrics and status, model
+//! deployments, and the offline queue that holds packets while the broker is out of reach.
 
 use std::time::Duration;
 
 use lydlr_bus::messages::{
-    Allocation, Control, JsonMessage, NodeMetrics, NodeState, NodeStatus, RawFrames, ScriptLoad,
+    Allocation, Control, JsonMessage, ModelCommand, ModelState, NodeMetrics, NodeState, NodeStatus,
+    RawFrames, ScriptLoad,
 };
+use lydlr_bus::topics::PREFIX;
 use lydlr_bus::{BrokerUrl, BusClient, BusError, BusMessage, ClientOptions, Topic};
 use lydlr_codec::StreamSchema;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::models::{ModelSlot, prepare};
+use crate::spool::Spool;
 use crate::{Compressor, EdgeConfig, EncodedPacket};
+
+/// A deployment's outcome: the version, and what was checked or why it was refused.
+type Deployed = (String, Result<String, String>);
 
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -50,6 +58,17 @@ pub async fn run_node(config: EdgeConfig, url: &BrokerUrl) -> Result<NodeHandle,
     let node = config.node_id.clone();
     let status_topic = Topic::Status { node: node.clone() }.to_string();
     let mut compressor = Compressor::new(&config);
+    let spool = Spool::open(&config.spool_path(), config.spool_max_bytes)
+        .map_err(|e| BusError::Broker(format!("node {node}: {e}")))?;
+    let (deployed_tx, deployed_rx) = mpsc::unbounded_channel();
+    if let Some(version) = &config.model {
+        let request = compressor.deploy_request(config.model_root(), version.clone(), Vec::new());
+        let slot = compressor.model_slot();
+        let outcome = tokio::task::spawn_blocking(move || install(request, &slot))
+            .await
+            .map_err(|e| BusError::Broker(format!("model loader failed: {e}")))?;
+        let _ = deployed_tx.send(outcome);
+    }
     if let Some(dir) = &config.scripts_dir {
         for (script, error) in compressor.scripts().load_dir(std::path::Path::new(dir)) {
             tracing::warn!(node = %node, script, "script refused: {error}");
@@ -60,32 +79,103 @@ pub async fn run_node(config: EdgeConfig, url: &BrokerUrl) -> Result<NodeHandle,
         state: NodeState::Offline,
         codec: compressor.codec_name(),
     };
-    let mut options = ClientOptions::new(format!("lydlr-edge-{node}"));
-    options.last_will = Some((status_topic.clone(), offline.to_json()));
-    let (client, rx) = BusClient::connect(url, options);
-    for kind in ["raw/+", "schema/+"] {
-        client
-            .subscribe(format!("{}/{node}/{kind}", lydlr_bus::topics::PREFIX))
-            .await?;
-    }
-    for topic in [
-        Topic::Control { node: node.clone() },
-        Topic::Alloc { node: node.clone() },
-        Topic::ScriptLoad { node: node.clone() },
-        Topic::Status { node: node.clone() },
-    ] {
-        client.subscribe(topic.to_string()).await?;
-    }
     let online = NodeStatus {
         state: NodeState::Online,
         ..offline.clone()
     };
+    let raw_filters = ["raw/+", "schema/+"].map(|kind| format!("{}/{node}/{kind}", PREFIX));
+    let mut filters: Vec<String> = [
+        Topic::Control { node: node.clone() },
+        Topic::Alloc { node: node.clone() },
+        Topic::ScriptLoad { node: node.clone() },
+        Topic::ModelDeploy { node: node.clone() },
+    ]
+    .iter()
+    .map(Topic::to_string)
+    .collect();
+    let local = match &config.local_broker {
+        // The robot's own broker carries its sensors; `url` is the uplink.
+        Some(local) => {
+            let local: BrokerUrl = local.parse().map_err(|_| BusError::Url(local.clone()))?;
+            let options = ClientOptions::new(format!("lydlr-edge-{node}-local"));
+            Some(connect_ready(&local, options, &raw_filters, &status_topic, &online, false).await?)
+        }
+        None => {
+            filters.extend(raw_filters.iter().cloned());
+            None
+        }
+    };
+    let mut options = ClientOptions::new(format!("lydlr-edge-{node}"));
+    options.last_will = Some((status_topic.clone(), offline.to_json()));
+    let (client, mut rx, mut early) =
+        connect_ready(url, options, &filters, &status_topic, &online, true).await?;
+    if let Some((local_client, mut local_rx, local_early)) = local {
+        early.extend(local_early);
+        let (merged_tx, merged_rx) = mpsc::unbounded_channel();
+        let uplink_tx = merged_tx.clone();
+        tokio::spawn(async move {
+            // Holding the local client keeps its connection for as long as the node reads.
+            let _local_client = local_client;
+            while let Some(message) = local_rx.recv().await {
+                if merged_tx.send(message).is_err() {
+                    break;
+                }
+            }
+        });
+        tokio::spawn(async move {
+            while let Some(message) = rx.recv().await {
+                if uplink_tx.send(message).is_err() {
+                    break;
+                }
+            }
+        });
+        rx = merged_rx;
+    }
+
+    let (stop, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(
+        NodeLoop {
+            config,
+            client,
+            compressor,
+            spool,
+            deployed_tx,
+            online: online.to_json(),
+            seq: 0,
+            next_metrics_ns: None,
+            busy: Duration::ZERO,
+            last_report: std::time::Instant::now(),
+        }
+        .run(early, rx, deployed_rx, stop_rx, status_topic, offline),
+    );
+    Ok(NodeHandle { stop, task })
+}
+
+/// Connects, subscribes `filters` and the status topic, and publishes `status` there. The
+/// broker handles a connection's packets in order, so once the status comes back every
+/// subscription is active: only then is the connection ready. Returns what arrived before.
+async fn connect_ready(
+    url: &BrokerUrl,
+    options: ClientOptions,
+    filters: &[String],
+    status_topic: &str,
+    status: &NodeStatus,
+    retain: bool,
+) -> Result<
+    (
+        BusClient,
+        mpsc::UnboundedReceiver<BusMessage>,
+        Vec<BusMessage>,
+    ),
+    BusError,
+> {
+    let (client, mut rx) = BusClient::connect(url, options);
+    for filter in filters.iter().map(String::as_str).chain([status_topic]) {
+        client.subscribe(filter).await?;
+    }
     client
-        .publish(status_topic.clone(), online.to_json(), true)
+        .publish(status_topic, status.to_json(), retain)
         .await?;
-    // The broker handles a connection's packets in order, so once anything comes back on the
-    // status topic every subscription above is active: only then is the node ready.
-    let mut rx = rx;
     let mut early = Vec::new();
     let ready = tokio::time::timeout(READY_TIMEOUT, async {
         while let Some(message) = rx.recv().await {
@@ -98,30 +188,31 @@ pub async fn run_node(config: EdgeConfig, url: &BrokerUrl) -> Result<NodeHandle,
     });
     if !ready.await.unwrap_or(false) {
         return Err(BusError::Broker(format!(
-            "node {node}: no answer from the broker at {url} within {READY_TIMEOUT:?}"
+            "node {}: no answer from the broker at {url} within {READY_TIMEOUT:?}",
+            status.node
         )));
     }
+    Ok((client, rx, early))
+}
 
-    let (stop, stop_rx) = watch::channel(false);
-    let task = tokio::spawn(
-        NodeLoop {
-            config,
-            client,
-            compressor,
-            seq: 0,
-            next_metrics_ns: None,
-            busy: Duration::ZERO,
-            last_report: std::time::Instant::now(),
-        }
-        .run(early, rx, stop_rx, status_topic, offline),
-    );
-    Ok(NodeHandle { stop, task })
+/// Prepares a deployment and, when it passes, switches the node to it.
+fn install(request: crate::models::DeployRequest, slot: &ModelSlot) -> Deployed {
+    let version = request.version.clone();
+    let outcome = prepare(request).map(|(model, checked)| {
+        slot.store(Some(std::sync::Arc::new(model)));
+        checked
+    });
+    (version, outcome)
 }
 
 struct NodeLoop {
     config: EdgeConfig,
     client: BusClient,
     compressor: Compressor,
+    spool: Spool,
+    deployed_tx: mpsc::UnboundedSender<Deployed>,
+    /// The retained online status, published again after every reconnect.
+    online: Vec<u8>,
     seq: u64,
     next_metrics_ns: Option<i64>,
     /// Time spent handling messages since the last report, and when that report went out.
@@ -134,6 +225,7 @@ impl NodeLoop {
         mut self,
         early: Vec<BusMessage>,
         mut rx: mpsc::UnboundedReceiver<BusMessage>,
+        mut deployed: mpsc::UnboundedReceiver<Deployed>,
         mut stop: watch::Receiver<bool>,
         status_topic: String,
         offline: NodeStatus,
@@ -142,6 +234,7 @@ impl NodeLoop {
         let mut heartbeat = tokio::time::interval(period);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut since_metrics = tokio::time::Instant::now();
+        let mut connection = self.client.connection();
         for message in early {
             let packets = self.handle(message);
             self.publish_packets(packets).await?;
@@ -154,14 +247,38 @@ impl NodeLoop {
                     let packets = self.handle(message);
                     self.busy += started.elapsed();
                     self.publish_packets(packets).await?;
-                    if let Some(report) = self.compressor.take_rd_report() {
+                    if let Some(report) = self.compressor.take_rd_report()
+                        && self.client.is_connected()
+                    {
                         let topic = Topic::Rd { node: self.config.node_id.clone() };
                         self.client.publish(topic.to_string(), report.to_json(), false).await?;
                     }
+                    self.publish_model_events().await?;
                     if self.stream_metrics_due() {
                         self.publish_metrics().await?;
                         since_metrics = tokio::time::Instant::now();
                     }
+                }
+                Some((version, outcome)) = deployed.recv() => {
+                    match outcome {
+                        Ok(checked) => self.compressor.model_event(&version, ModelState::Active, checked),
+                        Err(reason) => {
+                            tracing::warn!(node = %self.config.node_id, version, "model refused: {reason}");
+                            self.compressor.model_event(&version, ModelState::Rejected, reason);
+                        }
+                    }
+                    self.publish_model_events().await?;
+                }
+                Ok(()) = connection.changed() => {
+                    if *connection.borrow_and_update() {
+                        // The broker may have lost our retained status (a restart) or
+                        // published our last will (a cut link).
+                        let topic = Topic::Status { node: self.config.node_id.clone() };
+                        self.client.publish(topic.to_string(), self.online.clone(), true).await?;
+                    }
+                }
+                () = std::future::ready(()), if self.client.is_connected() && !self.spool.is_empty() => {
+                    self.drain_spool().await?;
                 }
                 _ = heartbeat.tick() => {
                     // Stream time drives metrics; this keeps the node visibly alive when
@@ -176,6 +293,11 @@ impl NodeLoop {
         }
         let packets = self.compressor.flush_all();
         self.publish_packets(packets).await?;
+        if self.client.is_connected() {
+            while !self.spool.is_empty() {
+                self.drain_spool().await?;
+            }
+        }
         let last = self.publish_metrics().await?;
         self.client
             .publish(status_topic, offline.to_json(), true)
@@ -236,6 +358,32 @@ impl NodeLoop {
                 }
                 Vec::new()
             }
+            Topic::ModelDeploy { .. } => {
+                match ModelCommand::from_json(&message.payload) {
+                    Ok(ModelCommand::Deploy { version, files }) => {
+                        match ModelCommand::decoded_files(&files) {
+                            Ok(files) => self.deploy(version, files),
+                            Err(e) => self.compressor.model_event(
+                                &version,
+                                ModelState::Rejected,
+                                e.to_string(),
+                            ),
+                        }
+                    }
+                    Ok(ModelCommand::Rollback { reason }) => self
+                        .compressor
+                        .rollback(reason.unwrap_or_else(|| "rollback ordered".into())),
+                    Err(e) => {
+                        self.compressor.reject();
+                        self.compressor.model_event(
+                            "",
+                            ModelState::Rejected,
+                            format!("bad deploy message: {e}"),
+                        );
+                    }
+                }
+                Vec::new()
+            }
             Topic::Alloc { .. } => {
                 match Allocation::from_json(&message.payload) {
                     Ok(a) => self.compressor.set_allocation(a),
@@ -248,6 +396,43 @@ impl NodeLoop {
                 Vec::new()
             }
         }
+    }
+
+    /// Prepares a version on a blocking thread; the loop goes on compressing meanwhile and
+    /// hears the outcome on `deployed`.
+    fn deploy(&mut self, version: String, files: Vec<(String, Vec<u8>)>) {
+        let request = self
+            .compressor
+            .deploy_request(self.config.model_root(), version, files);
+        let slot = self.compressor.model_slot();
+        let done = self.deployed_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let _ = done.send(install(request, &slot));
+        });
+    }
+
+    async fn publish_model_events(&mut self) -> Result<(), BusError> {
+        for event in self.compressor.take_model_events() {
+            let topic = Topic::ModelStatus {
+                node: self.config.node_id.clone(),
+            };
+            self.client
+                .publish(topic.to_string(), event.to_json(), true)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Delivers the oldest segment of the offline queue.
+    async fn drain_spool(&mut self) -> Result<(), BusError> {
+        let records = self
+            .spool
+            .pop_segment()
+            .map_err(|e| BusError::Broker(e.to_string()))?;
+        for (topic, payload) in records.unwrap_or_default() {
+            self.client.publish(topic, payload, false).await?;
+        }
+        Ok(())
     }
 
     fn stream_metrics_due(&mut self) -> bool {
@@ -265,15 +450,21 @@ impl NodeLoop {
         true
     }
 
-    async fn publish_packets(&self, packets: Vec<EncodedPacket>) -> Result<(), BusError> {
+    /// Hands packets to the broker, or to the offline queue while the link is down or the
+    /// queue still holds older ones (order is kept).
+    async fn publish_packets(&mut self, packets: Vec<EncodedPacket>) -> Result<(), BusError> {
         for packet in packets {
             let topic = Topic::Compressed {
                 node: self.config.node_id.clone(),
                 stream: packet.stream,
-            };
-            self.client
-                .publish(topic.to_string(), packet.bytes, false)
-                .await?;
+            }
+            .to_string();
+            if self.client.is_connected() && self.spool.is_empty() {
+                self.client.publish(topic, packet.bytes, false).await?;
+            } else if let Err(e) = self.spool.push(&topic, &packet.bytes) {
+                tracing::error!(node = %self.config.node_id, "offline queue: {e}");
+                self.compressor.reject();
+            }
         }
         Ok(())
     }
@@ -289,6 +480,14 @@ impl NodeLoop {
         };
         self.busy = Duration::ZERO;
         self.last_report = std::time::Instant::now();
+        let spool = self.spool.counters();
+        metrics.spool_queued = spool.queued;
+        metrics.spool_dropped = spool.dropped;
+        metrics.spool_drained = spool.drained;
+        if !self.client.is_connected() {
+            // A heartbeat nobody can hear; it would only fill the client's queue.
+            return Ok(metrics);
+        }
         let topic = Topic::Metrics {
             node: self.config.node_id.clone(),
         };

@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 
 use lydlr_bus::messages::{RdPointMessage, StreamAllocation};
-use lydlr_codec::{Frame, QualityLadder, StreamSchema};
+use lydlr_codec::{CodecError, Frame, QualityLadder, RdPoint};
 
 /// Window over which the delivered rate is measured.
 pub(crate) const WINDOW_NS: i64 = 2_000_000_000;
@@ -112,13 +112,16 @@ impl RateControl {
         }
     }
 
-    /// Measures the ladder on the recent frames when it is time.
+    /// The frames kept for measuring, oldest first.
+    pub fn recent(&mut self) -> &[Frame] {
+        self.history.make_contiguous()
+    }
+
+    /// Measures the ladder on the recent frames when it is time, with `measure`.
     pub fn measure_if_due(
         &mut self,
-        schema: &StreamSchema,
-        ladder: &QualityLadder,
         now_ns: i64,
-        block_frames: usize,
+        measure: impl FnOnce(&[Frame]) -> Result<Vec<RdPoint>, CodecError>,
     ) {
         let due = *self
             .next_measure_ns
@@ -127,7 +130,7 @@ impl RateControl {
             return;
         }
         self.next_measure_ns = Some(now_ns + MEASURE_EVERY_NS);
-        if let Ok(points) = ladder.measure(schema, self.history.make_contiguous(), block_frames) {
+        if let Ok(points) = measure(self.history.make_contiguous()) {
             self.points = points
                 .into_iter()
                 .map(|p| RdPointMessage {

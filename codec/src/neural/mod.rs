@@ -638,6 +638,20 @@ impl Codec for NeuralCodec {
     }
 }
 
+/// The fingerprint of the model a neural packet was coded with (see
+/// [`NeuralModel::packet_fingerprint`]), to pick the decoder's model.
+pub fn packet_model(packet: &Packet) -> Result<u32, CodecError> {
+    match packet.payload.get(1..5) {
+        Some(&[a, b, c, d]) if packet.header.codec == CodecId::Neural => {
+            Ok(u32::from_le_bytes([a, b, c, d]))
+        }
+        Some(_) => Err(CodecError::Corrupt("not a neural packet")),
+        None => Err(CodecError::Corrupt(
+            "neural packet shorter than its model fingerprint",
+        )),
+    }
+}
+
 /// A small model with pseudo-random weights, for tests and benchmarks of the codec
 /// machinery (a trained one comes from `lydlr-learn`).
 pub fn untrained_model(
