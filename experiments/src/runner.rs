@@ -131,7 +131,7 @@ async fn run(mut scenario: Scenario, options: RunOptions) -> anyhow::Result<RunR
     let coordinator = run_coordinator(scenario.coordinator.clone(), &url).await?;
     let nodes: Arc<tokio::sync::Mutex<BTreeMap<String, NodeHandle>>> = Arc::default();
     for name in &names {
-        let config = scenario.edge.node_config(name, &url.to_string());
+        let config = scenario.edge.node_config(name, &url.to_string(), &dir);
         let handle = run_node(config, &url).await?;
         nodes.lock().await.insert(name.clone(), handle);
     }
@@ -191,6 +191,7 @@ async fn run(mut scenario: Scenario, options: RunOptions) -> anyhow::Result<RunR
             url.clone(),
         );
         let edge = scenario.edge.clone();
+        let work = dir.clone();
         tokio::spawn(async move {
             while let Some((at_s, event)) = event_rx.recv().await {
                 let wall_s = clock.elapsed().as_secs_f64();
@@ -206,7 +207,7 @@ async fn run(mut scenario: Scenario, options: RunOptions) -> anyhow::Result<RunR
                         if nodes.lock().await.contains_key(node) {
                             "already running".to_owned()
                         } else {
-                            match run_node(edge.node_config(node, &url.to_string()), &url).await {
+                            match run_node(edge.node_config(node, &url.to_string(), &work), &url).await {
                                 Ok(handle) => {
                                     nodes.lock().await.insert(node.clone(), handle);
                                     "restarted".to_owned()

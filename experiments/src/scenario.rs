@@ -85,9 +85,17 @@ pub struct EdgeSection {
 }
 
 impl EdgeSection {
-    /// The configuration of one node of the run.
-    pub fn node_config(&self, node: &str, broker: &str) -> lydlr_edge::EdgeConfig {
+    /// The configuration of one node of the run; its offline queue and model versions live
+    /// under the run's folder `work`.
+    pub fn node_config(
+        &self,
+        node: &str,
+        broker: &str,
+        work: &std::path::Path,
+    ) -> lydlr_edge::EdgeConfig {
         lydlr_edge::EdgeConfig {
+            spool_dir: work.join("spool").display().to_string(),
+            models_dir: work.join("models").display().to_string(),
             node_id: node.to_owned(),
             broker: broker.to_owned(),
             block_ms: self.block_ms,
@@ -175,7 +183,7 @@ impl Scenario {
             .map_err(|e| (format!("sim.{}", e.field), e.reason))?;
         if let Err(lydlr_edge::EdgeConfigError::Invalid { field, reason }) = self
             .edge
-            .node_config("robot-00", "mqtt://127.0.0.1:1883")
+            .node_config("robot-00", "mqtt://127.0.0.1:1883", std::path::Path::new("."))
             .validate()
         {
             return Err((format!("edge.{field}"), reason));
