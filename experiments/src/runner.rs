@@ -6,7 +6,7 @@
 //! against the ground truth the runner recorded before publishing.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -127,11 +127,26 @@ async fn run(mut scenario: Scenario, options: RunOptions) -> anyhow::Result<RunR
     };
     let truth = Arc::new(Mutex::new(GroundTruth::default()));
     let clock = Instant::now();
-    let sink = Sink::start(&url, schemas.clone(), truth.clone(), clock).await?;
+    let package = match &scenario.edge.model {
+        Some(folder) => Some(stage_model(Path::new(folder), &dir, &names)?),
+        None => None,
+    };
+    let model_version = package.as_ref().map(|p| p.manifest.version.clone());
+    let sink = Sink::start(
+        &url,
+        schemas.clone(),
+        truth.clone(),
+        clock,
+        package.as_ref(),
+    )
+    .await?;
     let coordinator = run_coordinator(scenario.coordinator.clone(), &url).await?;
     let nodes: Arc<tokio::sync::Mutex<BTreeMap<String, NodeHandle>>> = Arc::default();
     for name in &names {
-        let config = scenario.edge.node_config(name, &url.to_string(), &dir);
+        let config =
+            scenario
+                .edge
+                .node_config(name, &url.to_string(), &dir, model_version.as_deref());
         let handle = run_node(config, &url).await?;
         nodes.lock().await.insert(name.clone(), handle);
     }
@@ -192,6 +207,7 @@ async fn run(mut scenario: Scenario, options: RunOptions) -> anyhow::Result<RunR
         );
         let edge = scenario.edge.clone();
         let work = dir.clone();
+        let version = model_version.clone();
         tokio::spawn(async move {
             while let Some((at_s, event)) = event_rx.recv().await {
                 let wall_s = clock.elapsed().as_secs_f64();
@@ -207,7 +223,12 @@ async fn run(mut scenario: Scenario, options: RunOptions) -> anyhow::Result<RunR
                         if nodes.lock().await.contains_key(node) {
                             "already running".to_owned()
                         } else {
-                            match run_node(edge.node_config(node, &url.to_string(), &work), &url).await {
+                            match run_node(
+                                edge.node_config(node, &url.to_string(), &work, version.as_deref()),
+                                &url,
+                            )
+                            .await
+                            {
                                 Ok(handle) => {
                                     nodes.lock().await.insert(node.clone(), handle);
                                     "restarted".to_owned()
@@ -479,4 +500,32 @@ impl Bridge {
         }
         Ok(())
     }
+}
+
+/// Reads and verifies the package in `folder` and copies it into every node's model folder
+/// under the run's folder, as a deployment would leave it.
+fn stage_model(
+    folder: &Path,
+    work: &Path,
+    nodes: &[String],
+) -> anyhow::Result<lydlr_codec::ModelPackage> {
+    let package = lydlr_learn::package::read_package(folder)
+        .with_context(|| format!("model package {}", folder.display()))?;
+    for node in nodes {
+        let target = work
+            .join("models")
+            .join(node)
+            .join(&package.manifest.version);
+        std::fs::create_dir_all(&target).with_context(|| format!("{}", target.display()))?;
+        for entry in std::fs::read_dir(folder)? {
+            let path = entry?.path();
+            if path.is_file()
+                && let Some(name) = path.file_name()
+            {
+                std::fs::copy(&path, target.join(name))
+                    .with_context(|| format!("{}", path.display()))?;
+            }
+        }
+    }
+    Ok(package)
 }

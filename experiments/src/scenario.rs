@@ -82,18 +82,22 @@ pub struct EdgeSection {
     pub metrics_period_ms: u32,
     /// Folder of Rhai scripts every node loads at start.
     pub scripts: Option<String>,
+    /// A model package folder (as `lydlr train` writes it) every node starts with.
+    pub model: Option<String>,
 }
 
 impl EdgeSection {
     /// The configuration of one node of the run; its offline queue and model versions live
-    /// under the run's folder `work`.
+    /// under the run's folder `work`, and it starts with `model`, a version staged there.
     pub fn node_config(
         &self,
         node: &str,
         broker: &str,
         work: &std::path::Path,
+        model: Option<&str>,
     ) -> lydlr_edge::EdgeConfig {
         lydlr_edge::EdgeConfig {
+            model: model.map(str::to_owned),
             spool_dir: work.join("spool").display().to_string(),
             models_dir: work.join("models").display().to_string(),
             node_id: node.to_owned(),
@@ -119,6 +123,7 @@ impl Default for EdgeSection {
             max_block_frames: d.max_block_frames,
             metrics_period_ms: d.metrics_period_ms,
             scripts: None,
+            model: None,
         }
     }
 }
@@ -183,7 +188,12 @@ impl Scenario {
             .map_err(|e| (format!("sim.{}", e.field), e.reason))?;
         if let Err(lydlr_edge::EdgeConfigError::Invalid { field, reason }) = self
             .edge
-            .node_config("robot-00", "mqtt://127.0.0.1:1883", std::path::Path::new("."))
+            .node_config(
+                "robot-00",
+                "mqtt://127.0.0.1:1883",
+                std::path::Path::new("."),
+                None,
+            )
             .validate()
         {
             return Err((format!("edge.{field}"), reason));

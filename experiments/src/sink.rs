@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 
 use lydlr_bus::messages::{FleetState, JsonMessage, NodeMetrics, NodeState, NodeStatus, RdReport};
 use lydlr_bus::{BrokerUrl, BusClient, BusError, BusMessage, ClientOptions, Topic};
-use lydlr_codec::{Frame, Packet, QualityLadder, StreamSchema, codec_for};
+use lydlr_codec::{
+    Frame, ModelPackage, NeuralModel, Packet, QualityLadder, StreamSchema, decode_packet_with,
+};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -83,6 +85,7 @@ impl Sink {
         schemas: Vec<StreamSchema>,
         truth: Arc<Mutex<GroundTruth>>,
         clock: std::time::Instant,
+        models: Option<&ModelPackage>,
     ) -> Result<Sink, BusError> {
         let (client, rx) = BusClient::connect(url, ClientOptions::new("lydlr-sink"));
         for kind in ["compressed/+", "metrics", "status", "rd"] {
@@ -96,6 +99,14 @@ impl Sink {
             clock,
             ladder: QualityLadder::standard(),
             schemas: schemas.into_iter().map(|s| (s.name.clone(), s)).collect(),
+            models: models
+                .map(|p| {
+                    p.models
+                        .values()
+                        .map(|m| (m.packet_fingerprint(), m.clone()))
+                        .collect()
+                })
+                .unwrap_or_default(),
             truth,
             seen: HashSet::new(),
             online: HashSet::new(),
@@ -122,6 +133,8 @@ struct SinkState {
     clock: std::time::Instant,
     ladder: QualityLadder,
     schemas: HashMap<String, StreamSchema>,
+    /// The models neural packets may name, by fingerprint.
+    models: HashMap<u32, Arc<NeuralModel>>,
     truth: Arc<Mutex<GroundTruth>>,
     seen: HashSet<(String, String, i64)>,
     online: HashSet<String>,
@@ -200,7 +213,7 @@ impl SinkState {
             return;
         };
         let decoded = Packet::from_bytes(bytes).and_then(|p| {
-            let frames = codec_for(p.header.codec)?.decode(schema, &p)?;
+            let frames = decode_packet_with(schema, bytes, |fp| self.models.get(&fp).cloned())?;
             Ok((p.header.quality, frames))
         });
         let (level, frames) = match decoded {

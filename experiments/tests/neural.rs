@@ -118,3 +118,46 @@ fn eval_runs_the_neural_codec_from_a_package() {
     assert!(run_eval(&tables, Some("neural"), Some(Bound::Sigma(1.0)), 1000, None).is_err());
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// The quickstart with the shipped package on every node: the IMU is coded by its model
+/// (smaller than classically) and every frame still arrives bit-exact.
+#[test]
+fn the_live_pipeline_codes_the_imu_with_the_shipped_model() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let imu_bytes = |scenario: &str| {
+        let scenario = lydlr_experiments::Scenario::load(&root.join("scenarios").join(scenario))
+            .expect("scenario parses");
+        let dir = std::env::temp_dir().join(format!(
+            "lydlr-test-{}-{}",
+            scenario.name,
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        // The package path in the scenario is relative to the repository root.
+        let mut scenario = scenario;
+        if let Some(model) = &scenario.edge.model {
+            scenario.edge.model = Some(root.join(model).display().to_string());
+        }
+        let options = lydlr_experiments::RunOptions {
+            out_dir: Some(dir.clone()),
+            duration_s: Some(4.0),
+            progress: false,
+            ..lydlr_experiments::RunOptions::default()
+        };
+        let report = lydlr_experiments::run_scenario(&scenario, &options).expect("run succeeds");
+        assert!(report.all_bit_exact(), "{report:#?}");
+        let _ = std::fs::remove_dir_all(&dir);
+        report
+            .rows
+            .iter()
+            .filter(|r| r.stream == "imu")
+            .map(|r| r.compressed_bytes)
+            .sum::<u64>()
+    };
+    let classical = imu_bytes("quickstart.toml");
+    let learned = imu_bytes("quickstart_neural.toml");
+    assert!(
+        (learned as f64) < classical as f64 * 0.97,
+        "IMU: {learned} bytes with the model, {classical} without"
+    );
+}
