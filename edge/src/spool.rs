@@ -30,6 +30,9 @@ pub struct SpoolError {
     pub error: std::io::Error,
 }
 
+/// One queued packet: its topic and payload.
+pub type Record = (String, Vec<u8>);
+
 /// Counters the node reports.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SpoolCounters {
@@ -144,7 +147,7 @@ impl Spool {
     }
 
     /// Takes the oldest segment's records (in order) and deletes it; `None` when empty.
-    pub fn pop_segment(&mut self) -> Result<Option<Vec<(String, Vec<u8>)>>, SpoolError> {
+    pub fn pop_segment(&mut self) -> Result<Option<Vec<Record>>, SpoolError> {
         let Some((seq, bytes, records)) = self.segments.pop_front() else {
             return Ok(None);
         };
@@ -181,7 +184,7 @@ fn encode_record(topic: &str, payload: &[u8]) -> Vec<u8> {
 }
 
 /// The intact records of a segment, and how many damaged records ended it (0 or 1).
-fn decode_records(mut data: &[u8]) -> (Vec<(String, Vec<u8>)>, u64) {
+fn decode_records(mut data: &[u8]) -> (Vec<Record>, u64) {
     let mut out = Vec::new();
     while !data.is_empty() {
         let Some(header) = data.get(..RECORD_HEADER) else {
@@ -218,7 +221,7 @@ mod tests {
         dir
     }
 
-    fn drain(spool: &mut Spool) -> Vec<(String, Vec<u8>)> {
+    fn drain(spool: &mut Spool) -> Vec<Record> {
         let mut all = Vec::new();
         while let Some(records) = spool.pop_segment().unwrap() {
             all.extend(records);

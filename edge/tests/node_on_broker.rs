@@ -4,22 +4,15 @@ use std::time::{Duration, Instant};
 
 use lydlr_bus::messages::{FleetState, JsonMessage, NodeMetrics, RawFrames};
 use lydlr_bus::{BusClient, BusMessage, ClientOptions, EmbeddedBroker, Topic};
-use lydlr_codec::{Frame, SampleType, SensorKind, StreamSchema, decode_packet};
+use lydlr_codec::{Frame, StreamSchema, decode_packet};
 use lydlr_coordinator::{CoordinatorConfig, run_coordinator};
 use lydlr_edge::{EdgeConfig, run_node};
 use tokio::sync::mpsc::UnboundedReceiver;
 
+mod common;
+
 fn schema() -> StreamSchema {
-    StreamSchema {
-        name: "wheels".into(),
-        kind: SensorKind::WheelEncoder,
-        sample_type: SampleType::I64,
-        channels: vec!["left".into(), "right".into()],
-        units: vec!["tick".into(), "tick".into()],
-        rate_hz: 50.0,
-        noise_sigma: vec![0.5, 0.5],
-        lsb: vec![Some(1.0), Some(1.0)],
-    }
+    common::wheels_schema(50.0)
 }
 
 fn config(node: &str, url: &lydlr_bus::BrokerUrl) -> EdgeConfig {

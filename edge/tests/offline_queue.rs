@@ -10,23 +10,16 @@ use lydlr_bus::messages::{Control, JsonMessage, NodeState, NodeStatus, RawFrames
 use lydlr_bus::{
     BrokerUrl, BusClient, BusMessage, ClientOptions, EmbeddedBroker, LinkProxy, Mosquitto, Topic,
 };
-use lydlr_codec::{Frame, Packet, SampleType, SensorKind, StreamSchema, decode_packet};
+use lydlr_codec::{Frame, Packet, StreamSchema, decode_packet};
 use lydlr_edge::{EdgeConfig, NodeHandle, run_node};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 const NODE: &str = "rover";
 
+mod common;
+
 fn schema() -> StreamSchema {
-    StreamSchema {
-        name: "wheels".into(),
-        kind: SensorKind::WheelEncoder,
-        sample_type: SampleType::I64,
-        channels: vec!["left".into(), "right".into()],
-        units: vec!["tick".into(), "tick".into()],
-        rate_hz: 100.0,
-        noise_sigma: vec![0.5, 0.5],
-        lsb: vec![Some(1.0), Some(1.0)],
-    }
+    common::wheels_schema(100.0)
 }
 
 fn frame(i: i64) -> Frame {
@@ -154,6 +147,20 @@ impl Harness {
         panic!("{} of {} frames arrived", self.frames_out(), self.sent);
     }
 
+    /// After the link is back: more frames, the node online again, the queue drained, and
+    /// every frame delivered.
+    async fn recover(mut self) {
+        self.send(1).await;
+        wait_until("the node online again", || {
+            self.collect();
+            self.statuses.last() == Some(&NodeState::Online)
+        })
+        .await;
+        let metrics = self.finish().await;
+        assert!(metrics.spool_drained > 0, "{metrics:?}");
+        assert_eq!((metrics.spool_queued, metrics.spool_dropped), (0, 0));
+    }
+
     /// Stops the node and checks that every frame arrived once, bit-exact and in order.
     async fn finish(mut self) -> lydlr_bus::messages::NodeMetrics {
         self.settle().await;
@@ -206,15 +213,7 @@ async fn a_cut_uplink_queues_on_disk_and_delivers_in_order() {
         "frames were held back during the cut"
     );
     link.restore();
-    h.send(1).await;
-    wait_until("online again", || {
-        h.collect();
-        h.statuses.last() == Some(&NodeState::Online)
-    })
-    .await;
-    let metrics = h.finish().await;
-    assert!(metrics.spool_drained > 0, "{metrics:?}");
-    assert_eq!((metrics.spool_queued, metrics.spool_dropped), (0, 0));
+    h.recover().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -256,13 +255,5 @@ async fn a_killed_and_restarted_broker_loses_nothing() {
     }
     assert!(answered, "the observer's subscriptions came back");
     link.restore();
-    h.send(1).await;
-    wait_until("the node back on the new broker", || {
-        h.collect();
-        h.statuses.last() == Some(&NodeState::Online)
-    })
-    .await;
-    let metrics = h.finish().await;
-    assert!(metrics.spool_drained > 0, "{metrics:?}");
-    assert_eq!((metrics.spool_queued, metrics.spool_dropped), (0, 0));
+    h.recover().await;
 }
