@@ -59,6 +59,7 @@ pub struct Compressor {
     latency_budget_us: f64,
     max_size_ratio: f64,
     model_events: Vec<ModelStatus>,
+    model_keys: Vec<ed25519_dalek::VerifyingKey>,
 }
 
 impl Compressor {
@@ -86,6 +87,12 @@ impl Compressor {
             latency_budget_us: config.latency_budget_us,
             max_size_ratio: config.health_max_size_ratio,
             model_events: Vec::new(),
+            // Validated with the configuration.
+            model_keys: config
+                .model_keys
+                .iter()
+                .filter_map(|k| crate::models::parse_public_key(k).ok())
+                .collect(),
         }
     }
 
@@ -112,6 +119,7 @@ impl Compressor {
                 .map(|s| (s.schema.clone(), s.rate.recent().to_vec()))
                 .collect(),
             ladder: self.ladder.clone(),
+            keys: self.model_keys.clone(),
         }
     }
 

@@ -46,6 +46,9 @@ pub struct EdgeConfig {
     pub models_dir: String,
     /// Version to load at start, if any.
     pub model: Option<String>,
+    /// ed25519 public keys (hex) trusted to sign model packages (`LYDLR_MODEL_KEYS`, comma
+    /// separated); when any is set, unsigned packages are refused.
+    pub model_keys: Vec<String>,
     /// Blocks coded by a new model before it counts as healthy, its encode p99 budget, and
     /// the largest size it may give sampled blocks relative to the classical codec.
     pub health_blocks: u32,
@@ -71,6 +74,7 @@ impl Default for EdgeConfig {
             scripts_dir: None,
             models_dir: "models".into(),
             model: None,
+            model_keys: Vec::new(),
             health_blocks: 200,
             latency_budget_us: 20_000.0,
             health_max_size_ratio: 1.10,
@@ -111,6 +115,9 @@ impl EdgeConfig {
         }
         if let Some(root) = env("LYDLR_MODELS") {
             config.models_dir = root;
+        }
+        if let Some(keys) = env("LYDLR_MODEL_KEYS") {
+            config.model_keys = keys.split(',').map(|k| k.trim().to_owned()).collect();
         }
         if let Some(root) = env("LYDLR_SPOOL") {
             config.spool_dir = root;
@@ -161,6 +168,14 @@ impl EdgeConfig {
                 field: "latency_budget_us",
                 reason: "latency_budget_us must be positive and health_max_size_ratio >= 1".into(),
             });
+        }
+        for key in &self.model_keys {
+            if let Err(reason) = crate::models::parse_public_key(key) {
+                return Err(EdgeConfigError::Invalid {
+                    field: "model_keys",
+                    reason,
+                });
+            }
         }
         if let Some(version) = &self.model
             && !crate::models::is_valid_version(version)

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arc_swap::ArcSwapOption;
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use lydlr_codec::neural::package::MANIFEST_FILE;
 use lydlr_codec::{
     Codec, CodecError, CodecId, ErrorBound, Frame, ModelPackage, NeuralCodec, Packet,
@@ -100,6 +101,54 @@ pub fn is_valid_version(version: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
+/// The package file holding an ed25519 signature (64 bytes) over `manifest.toml`, whose
+/// sha256 lines pin every weights file: signing the manifest signs the package.
+pub const SIGNATURE_FILE: &str = "manifest.sig";
+
+/// Parses a hex ed25519 public key (64 hex digits).
+pub fn parse_public_key(hex: &str) -> Result<VerifyingKey, String> {
+    let bytes = hex_bytes::<32>(hex).ok_or_else(|| format!("{hex:?} is not 64 hex digits"))?;
+    VerifyingKey::from_bytes(&bytes).map_err(|e| format!("{hex:?} is not an ed25519 key: {e}"))
+}
+
+/// The signature a holder of `secret` (32 bytes) makes over a package's manifest.
+pub fn sign_manifest(manifest: &[u8], secret: &[u8; 32]) -> [u8; 64] {
+    SigningKey::from_bytes(secret).sign(manifest).to_bytes()
+}
+
+fn hex_bytes<const N: usize>(hex: &str) -> Option<[u8; N]> {
+    let hex = hex.trim().as_bytes();
+    if hex.len() != 2 * N {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (byte, pair) in out.iter_mut().zip(hex.chunks(2)) {
+        *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// With keys configured, the manifest must carry a signature one of them verifies.
+fn check_signature(files: &BTreeMap<String, Vec<u8>>, keys: &[VerifyingKey]) -> Result<(), String> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let signature = files.get(SIGNATURE_FILE).ok_or_else(|| {
+        format!("unsigned package (no {SIGNATURE_FILE}): this node requires a signature")
+    })?;
+    let signature = Signature::from_slice(signature)
+        .map_err(|_| format!("{SIGNATURE_FILE} is not a 64-byte ed25519 signature"))?;
+    let manifest = files.get(MANIFEST_FILE).map_or(&[][..], Vec::as_slice);
+    if keys
+        .iter()
+        .any(|key| key.verify_strict(manifest, &signature).is_ok())
+    {
+        Ok(())
+    } else {
+        Err("the manifest's signature does not verify with any configured key".into())
+    }
+}
+
 /// Everything a deployment needs, copied out of the node so it can run on another thread.
 pub struct DeployRequest {
     /// `models/<node>`: one folder per version.
@@ -110,6 +159,8 @@ pub struct DeployRequest {
     /// The node's streams, with recent frames to warm up on.
     pub streams: Vec<(StreamSchema, Vec<Frame>)>,
     pub ladder: QualityLadder,
+    /// Keys one of which must have signed the package; none: signatures are not checked.
+    pub keys: Vec<VerifyingKey>,
 }
 
 /// Verifies, stores and loads a version, then warms it up on the node's streams. Returns the
@@ -127,6 +178,7 @@ pub fn prepare(request: DeployRequest) -> Result<(ActiveModel, String), String> 
     } else {
         request.files.into_iter().collect()
     };
+    check_signature(&files, &request.keys)?;
     let manifest = files
         .get(MANIFEST_FILE)
         .ok_or_else(|| format!("no {MANIFEST_FILE} in the package"))?;
@@ -177,8 +229,13 @@ pub fn prepare(request: DeployRequest) -> Result<(ActiveModel, String), String> 
     Ok((
         active,
         format!(
-            "sha256 and fingerprints verified, streams {covered:?} fit, \
-             {blocks} warm-up blocks round-tripped within their bounds in {warm_ms:.1} ms"
+            "{}sha256 and fingerprints verified, streams {covered:?} fit, \
+             {blocks} warm-up blocks round-tripped within their bounds in {warm_ms:.1} ms",
+            if request.keys.is_empty() {
+                ""
+            } else {
+                "signature, "
+            }
         ),
     ))
 }
@@ -405,6 +462,67 @@ mod tests {
         for bad in ["", "..", ".hidden", "a/b", "a\\b", &"x".repeat(65)] {
             assert!(!is_valid_version(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn with_a_key_configured_only_packages_it_signed_are_accepted() {
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/default");
+        let files = read_version(&shipped).unwrap();
+        let secret = [7u8; 32];
+        let public = SigningKey::from_bytes(&secret).verifying_key();
+        let other = SigningKey::from_bytes(&[9u8; 32]).verifying_key();
+        let root = std::env::temp_dir().join(format!("lydlr-signed-{}", std::process::id()));
+        let attempt = |files: &BTreeMap<String, Vec<u8>>, keys: Vec<VerifyingKey>| {
+            prepare(DeployRequest {
+                root: root.clone(),
+                version: "2026.11.26".into(),
+                files: files.clone().into_iter().collect(),
+                streams: Vec::new(),
+                ladder: QualityLadder::standard(),
+                keys,
+            })
+            .map(|(_, checked)| checked)
+        };
+        let unsigned = attempt(&files, vec![public]).unwrap_err();
+        assert!(unsigned.contains("unsigned"), "{unsigned}");
+        let mut signed = files.clone();
+        let signature = sign_manifest(&files[MANIFEST_FILE], &secret);
+        signed.insert(SIGNATURE_FILE.into(), signature.to_vec());
+        assert!(
+            attempt(&signed, vec![other, public])
+                .unwrap()
+                .starts_with("signature")
+        );
+        assert!(
+            attempt(&signed, vec![other])
+                .unwrap_err()
+                .contains("does not verify")
+        );
+        // The manifest pins the weights, so changing either breaks the package.
+        let mut tampered = signed.clone();
+        let manifest = String::from_utf8(tampered[MANIFEST_FILE].clone()).unwrap();
+        tampered.insert(
+            MANIFEST_FILE.into(),
+            manifest
+                .replacen("2026.11.26", "2026.11.27", 1)
+                .into_bytes(),
+        );
+        assert!(
+            attempt(&tampered, vec![public])
+                .unwrap_err()
+                .contains("does not verify")
+        );
+        let mut swapped = signed.clone();
+        swapped.get_mut("imu.bpk").unwrap()[100] ^= 1;
+        assert!(
+            attempt(&swapped, vec![public])
+                .unwrap_err()
+                .contains("sha256")
+        );
+        // No key configured: signatures are not required.
+        assert!(attempt(&files, Vec::new()).is_ok());
+        assert!(parse_public_key(&"zz".repeat(32)).is_err());
+        let _ = std::fs::remove_dir_all(root);
     }
 
     #[test]

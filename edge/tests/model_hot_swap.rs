@@ -1,15 +1,17 @@
 //! Model deployment on a running node, on the embedded broker and on Mosquitto: a good
 //! package switches in with no frame lost, a corrupt one is refused while the old one keeps
 //! running, one too slow for its latency budget is rolled back by its health window, and an
-//! ordered rollback returns to the classical codecs. Every frame the node was given comes out
-//! of the packets, bit-exact, in order.
+//! ordered rollback returns to the classical codecs; a script that never returns is disabled
+//! on the way. Every frame the node was given comes out of the packets, bit-exact, in order.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use lydlr_bus::messages::{Control, JsonMessage, ModelCommand, ModelState, ModelStatus, RawFrames};
+use lydlr_bus::messages::{
+    Control, JsonMessage, ModelCommand, ModelState, ModelStatus, RawFrames, ScriptLoad,
+};
 use lydlr_bus::{
     BrokerUrl, BusClient, BusMessage, ClientOptions, EmbeddedBroker, Mosquitto, Topic,
 };
@@ -218,6 +220,22 @@ async fn hot_swap_on(url: BrokerUrl, name: &str) {
     assert!(healthy.reason.contains("12 blocks"), "{}", healthy.reason);
     assert!(models.join(NODE).join(GOOD).join(MANIFEST_FILE).exists());
 
+    // A user script that never returns: stopped by its time budget, disabled; frames go on.
+    let script = ScriptLoad {
+        name: "spin".into(),
+        order: 0,
+        source: Some("fn on_frame(frame) { loop { } }".into()),
+    };
+    driver
+        .client
+        .publish(
+            Topic::ScriptLoad { node: NODE.into() }.to_string(),
+            script.to_json(),
+            false,
+        )
+        .await
+        .unwrap();
+
     // A corrupt one: refused, the good one keeps running.
     let mut corrupt = good.clone();
     let weights = corrupt.iter_mut().find(|(n, _)| n == "imu.bpk").unwrap();
@@ -309,6 +327,8 @@ async fn hot_swap_on(url: BrokerUrl, name: &str) {
     }
     let metrics = node.stop().await.unwrap();
     assert_eq!(metrics.frames_in, driver.sent as u64);
+    let spin = metrics.scripts.iter().find(|s| s.name == "spin").unwrap();
+    assert!(!spin.enabled && spin.error.is_some(), "{spin:?}");
     assert_eq!(metrics.frames_out, driver.sent as u64);
 
     // Every frame, bit-exact (lossless rung), in order, from packets of both kinds.
