@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lydlr_bus::messages::{
-    Control, JsonMessage, ModelCommand, ModelState, ModelStatus, RawFrames, ScriptLoad,
+    Control, JsonMessage, ModelCommand, ModelState, ModelStatus, ScriptLoad,
 };
 use lydlr_bus::{
     BrokerUrl, BusClient, BusMessage, ClientOptions, EmbeddedBroker, Mosquitto, Topic,
@@ -25,6 +25,8 @@ use lydlr_codec::{
 };
 use lydlr_edge::{EdgeConfig, run_node};
 use tokio::sync::mpsc::UnboundedReceiver;
+
+mod common;
 
 const NODE: &str = "r1";
 const GOOD: &str = "2026.11.26";
@@ -123,15 +125,7 @@ impl Driver {
     async fn step(&mut self) {
         let batch = &self.frames[self.sent..self.sent + 20];
         self.sent += 20;
-        let topic = Topic::Raw {
-            node: NODE.into(),
-            stream: "imu".into(),
-        };
-        self.client
-            .publish(topic.to_string(), RawFrames::encode(batch, false), false)
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        common::publish_raw(&self.client, NODE, "imu", batch).await;
         self.collect();
     }
 

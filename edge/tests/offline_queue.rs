@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use lydlr_bus::messages::{Control, JsonMessage, NodeState, NodeStatus, RawFrames};
+use lydlr_bus::messages::{Control, JsonMessage, NodeState, NodeStatus};
 use lydlr_bus::{
     BrokerUrl, BusClient, BusMessage, ClientOptions, EmbeddedBroker, LinkProxy, Mosquitto, Topic,
 };
@@ -85,18 +85,10 @@ impl Harness {
 
     /// Sends `seconds` of frames in 100 ms batches on the local broker.
     async fn send(&mut self, seconds: i64) {
-        let topic = Topic::Raw {
-            node: NODE.into(),
-            stream: "wheels".into(),
-        };
         for _ in 0..seconds * 10 {
             let batch: Vec<Frame> = (self.sent..self.sent + 10).map(frame).collect();
             self.sent += 10;
-            self.local
-                .publish(topic.to_string(), RawFrames::encode(&batch, false), false)
-                .await
-                .unwrap();
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            common::publish_raw(&self.local, NODE, "wheels", &batch).await;
             self.collect();
         }
     }
