@@ -281,6 +281,11 @@ impl NodeLoop {
                     self.drain_spool().await?;
                 }
                 _ = heartbeat.tick() => {
+                    if let Some(dir) = &self.config.scripts_dir {
+                        for (script, error) in self.compressor.scripts().load_dir(std::path::Path::new(dir)) {
+                            tracing::warn!(node = %self.config.node_id, script, "script refused: {error}");
+                        }
+                    }
                     // Stream time drives metrics; this keeps the node visibly alive when
                     // its sensors are quiet.
                     if since_metrics.elapsed() >= period / 2 {

@@ -65,6 +65,8 @@ pub struct ScriptHost {
     scripts: Vec<Loaded>,
     /// Scripts refused at load time (they compile or run their top level badly).
     refused: Vec<ScriptStatus>,
+    /// Each script loaded from a folder, by folder and name: its order and source.
+    from_dir: std::collections::BTreeMap<(std::path::PathBuf, String), (i64, String)>,
 }
 
 impl ScriptHost {
@@ -93,6 +95,7 @@ impl ScriptHost {
             limits,
             scripts: Vec::new(),
             refused: Vec::new(),
+            from_dir: std::collections::BTreeMap::new(),
         }
     }
 
@@ -162,7 +165,9 @@ impl ScriptHost {
         self.scripts.retain(|s| s.name != name);
     }
 
-    /// Loads every `*.rhai` of a folder, in file-name order (`10-lowpass.rhai` first).
+    /// Brings the scripts loaded from a folder in line with its `*.rhai` files, run in
+    /// file-name order (`10-lowpass.rhai` first): new or changed files are (re)loaded, removed
+    /// ones unloaded, unchanged ones keep running with their state. Returns the refusals.
     pub fn load_dir(&mut self, dir: &std::path::Path) -> Vec<(String, String)> {
         let mut errors = Vec::new();
         let Ok(entries) = std::fs::read_dir(dir) else {
@@ -173,16 +178,38 @@ impl ScriptHost {
             .filter(|p| p.extension().is_some_and(|x| x == "rhai"))
             .collect();
         files.sort();
+        let mut present = std::collections::BTreeSet::new();
         for (i, path) in files.iter().enumerate() {
             let name = path
                 .file_stem()
                 .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
-            let result = std::fs::read_to_string(path)
-                .map_err(|e| e.to_string())
-                .and_then(|source| self.load(&name, i as i64, &source));
-            if let Err(e) = result {
-                errors.push((name, e));
+            present.insert(name.clone());
+            let source = match std::fs::read_to_string(path) {
+                Ok(source) => source,
+                Err(e) => {
+                    errors.push((name, e.to_string()));
+                    continue;
+                }
+            };
+            let loaded_from = (i as i64, source);
+            let key = (dir.to_path_buf(), name);
+            if self.from_dir.get(&key) == Some(&loaded_from) {
+                continue;
             }
+            if let Err(e) = self.load(&key.1, loaded_from.0, &loaded_from.1) {
+                errors.push((key.1.clone(), e));
+            }
+            self.from_dir.insert(key, loaded_from);
+        }
+        let removed: Vec<(std::path::PathBuf, String)> = self
+            .from_dir
+            .keys()
+            .filter(|(folder, name)| folder == dir && !present.contains(name))
+            .cloned()
+            .collect();
+        for key in removed {
+            self.unload(&key.1);
+            self.from_dir.remove(&key);
         }
         errors
     }
@@ -450,6 +477,35 @@ mod tests {
         // Disabled scripts are not called again.
         host.on_frame("imu", frame(8, &[1.0, 2.0]));
         assert!(host.status().iter().all(|s| s.calls == 1));
+    }
+
+    #[test]
+    fn a_script_folder_is_followed_without_a_restart() {
+        let dir = std::env::temp_dir().join(format!("lydlr-scripts-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let scale = |k: f64| format!("fn on_frame(frame) {{ frame.values[0] *= {k:?}; frame }}");
+        let first = |host: &mut ScriptHost| match host.on_frame("imu", frame(0, &[1.0])) {
+            FrameVerdict::Keep { frame, .. } => Some(frame.values[0]),
+            FrameVerdict::Drop => None,
+        };
+        let mut host = ScriptHost::new(ScriptLimits::default());
+        std::fs::write(dir.join("10-scale.rhai"), scale(2.0)).unwrap();
+        assert!(host.load_dir(&dir).is_empty());
+        assert_eq!(first(&mut host), Some(2.0));
+        std::fs::write(dir.join("10-scale.rhai"), scale(3.0)).unwrap();
+        std::fs::write(dir.join("20-drop.rhai"), "fn on_frame(frame) { () }").unwrap();
+        assert!(host.load_dir(&dir).is_empty());
+        assert_eq!(first(&mut host), None);
+        assert_eq!(host.status().len(), 2);
+        std::fs::remove_file(dir.join("20-drop.rhai")).unwrap();
+        host.load_dir(&dir);
+        assert_eq!(first(&mut host), Some(3.0));
+        // Unchanged files are not loaded again: a script's calls keep counting.
+        let calls = host.status()[0].calls;
+        host.load_dir(&dir);
+        assert_eq!(host.status()[0].calls, calls);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
