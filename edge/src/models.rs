@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use arc_swap::ArcSwapOption;
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
-use lydlr_codec::neural::package::MANIFEST_FILE;
+use lydlr_codec::neural::package::{MANIFEST_FILE, is_plain_file_name};
 use lydlr_codec::{
     Codec, CodecError, CodecId, ErrorBound, Frame, ModelPackage, NeuralCodec, Packet,
     QualityLadder, Rung, StreamSchema,
@@ -352,8 +352,7 @@ fn store_version(
     let _ = std::fs::remove_dir_all(&incoming);
     std::fs::create_dir_all(&incoming).map_err(|e| fail(&incoming, e))?;
     for (name, bytes) in files {
-        let plain = !name.is_empty() && !name.contains(['/', '\\']) && !name.starts_with('.');
-        if !plain {
+        if !is_plain_file_name(name) {
             return Err(format!(
                 "file name {name:?} in the package is not a plain name"
             ));

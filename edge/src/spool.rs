@@ -129,8 +129,8 @@ impl Spool {
             self.writer = Some(file);
             self.segments.push_back((seq, 0, 0));
         }
-        let (seq, bytes, records) = self.segments.back_mut().expect("a segment is open");
-        let path = self.dir.join(format!("{seq:012}.seg"));
+        let path = self.path(self.segments.back().expect("a segment is open").0);
+        let (_, bytes, records) = self.segments.back_mut().expect("a segment is open");
         self.writer
             .as_mut()
             .expect("a segment is open")

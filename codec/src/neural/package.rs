@@ -70,6 +70,12 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// A file name a package may hold: no folders, nothing hidden, so it stays beside the
+/// manifest wherever the package is unpacked.
+pub fn is_plain_file_name(name: &str) -> bool {
+    !name.is_empty() && !name.contains(['/', '\\']) && !name.starts_with('.')
+}
+
 fn refuse(message: String) -> CodecError {
     CodecError::ModelMismatch(message)
 }
@@ -91,10 +97,7 @@ impl ModelPackage {
         }
         let mut models = BTreeMap::new();
         for entry in &manifest.models {
-            let plain = !entry.weights.is_empty()
-                && !entry.weights.contains(['/', '\\'])
-                && !entry.weights.starts_with('.');
-            if !plain {
+            if !is_plain_file_name(&entry.weights) {
                 return Err(refuse(format!(
                     "{}: weights {:?} must be a plain file name beside the manifest",
                     entry.stream, entry.weights
