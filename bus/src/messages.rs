@@ -342,6 +342,30 @@ pub struct FleetState {
     /// Even every stream's cheapest allowed point does not fit the budget.
     #[serde(default)]
     pub over_budget: bool,
+    /// Fleet totals from the nodes' latest metrics (cumulative, all nodes ever seen).
+    #[serde(default)]
+    pub frames_in: u64,
+    #[serde(default)]
+    pub frames_out: u64,
+    /// Messages the nodes refused.
+    #[serde(default)]
+    pub node_rejected: u64,
+    #[serde(default)]
+    pub spool_dropped: u64,
+    /// Online nodes: compressed bits per second of stream time between their last two
+    /// reports, the worst encode p99, packets waiting in offline queues.
+    #[serde(default)]
+    pub delivered_bps: f64,
+    #[serde(default)]
+    pub encode_p99_us_max: f64,
+    #[serde(default)]
+    pub spool_queued: u64,
+    /// Online nodes per model version ("classical" for none).
+    #[serde(default)]
+    pub models: std::collections::BTreeMap<String, u32>,
+    /// Raw over compressed bytes, fleet-wide.
+    #[serde(default)]
+    pub ratio: f64,
 }
 impl JsonMessage for FleetState {}
 
@@ -363,11 +387,20 @@ pub enum ModelCommand {
         version: String,
         #[serde(default)]
         files: std::collections::BTreeMap<String, String>,
+        /// The coordinator's rollout this deploy belongs to; echoed in every
+        /// [`ModelStatus`] about the version, so that a status from an earlier deploy of the
+        /// same version is never taken for this one's.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rollout: Option<String>,
     },
     /// Go back to the version that ran before the current one.
     Rollback {
         #[serde(default)]
         reason: Option<String>,
+        /// Only if this version is the one running (a rollout's rollback must not undo a
+        /// version it did not install).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<String>,
     },
 }
 impl JsonMessage for ModelCommand {}
@@ -381,6 +414,7 @@ impl ModelCommand {
         use base64::Engine as _;
         ModelCommand::Deploy {
             version: version.to_owned(),
+            rollout: None,
             files: files
                 .into_iter()
                 .map(|(name, bytes)| {
@@ -438,8 +472,184 @@ pub struct ModelStatus {
     /// Streams the running version codes.
     #[serde(default)]
     pub streams: Vec<String>,
+    /// The rollout that deployed `version`, when a coordinator did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<String>,
 }
 impl JsonMessage for ModelStatus {}
+
+/// `lydlr/v1/fleet/rollout/command`: the operator's orders to the coordinator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum RolloutCommand {
+    /// Deploy a version to the canaries, then to the rest of the fleet in waves.
+    Start(RolloutRequest),
+    /// Stop the running rollout and roll back every node it deployed to.
+    Abort {
+        #[serde(default)]
+        reason: Option<String>,
+    },
+}
+impl JsonMessage for RolloutCommand {}
+
+/// What a rollout deploys, where, and how carefully.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutRequest {
+    /// Names the rollout in every status it causes.
+    pub id: String,
+    /// The package version (its manifest's `version`).
+    pub version: String,
+    /// The package files, as in [`ModelCommand::Deploy`]; empty deploys a version the nodes
+    /// already hold on disk.
+    #[serde(default)]
+    pub files: std::collections::BTreeMap<String, String>,
+    /// Nodes that take the version first; empty: the first target node by name.
+    #[serde(default)]
+    pub canary: Vec<String>,
+    /// After the canaries, cumulative fractions of the other nodes per wave, ending at 1.
+    #[serde(default = "RolloutRequest::default_waves")]
+    pub waves: Vec<f64>,
+    /// Nodes the rollout is for; empty: every node online when it starts.
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    /// A wave whose nodes are not all healthy this long after its deploy fails.
+    #[serde(default = "RolloutRequest::default_health_timeout_s")]
+    pub health_timeout_s: f64,
+}
+impl JsonMessage for RolloutRequest {}
+
+impl RolloutRequest {
+    fn default_waves() -> Vec<f64> {
+        vec![0.25, 1.0]
+    }
+
+    fn default_health_timeout_s() -> f64 {
+        120.0
+    }
+
+    /// A rollout of `version` with the default canary, waves and timeout.
+    pub fn new(id: &str, version: &str) -> RolloutRequest {
+        RolloutRequest {
+            id: id.to_owned(),
+            version: version.to_owned(),
+            files: Default::default(),
+            canary: Vec::new(),
+            waves: Self::default_waves(),
+            nodes: Vec::new(),
+            health_timeout_s: Self::default_health_timeout_s(),
+        }
+    }
+
+    /// Refuses what the coordinator cannot carry out: bad names, waves that do not climb to
+    /// the whole fleet, a timeout that is not a positive number of seconds.
+    pub fn validate(&self) -> Result<(), MessageError> {
+        let bad = |m: String| Err(MessageError::Json(format!("rollout request: {m}")));
+        if !crate::topics::is_valid_name(&self.id) {
+            return bad(format!("id {:?} is not 1-64 of [A-Za-z0-9_-]", self.id));
+        }
+        if self.version.is_empty()
+            || self.version.len() > 64
+            || !lydlr_codec::neural::package::is_plain_file_name(&self.version)
+        {
+            return bad(format!("version {:?} is not a plain name", self.version));
+        }
+        if let Some(node) = self
+            .canary
+            .iter()
+            .chain(&self.nodes)
+            .find(|n| !crate::topics::is_valid_name(n))
+        {
+            return bad(format!("node {node:?} is not a valid name"));
+        }
+        if self.canary.len() + self.nodes.len() > 100_000 {
+            return bad("more than 100000 nodes".into());
+        }
+        let climbs = self.waves.windows(2).all(|w| w[0] < w[1]);
+        if self.waves.is_empty()
+            || self.waves.len() > 64
+            || !climbs
+            || self.waves[0] <= 0.0
+            || self.waves.last() != Some(&1.0)
+        {
+            return bad(format!(
+                "waves {:?} must be 1 to 64 increasing fractions ending at 1",
+                self.waves
+            ));
+        }
+        if !(self.health_timeout_s.is_finite()
+            && self.health_timeout_s > 0.0
+            && self.health_timeout_s <= 86_400.0)
+        {
+            return bad(format!(
+                "health_timeout_s {} must be in (0, 86400]",
+                self.health_timeout_s
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Where a rollout stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutPhase {
+    Running,
+    /// Every target node that was online for its wave runs the version, healthy.
+    Completed,
+    /// A node failed; every node it reached was ordered back.
+    Halted,
+    /// The operator stopped it; every node it reached was ordered back.
+    Aborted,
+}
+
+/// One node's part in a rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeRolloutState {
+    /// Its wave has not come.
+    Waiting,
+    /// Sent the version; no word yet.
+    Deploying,
+    /// Switched to the version; in its health window.
+    Active,
+    Healthy,
+    /// Refused the version, failed its health window, or went silent.
+    Failed,
+    /// Ordered back to its previous version.
+    RollingBack,
+    RolledBack,
+    /// Offline when its wave came; never sent the version.
+    Skipped,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeRollout {
+    pub node: String,
+    /// 0 for the canaries, then 1, 2, ...
+    pub wave: u32,
+    pub state: NodeRolloutState,
+    /// The node's own words (its model status) or the coordinator's.
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// Published retained on `lydlr/v1/fleet/rollout/state` whenever a rollout moves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutState {
+    pub id: String,
+    pub version: String,
+    pub phase: RolloutPhase,
+    /// The wave in progress (0 = canaries) and how many there are.
+    pub wave: u32,
+    pub waves: u32,
+    /// Coordinator periods the wave in progress has waited for its nodes to be healthy.
+    pub waited_periods: u64,
+    pub nodes: Vec<NodeRollout>,
+    /// Why it halted or was aborted; empty while it runs.
+    #[serde(default)]
+    pub reason: String,
+}
+impl JsonMessage for RolloutState {}
 
 /// Requests on `.../control`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

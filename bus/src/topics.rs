@@ -54,6 +54,10 @@ pub enum Topic {
     FleetState,
     /// A new fleet uplink budget for the coordinator.
     FleetBudget,
+    /// The operator's rollout orders to the coordinator (start, abort).
+    RolloutCommand,
+    /// The coordinator's rollout progress, retained.
+    RolloutState,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -87,7 +91,10 @@ impl Topic {
             | Topic::ModelDeploy { node }
             | Topic::ModelStatus { node }
             | Topic::ScriptLoad { node } => node,
-            Topic::FleetState | Topic::FleetBudget => "",
+            Topic::FleetState
+            | Topic::FleetBudget
+            | Topic::RolloutCommand
+            | Topic::RolloutState => "",
         }
     }
 
@@ -109,6 +116,12 @@ impl Topic {
         }
         if parts == ["fleet", "budget"] {
             return Ok(Topic::FleetBudget);
+        }
+        if parts == ["fleet", "rollout", "command"] {
+            return Ok(Topic::RolloutCommand);
+        }
+        if parts == ["fleet", "rollout", "state"] {
+            return Ok(Topic::RolloutState);
         }
         let node = parts[0].to_owned();
         let stream = || parts.get(2).map(|s| (*s).to_owned());
@@ -159,6 +172,8 @@ impl fmt::Display for Topic {
             Topic::ScriptLoad { node } => write!(f, "{PREFIX}/{node}/script/load"),
             Topic::FleetState => write!(f, "{PREFIX}/fleet/state"),
             Topic::FleetBudget => write!(f, "{PREFIX}/fleet/budget"),
+            Topic::RolloutCommand => write!(f, "{PREFIX}/fleet/rollout/command"),
+            Topic::RolloutState => write!(f, "{PREFIX}/fleet/rollout/state"),
         }
     }
 }
@@ -194,6 +209,8 @@ mod tests {
             Topic::ScriptLoad { node },
             Topic::FleetState,
             Topic::FleetBudget,
+            Topic::RolloutCommand,
+            Topic::RolloutState,
         ];
         for topic in topics {
             assert_eq!(Topic::parse(&topic.to_string()).unwrap(), topic);

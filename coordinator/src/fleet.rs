@@ -1,19 +1,36 @@
 //! Registry, liveness and allocation.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use lydlr_bus::messages::{
-    Allocation, FleetBudget, FleetState, JsonMessage, NodeMetrics, NodeState, NodeStatus,
-    RdPointMessage, RdReport, StreamAllocation,
+    Allocation, FleetBudget, FleetState, JsonMessage, ModelStatus, NodeMetrics, NodeState,
+    NodeStatus, RdPointMessage, RdReport, RolloutCommand, RolloutPhase, RolloutState,
+    StreamAllocation,
 };
 
 use crate::allocator::{
     AllocationResult, OperatingPoint, StreamDemand, allocate, allocate_equal_share,
     allocate_proportional,
 };
+use crate::rollout::Rollout;
 use lydlr_bus::{BusMessage, Topic};
 use serde::{Deserialize, Serialize};
+
+/// The rollout's state file under `state_dir`.
+pub const ROLLOUT_FILE: &str = "rollout.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("coordinator state {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("coordinator state {path} is not a rollout this build can read: {message}")]
+    Corrupt { path: PathBuf, message: String },
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -31,6 +48,8 @@ pub struct CoordinatorConfig {
     pub node_weights: BTreeMap<String, f64>,
     /// Quality floor by stream name: the highest quality level (coarsest rung) it may use.
     pub max_level: BTreeMap<String, u8>,
+    /// Where the rollout in progress is kept, so that it survives a restart; none: in memory.
+    pub state_dir: Option<PathBuf>,
 }
 
 /// Which allocator runs.
@@ -56,6 +75,7 @@ impl Default for CoordinatorConfig {
             stream_weights: BTreeMap::new(),
             node_weights: BTreeMap::new(),
             max_level: BTreeMap::new(),
+            state_dir: None,
         }
     }
 }
@@ -71,8 +91,10 @@ struct NodeEntry {
     online: bool,
     last_seen: Instant,
     streams: Vec<String>,
-    raw_bytes: u64,
-    compressed_bytes: u64,
+    /// The latest metrics report.
+    metrics: NodeMetrics,
+    /// Delivered rate between the last two metrics reports, bits per second of stream time.
+    rate_bps: f64,
     /// Latest operating points per stream.
     rd: BTreeMap<String, Vec<RdPointMessage>>,
 }
@@ -91,16 +113,45 @@ pub struct Coordinator {
     nodes: BTreeMap<String, NodeEntry>,
     period: u64,
     rejected: u64,
+    rollout: Option<Rollout>,
+    /// Orders decided between two periods, sent with the next.
+    outbox: Vec<Outgoing>,
 }
 
 impl Coordinator {
+    /// A coordinator with nothing behind it (the state directory is not read).
     pub fn new(config: CoordinatorConfig) -> Self {
         Self {
             config,
             nodes: BTreeMap::new(),
             period: 0,
             rejected: 0,
+            rollout: None,
+            outbox: Vec::new(),
         }
+    }
+
+    /// A coordinator that carries on the rollout its state directory holds, if any.
+    pub fn restore(config: CoordinatorConfig) -> Result<Self, StateError> {
+        let rollout = match &config.state_dir {
+            Some(dir) => load_rollout(&dir.join(ROLLOUT_FILE))?,
+            None => None,
+        };
+        if let Some(r) = &rollout {
+            let s = r.state();
+            tracing::info!(id = %s.id, version = %s.version, phase = ?s.phase, wave = s.wave, "rollout restored");
+        }
+        let mut coordinator = Self::new(config);
+        coordinator.rollout = rollout.map(|mut r| {
+            r.mark_changed();
+            r
+        });
+        Ok(coordinator)
+    }
+
+    /// The rollout in progress or the last one.
+    pub fn rollout(&self) -> Option<&RolloutState> {
+        self.rollout.as_ref().map(Rollout::state)
     }
 
     pub fn set_budget(&mut self, bps: f64) {
@@ -156,16 +207,84 @@ impl Coordinator {
                     entry.online = true;
                     entry.last_seen = now;
                     entry.streams = m.streams.iter().map(|s| s.stream.clone()).collect();
-                    entry.raw_bytes = m.raw_bytes;
-                    entry.compressed_bytes = m.compressed_bytes;
+                    let dt = m.t_stream_s - entry.metrics.t_stream_s;
+                    if dt > 0.0 && m.compressed_bytes >= entry.metrics.compressed_bytes {
+                        entry.rate_bps =
+                            (m.compressed_bytes - entry.metrics.compressed_bytes) as f64 * 8.0 / dt;
+                    }
+                    entry.metrics = m;
                     true
                 }
                 _ => false,
             },
+            Ok(Topic::ModelStatus { node }) => match ModelStatus::from_json(&message.payload) {
+                Ok(status) if status.node == node => {
+                    if let Some(rollout) = &mut self.rollout {
+                        rollout.on_status(&status, &mut self.outbox);
+                    }
+                    true
+                }
+                _ => false,
+            },
+            Ok(Topic::RolloutCommand) => match RolloutCommand::from_json(&message.payload) {
+                Ok(command) => self.command(command),
+                Err(e) => {
+                    tracing::warn!("rollout command refused: {e}");
+                    false
+                }
+            },
+            // Our own rollout state, echoed back.
+            Ok(Topic::RolloutState) => true,
             _ => false,
         };
         if !accepted {
             self.rejected += 1;
+        }
+    }
+
+    /// Starts or aborts a rollout; false when the order cannot be carried out.
+    fn command(&mut self, command: RolloutCommand) -> bool {
+        match command {
+            RolloutCommand::Start(request) => {
+                if let Err(e) = request.validate() {
+                    tracing::warn!("{e}");
+                    return false;
+                }
+                if let Some(current) = self.rollout.as_ref().filter(|r| r.is_running()) {
+                    tracing::warn!(
+                        running = %current.state().id,
+                        refused = %request.id,
+                        "a rollout is running; abort it first"
+                    );
+                    return false;
+                }
+                let online: Vec<String> = self
+                    .nodes
+                    .iter()
+                    .filter(|(_, n)| n.online)
+                    .map(|(name, _)| name.clone())
+                    .collect();
+                match Rollout::plan(request, &online) {
+                    Ok(rollout) => {
+                        let s = rollout.state();
+                        tracing::info!(id = %s.id, version = %s.version, nodes = s.nodes.len(), waves = s.waves, "rollout started");
+                        self.rollout = Some(rollout);
+                        true
+                    }
+                    Err(e) => {
+                        tracing::warn!("rollout refused: {e}");
+                        false
+                    }
+                }
+            }
+            RolloutCommand::Abort { reason } => match &mut self.rollout {
+                Some(rollout) if rollout.is_running() => {
+                    let reason = reason.unwrap_or_else(|| "aborted by the operator".into());
+                    rollout.halt(RolloutPhase::Aborted, reason, &mut self.outbox);
+                    true
+                }
+                _ => false,
+            },
         }
     }
 
@@ -176,10 +295,43 @@ impl Coordinator {
                 online: false,
                 last_seen: now,
                 streams: Vec::new(),
-                raw_bytes: 0,
-                compressed_bytes: 0,
+                metrics: NodeMetrics::default(),
+                rate_bps: 0.0,
                 rd: BTreeMap::new(),
             })
+    }
+
+    /// The rollout's share of a period: progress, its orders, and its state published and
+    /// saved when it moved.
+    fn advance_rollout(&mut self, out: &mut Vec<Outgoing>) {
+        let Some(rollout) = &mut self.rollout else {
+            return;
+        };
+        // Until every live node has had the time to be heard, silence means nothing: a
+        // restarted coordinator must not take its fleet for offline.
+        let heard_from_all = self.period > u64::from(self.config.offline_after_periods);
+        let nodes = &self.nodes;
+        if heard_from_all {
+            rollout.on_tick(
+                |node| nodes.get(node).is_some_and(|n| n.online),
+                self.config.period(),
+                &mut self.outbox,
+            );
+        }
+        out.append(&mut self.outbox);
+        if rollout.take_changed() {
+            out.push(Outgoing {
+                topic: Topic::RolloutState.to_string(),
+                payload: rollout.state().to_json(),
+                retain: true,
+            });
+            if let Some(dir) = &self.config.state_dir
+                && let Err(e) = save_rollout(dir, rollout)
+            {
+                // The rollout goes on; only a restart would lose track of it.
+                tracing::error!("{e}");
+            }
+        }
     }
 
     /// One period: expire silent nodes, allocate, summarise.
@@ -193,6 +345,7 @@ impl Coordinator {
             }
         }
         let (mut out, allocated_bps, over_budget) = self.allocate();
+        self.advance_rollout(&mut out);
         let mut state = self.fleet_state();
         state.allocated_bps = allocated_bps;
         state.over_budget = over_budget;
@@ -307,16 +460,62 @@ impl Coordinator {
             ..FleetState::default()
         };
         for (name, node) in &self.nodes {
-            if node.online {
-                state.online.push(name.clone());
-            } else {
+            let m = &node.metrics;
+            state.raw_bytes += m.raw_bytes;
+            state.compressed_bytes += m.compressed_bytes;
+            state.frames_in += m.frames_in;
+            state.frames_out += m.frames_out;
+            state.node_rejected += m.rejected;
+            state.spool_dropped += m.spool_dropped;
+            if !node.online {
                 state.offline.push(name.clone());
+                continue;
             }
-            state.raw_bytes += node.raw_bytes;
-            state.compressed_bytes += node.compressed_bytes;
+            state.online.push(name.clone());
+            state.delivered_bps += node.rate_bps;
+            state.encode_p99_us_max = state.encode_p99_us_max.max(m.encode_p99_us);
+            state.spool_queued += m.spool_queued;
+            let version = m.model_version.as_deref().unwrap_or("classical");
+            *state.models.entry(version.to_owned()).or_default() += 1;
+        }
+        if state.compressed_bytes > 0 {
+            state.ratio = state.raw_bytes as f64 / state.compressed_bytes as f64;
         }
         state
     }
+}
+
+fn load_rollout(path: &Path) -> Result<Option<Rollout>, StateError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(StateError::Io {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| StateError::Corrupt {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+}
+
+/// Written beside and renamed over the old file, so a crash leaves one whole state or the other.
+fn save_rollout(dir: &Path, rollout: &Rollout) -> Result<(), StateError> {
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| StateError::Io { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let path = dir.join(ROLLOUT_FILE);
+    let partial = dir.join(format!(".{ROLLOUT_FILE}.partial"));
+    let json = serde_json::to_vec(rollout).expect("a rollout always serialises");
+    std::fs::write(&partial, json).map_err(io(&partial))?;
+    std::fs::rename(&partial, &path).map_err(io(&path))
 }
 
 #[cfg(test)]

@@ -9,7 +9,10 @@
 
 pub mod allocator;
 mod fleet;
+pub mod rollout;
 mod service;
 
-pub use fleet::{AllocatorKind, Coordinator, CoordinatorConfig, Outgoing};
-pub use service::{CoordinatorHandle, run_coordinator};
+pub use fleet::{
+    AllocatorKind, Coordinator, CoordinatorConfig, Outgoing, ROLLOUT_FILE, StateError,
+};
+pub use service::{CoordinatorError, CoordinatorHandle, run_coordinator};

@@ -1,4 +1,4 @@
-//! `lydlr-coordinator`: fleet liveness and bandwidth allocation over MQTT.
+//! `lydlr-coordinator`: fleet liveness, bandwidth allocation and model rollout over MQTT.
 
 use std::path::PathBuf;
 
@@ -13,9 +13,13 @@ struct Args {
     /// Broker to connect to.
     #[arg(long, env = "LYDLR_BROKER", default_value = "mqtt://127.0.0.1:1883")]
     broker: String,
-    /// Coordinator configuration (TOML: period_ms, fleet_budget_bps, offline_after_periods).
+    /// Coordinator configuration (TOML: period_ms, fleet_budget_bps, offline_after_periods,
+    /// allocator, weights, floors, state_dir).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Where the rollout in progress is kept across restarts (overrides the configuration's).
+    #[arg(long, env = "LYDLR_COORDINATOR_STATE")]
+    state_dir: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -26,7 +30,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
-    let config: CoordinatorConfig = match &args.config {
+    let mut config: CoordinatorConfig = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?;
@@ -34,6 +38,9 @@ async fn main() -> anyhow::Result<()> {
         }
         None => CoordinatorConfig::default(),
     };
+    if args.state_dir.is_some() {
+        config.state_dir = args.state_dir;
+    }
     let url = args.broker.parse()?;
     tracing::info!(broker = %args.broker, budget_bps = config.fleet_budget_bps, "starting");
     let handle = run_coordinator(config, &url).await?;

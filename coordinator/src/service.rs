@@ -7,37 +7,51 @@ use lydlr_bus::{BrokerUrl, BusClient, BusError, ClientOptions, Topic};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::fleet::StateError;
 use crate::{Coordinator, CoordinatorConfig};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinatorError {
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("coordinator task failed: {0}")]
+    Task(String),
+}
 
 pub struct CoordinatorHandle {
     stop: watch::Sender<bool>,
-    task: JoinHandle<Result<FleetState, BusError>>,
+    task: JoinHandle<Result<FleetState, CoordinatorError>>,
 }
 
 impl CoordinatorHandle {
     /// Stops the loop and returns the last fleet state.
-    pub async fn stop(self) -> Result<FleetState, BusError> {
+    pub async fn stop(self) -> Result<FleetState, CoordinatorError> {
         let _ = self.stop.send(true);
         self.task
             .await
-            .map_err(|e| BusError::Broker(format!("coordinator task failed: {e}")))?
+            .map_err(|e| CoordinatorError::Task(e.to_string()))?
     }
 }
 
-/// Subscribes to every node's status and metrics and runs the period loop.
+/// Carries on the rollout in `config.state_dir`, subscribes to every node's status, metrics,
+/// operating points and model reports and to the fleet's orders, and runs the period loop.
 pub async fn run_coordinator(
     config: CoordinatorConfig,
     url: &BrokerUrl,
-) -> Result<CoordinatorHandle, BusError> {
+) -> Result<CoordinatorHandle, CoordinatorError> {
+    let mut coordinator = Coordinator::restore(config.clone())?;
     let (client, mut rx) = BusClient::connect(url, ClientOptions::new("lydlr-coordinator"));
-    client.subscribe(Topic::all_nodes("status")).await?;
-    client.subscribe(Topic::all_nodes("metrics")).await?;
-    client.subscribe(Topic::all_nodes("rd")).await?;
-    client.subscribe(Topic::FleetBudget.to_string()).await?;
+    for kind in ["status", "metrics", "rd", "model/status"] {
+        client.subscribe(Topic::all_nodes(kind)).await?;
+    }
+    for topic in [Topic::FleetBudget, Topic::RolloutCommand] {
+        client.subscribe(topic.to_string()).await?;
+    }
     let (stop, mut stop_rx) = watch::channel(false);
     let task = tokio::spawn(async move {
         let mut period = tokio::time::interval(config.period());
-        let mut coordinator = Coordinator::new(config);
         loop {
             tokio::select! {
                 message = rx.recv() => match message {

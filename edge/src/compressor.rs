@@ -60,6 +60,8 @@ pub struct Compressor {
     max_size_ratio: f64,
     model_events: Vec<ModelStatus>,
     model_keys: Vec<ed25519_dalek::VerifyingKey>,
+    /// The rollout that last deployed each version, echoed in its statuses.
+    rollouts: BTreeMap<String, String>,
 }
 
 impl Compressor {
@@ -87,6 +89,7 @@ impl Compressor {
             latency_budget_us: config.latency_budget_us,
             max_size_ratio: config.health_max_size_ratio,
             model_events: Vec::new(),
+            rollouts: BTreeMap::new(),
             // Validated with the configuration.
             model_keys: config
                 .model_keys
@@ -123,6 +126,14 @@ impl Compressor {
         }
     }
 
+    /// Remembers which rollout deployed `version` (`None`: a deploy of its own).
+    pub fn tag_rollout(&mut self, version: &str, rollout: Option<String>) {
+        match rollout {
+            Some(id) => self.rollouts.insert(version.to_owned(), id),
+            None => self.rollouts.remove(version),
+        };
+    }
+
     /// Records a model step to report on `.../model/status`.
     pub fn model_event(&mut self, version: &str, state: ModelState, reason: String) {
         let running = self.models.load_full();
@@ -133,6 +144,7 @@ impl Compressor {
             running: running.as_ref().map(|m| m.version.clone()),
             reason,
             streams: running.map(|m| m.streams()).unwrap_or_default(),
+            rollout: self.rollouts.get(version).cloned(),
         });
     }
 
@@ -142,9 +154,21 @@ impl Compressor {
     }
 
     /// Goes back to the version that ran before the current one (the classical codecs if
-    /// none did).
-    pub fn rollback(&mut self, reason: String) {
+    /// none did); with `only`, only if that version is the one running.
+    pub fn rollback(&mut self, reason: String, only: Option<&str>) {
         self.sync_model();
+        let running = self.running.as_ref().map(|m| m.version.as_str());
+        if let Some(version) = only
+            && running != Some(version)
+        {
+            let running = running.unwrap_or("the classical codecs");
+            self.model_event(
+                version,
+                ModelState::Rejected,
+                format!("rollback of {version} refused: {running} is running"),
+            );
+            return;
+        }
         let Some(from) = self.running.take() else {
             self.model_event("", ModelState::Rejected, "no model is running".into());
             return;
@@ -377,7 +401,7 @@ impl Compressor {
         {
             // The block goes out classically; the model is gone for the next one.
             encoded = codec.classical.encode(&schema, &frames);
-            self.rollback(failure);
+            self.rollback(failure, None);
         }
         let encoded = encoded.map(|p| p.to_bytes());
         let state = self.streams.get_mut(stream)?;

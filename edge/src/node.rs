@@ -365,7 +365,12 @@ impl NodeLoop {
             }
             Topic::ModelDeploy { .. } => {
                 match ModelCommand::from_json(&message.payload) {
-                    Ok(ModelCommand::Deploy { version, files }) => {
+                    Ok(ModelCommand::Deploy {
+                        version,
+                        files,
+                        rollout,
+                    }) => {
+                        self.compressor.tag_rollout(&version, rollout);
                         match ModelCommand::decoded_files(&files) {
                             Ok(files) => self.deploy(version, files),
                             Err(e) => self.compressor.model_event(
@@ -375,9 +380,10 @@ impl NodeLoop {
                             ),
                         }
                     }
-                    Ok(ModelCommand::Rollback { reason }) => self
-                        .compressor
-                        .rollback(reason.unwrap_or_else(|| "rollback ordered".into())),
+                    Ok(ModelCommand::Rollback { reason, version }) => self.compressor.rollback(
+                        reason.unwrap_or_else(|| "rollback ordered".into()),
+                        version.as_deref(),
+                    ),
                     Err(e) => {
                         self.compressor.reject();
                         self.compressor.model_event(

@@ -5,7 +5,7 @@
 //! on the way. Every frame the node was given comes out of the packets, bit-exact, in order.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,13 +15,10 @@ use lydlr_bus::messages::{
 use lydlr_bus::{
     BrokerUrl, BusClient, BusMessage, ClientOptions, EmbeddedBroker, Mosquitto, Topic,
 };
-use lydlr_codec::neural::package::{
-    MANIFEST_FILE, MANIFEST_FORMAT, Manifest, ModelEntry, TrainingRecord,
-};
-use lydlr_codec::neural::untrained_model;
-use lydlr_codec::synthetic::{imu_frames, imu_schema};
+use lydlr_codec::neural::package::MANIFEST_FILE;
+use lydlr_codec::synthetic::imu_frames;
 use lydlr_codec::{
-    CodecId, Frame, ModelPackage, NeuralModel, Packet, StreamSchema, decode_packet_with, sha256_hex,
+    CodecId, Frame, ModelPackage, NeuralModel, Packet, StreamSchema, decode_packet_with,
 };
 use lydlr_edge::{EdgeConfig, run_node};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -31,72 +28,10 @@ mod common;
 const NODE: &str = "r1";
 const GOOD: &str = "2026.11.26";
 
-/// The synthetic IMU under the channel names the shipped models were trained with.
-fn schema() -> StreamSchema {
-    let mut schema = imu_schema();
-    schema.channels = [
-        "accel_x", "accel_y", "accel_z", "gyro_x", "gyro_y", "gyro_z",
-    ]
-    .map(String::from)
-    .to_vec();
-    schema
-}
-
-fn shipped_files() -> Vec<(String, Vec<u8>)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/default");
-    std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| {
-            let path = e.unwrap().path();
-            let name = path.file_name().unwrap().to_str().unwrap().to_owned();
-            (name, std::fs::read(&path).unwrap())
-        })
-        .collect()
-}
-
 fn load(files: &[(String, Vec<u8>)]) -> ModelPackage {
     let files: BTreeMap<_, _> = files.iter().cloned().collect();
     let manifest = std::str::from_utf8(&files[MANIFEST_FILE]).unwrap();
     ModelPackage::load(manifest, |name| Ok(files[name].clone())).unwrap()
-}
-
-/// A valid package with an untrained model of `hidden` units for `schema`'s stream.
-fn untrained_package(
-    version: &str,
-    schema: &StreamSchema,
-    hidden: usize,
-) -> Vec<(String, Vec<u8>)> {
-    let model = untrained_model(schema, 8, hidden, 11);
-    let weights = model.to_burnpack();
-    let manifest = Manifest {
-        format: MANIFEST_FORMAT,
-        version: version.into(),
-        training: TrainingRecord {
-            command: "untrained".into(),
-            data_sha256: String::new(),
-            seeds: Vec::new(),
-            frames: 0,
-        },
-        models: vec![ModelEntry {
-            stream: schema.name.clone(),
-            kind: "imu".into(),
-            schema_hash: format!("{:016x}", schema.hash()),
-            channels: schema.channels.clone(),
-            conditions: model.shape.conditions.clone(),
-            quality_sigmas: vec![0.0],
-            weights: "imu.bpk".into(),
-            sha256: sha256_hex(&weights),
-            fingerprint: format!("{:016x}", model.fingerprint),
-            metrics: BTreeMap::new(),
-        }],
-    };
-    vec![
-        (
-            MANIFEST_FILE.into(),
-            toml::to_string(&manifest).unwrap().into_bytes(),
-        ),
-        ("imu.bpk".into(), weights),
-    ]
 }
 
 fn deploy(files: &[(String, Vec<u8>)], version: &str) -> Vec<u8> {
@@ -184,7 +119,11 @@ async fn hot_swap_on(url: BrokerUrl, name: &str) {
         stream: "imu".into(),
     };
     client
-        .publish(schema_topic.to_string(), schema().to_json(), true)
+        .publish(
+            schema_topic.to_string(),
+            common::imu_model_schema().to_json(),
+            true,
+        )
         .await
         .unwrap();
     let mut driver = Driver {
@@ -201,7 +140,7 @@ async fn hot_swap_on(url: BrokerUrl, name: &str) {
     }
 
     // A good package: switched to, then healthy.
-    let good = shipped_files();
+    let good = common::shipped_files();
     driver
         .client
         .publish(&deploy_topic, deploy(&good, GOOD), false)
@@ -247,9 +186,9 @@ async fn hot_swap_on(url: BrokerUrl, name: &str) {
     // A package for other streams only: refused.
     let sonar = StreamSchema {
         name: "sonar".into(),
-        ..schema()
+        ..common::imu_model_schema()
     };
-    let foreign = untrained_package("foreign-1", &sonar, 16);
+    let foreign = common::untrained_package("foreign-1", &sonar, 16);
     driver
         .client
         .publish(&deploy_topic, deploy(&foreign, "foreign-1"), false)
@@ -264,7 +203,7 @@ async fn hot_swap_on(url: BrokerUrl, name: &str) {
 
     // One too slow for the budget: runs, fails its health window, rolled back to the good one.
     // A model far too big for the node's latency budget.
-    let heavy = untrained_package("heavy-1", &schema(), 700);
+    let heavy = common::untrained_package("heavy-1", &common::imu_model_schema(), 700);
     driver
         .client
         .publish(&deploy_topic, deploy(&heavy, "heavy-1"), false)
@@ -282,6 +221,7 @@ async fn hot_swap_on(url: BrokerUrl, name: &str) {
             &deploy_topic,
             ModelCommand::Rollback {
                 reason: Some("operator".into()),
+                version: None,
             }
             .to_json(),
             false,
@@ -339,7 +279,10 @@ async fn hot_swap_on(url: BrokerUrl, name: &str) {
             neural += 1;
         }
         decoded.extend(
-            decode_packet_with(&schema(), bytes, |fp| by_fingerprint.get(&fp).cloned()).unwrap(),
+            decode_packet_with(&common::imu_model_schema(), bytes, |fp| {
+                by_fingerprint.get(&fp).cloned()
+            })
+            .unwrap(),
         );
     }
     assert!(neural >= 24, "{neural} neural packets");
