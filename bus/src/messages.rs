@@ -547,11 +547,11 @@ impl RolloutRequest {
         if !crate::topics::is_valid_name(&self.id) {
             return bad(format!("id {:?} is not 1-64 of [A-Za-z0-9_-]", self.id));
         }
-        if self.version.is_empty()
-            || self.version.len() > 64
-            || !lydlr_codec::neural::package::is_plain_file_name(&self.version)
-        {
-            return bad(format!("version {:?} is not a plain name", self.version));
+        if !lydlr_codec::neural::package::is_valid_version(&self.version) {
+            return bad(format!(
+                "version {:?} is not 1-64 of [A-Za-z0-9._-]",
+                self.version
+            ));
         }
         if let Some(node) = self
             .canary

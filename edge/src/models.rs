@@ -90,20 +90,7 @@ impl Codec for StreamCodec {
     }
 }
 
-/// Version names: 1 to 64 of `[A-Za-z0-9._-]`, not starting with a dot (a folder name that
-/// cannot climb out of the model folder).
-pub fn is_valid_version(version: &str) -> bool {
-    !version.is_empty()
-        && version.len() <= 64
-        && !version.starts_with('.')
-        && version
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-}
-
-/// The package file holding an ed25519 signature (64 bytes) over `manifest.toml`, whose
-/// sha256 lines pin every weights file: signing the manifest signs the package.
-pub const SIGNATURE_FILE: &str = "manifest.sig";
+pub use lydlr_codec::neural::package::{SIGNATURE_FILE, is_valid_version};
 
 /// Parses a hex ed25519 public key (64 hex digits).
 pub fn parse_public_key(hex: &str) -> Result<VerifyingKey, String> {

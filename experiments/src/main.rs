@@ -111,6 +111,49 @@ enum Command {
         #[command(subcommand)]
         what: BenchCommand,
     },
+    /// Roll a model package out to a live fleet through its coordinator: canaries first,
+    /// then waves; halted and rolled back everywhere when a node fails its health window.
+    Rollout {
+        /// The fleet's broker.
+        #[arg(long, env = "LYDLR_BROKER", default_value = "mqtt://127.0.0.1:1883")]
+        broker: String,
+        #[command(subcommand)]
+        what: RolloutAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum RolloutAction {
+    /// Start a rollout and follow it to its end (exit 1 unless it completes).
+    Start {
+        /// The package folder (as `lydlr train` writes it).
+        package: PathBuf,
+        /// Rollout id (default: the version and the time).
+        #[arg(long)]
+        id: Option<String>,
+        /// Canary node (repeatable; default: the first target node by name).
+        #[arg(long)]
+        canary: Vec<String>,
+        /// Cumulative fractions of the other nodes per wave, ending at 1.
+        #[arg(long, value_delimiter = ',', default_value = "0.25,1")]
+        waves: Vec<f64>,
+        /// Target node (repeatable; default: every node online).
+        #[arg(long)]
+        node: Vec<String>,
+        /// A wave not healthy this long after its deploy fails.
+        #[arg(long, default_value_t = 120.0)]
+        health_timeout_s: f64,
+        /// Send it and return without following it.
+        #[arg(long)]
+        no_follow: bool,
+    },
+    /// Stop the running rollout; every node it reached is rolled back.
+    Abort {
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Print the coordinator's rollout state (JSON).
+    Status,
 }
 
 #[derive(Subcommand)]
@@ -132,6 +175,57 @@ enum BenchCommand {
         #[arg(long, default_value_t = 1.0)]
         scale: f64,
     },
+}
+
+fn rollout(url: &lydlr_bus::BrokerUrl, action: RolloutAction) -> anyhow::Result<ExitCode> {
+    use lydlr_bus::messages::RolloutPhase;
+    use lydlr_experiments::operator;
+    let runtime = tokio::runtime::Runtime::new()?;
+    match action {
+        RolloutAction::Start {
+            package,
+            id,
+            canary,
+            waves,
+            node,
+            health_timeout_s,
+            no_follow,
+        } => {
+            let request = lydlr_bus::messages::RolloutRequest {
+                canary,
+                waves,
+                nodes: node,
+                health_timeout_s,
+                ..operator::rollout_request(&package, id)?
+            };
+            // Long enough for every wave to use its whole timeout.
+            let timeout = std::time::Duration::from_secs_f64(
+                health_timeout_s * (request.waves.len() + 2) as f64,
+            );
+            let state =
+                runtime.block_on(operator::start_rollout(url, request, !no_follow, timeout))?;
+            if no_follow {
+                println!("{}", operator::summary(&state));
+            }
+            let ok = no_follow || state.phase == RolloutPhase::Completed;
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        RolloutAction::Abort { reason } => {
+            runtime.block_on(operator::abort_rollout(url, reason))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        RolloutAction::Status => match runtime.block_on(operator::rollout_status(url))? {
+            Some(state) => print_json_lines([state]),
+            None => {
+                eprintln!("no rollout state on {url}");
+                Ok(ExitCode::FAILURE)
+            }
+        },
+    }
 }
 
 /// Prints one JSON line per item (the output of `eval` and `bench`).
@@ -164,6 +258,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Rollout { broker, what } => rollout(&broker.parse()?, what),
         Command::Train {
             config,
             plots,

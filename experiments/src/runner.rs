@@ -509,7 +509,7 @@ fn stage_model(
     work: &Path,
     nodes: &[String],
 ) -> anyhow::Result<lydlr_codec::ModelPackage> {
-    let package = lydlr_learn::package::read_package(folder)
+    let (package, files) = lydlr_learn::package::package_files(folder)
         .with_context(|| format!("model package {}", folder.display()))?;
     for node in nodes {
         let target = work
@@ -517,14 +517,9 @@ fn stage_model(
             .join(node)
             .join(&package.manifest.version);
         std::fs::create_dir_all(&target).with_context(|| format!("{}", target.display()))?;
-        for entry in std::fs::read_dir(folder)? {
-            let path = entry?.path();
-            if path.is_file()
-                && let Some(name) = path.file_name()
-            {
-                std::fs::copy(&path, target.join(name))
-                    .with_context(|| format!("{}", path.display()))?;
-            }
+        for (name, bytes) in &files {
+            let path = target.join(name);
+            std::fs::write(&path, bytes).with_context(|| format!("{}", path.display()))?;
         }
     }
     Ok(package)

@@ -4,8 +4,12 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use lydlr_bus::messages::{FleetState, JsonMessage, NodeMetrics, NodeState, NodeStatus, RdReport};
+use lydlr_bus::messages::{
+    FleetState, JsonMessage, ModelCommand, NodeMetrics, NodeState, NodeStatus, RdReport,
+    RolloutCommand,
+};
 use lydlr_bus::{BrokerUrl, BusClient, BusError, BusMessage, ClientOptions, Topic};
+use lydlr_codec::neural::package::MANIFEST_FILE;
 use lydlr_codec::{
     Frame, ModelPackage, NeuralModel, Packet, QualityLadder, StreamSchema, decode_packet_with,
 };
@@ -92,6 +96,9 @@ impl Sink {
             client.subscribe(Topic::all_nodes(kind)).await?;
         }
         client.subscribe(Topic::FleetState.to_string()).await?;
+        // Packages deployed during the run: the sink decodes with whatever the nodes run.
+        client.subscribe(Topic::all_nodes("model/deploy")).await?;
+        client.subscribe(Topic::RolloutCommand.to_string()).await?;
         let (stop, stop_rx) = watch::channel(false);
         let (delivered_tx, delivered) = watch::channel(0);
         let (online_tx, online) = watch::channel(0);
@@ -107,6 +114,7 @@ impl Sink {
                         .collect()
                 })
                 .unwrap_or_default(),
+            packages_seen: HashSet::new(),
             truth,
             seen: HashSet::new(),
             online: HashSet::new(),
@@ -135,6 +143,8 @@ struct SinkState {
     schemas: HashMap<String, StreamSchema>,
     /// The models neural packets may name, by fingerprint.
     models: HashMap<u32, Arc<NeuralModel>>,
+    /// sha256 of every deployed manifest already loaded.
+    packages_seen: HashSet<String>,
     truth: Arc<Mutex<GroundTruth>>,
     seen: HashSet<(String, String, i64)>,
     online: HashSet<String>,
@@ -201,7 +211,57 @@ impl SinkState {
                 }
                 Err(_) => self.report.rejected_messages += 1,
             },
+            Ok(Topic::ModelDeploy { .. }) => {
+                if let Ok(ModelCommand::Deploy { files, .. }) =
+                    ModelCommand::from_json(&message.payload)
+                {
+                    self.learn_package(&files);
+                }
+            }
+            Ok(Topic::RolloutCommand) => {
+                if let Ok(RolloutCommand::Start(request)) =
+                    RolloutCommand::from_json(&message.payload)
+                {
+                    self.learn_package(&request.files);
+                }
+            }
             _ => self.report.rejected_messages += 1,
+        }
+    }
+
+    /// Takes the models of a package sent to the nodes; one they would refuse is ignored
+    /// (they will not send packets coded with it).
+    fn learn_package(&mut self, files: &std::collections::BTreeMap<String, String>) {
+        let Ok(files) = ModelCommand::decoded_files(files) else {
+            return;
+        };
+        let files: HashMap<String, Vec<u8>> = files.into_iter().collect();
+        let Some(manifest) = files
+            .get(MANIFEST_FILE)
+            .and_then(|m| std::str::from_utf8(m).ok())
+        else {
+            return;
+        };
+        if !self
+            .packages_seen
+            .insert(lydlr_codec::sha256_hex(manifest.as_bytes()))
+        {
+            return;
+        }
+        let loaded = ModelPackage::load(manifest, |name| {
+            files
+                .get(name)
+                .cloned()
+                .ok_or_else(|| format!("{name} not sent"))
+        });
+        match loaded {
+            Ok(package) => {
+                for model in package.models.values() {
+                    self.models
+                        .insert(model.packet_fingerprint(), model.clone());
+                }
+            }
+            Err(e) => tracing::info!("deployed package not loaded by the sink: {e}"),
         }
     }
 

@@ -9,7 +9,7 @@ use burn::module::Module;
 use burn::store::ModuleSnapshot;
 use burn::store::burn_pack::{Tensor as PackTensor, Writer};
 use lydlr_codec::neural::package::{
-    MANIFEST_FILE, MANIFEST_FORMAT, Manifest, ModelEntry, TrainingRecord,
+    MANIFEST_FILE, MANIFEST_FORMAT, Manifest, ModelEntry, SIGNATURE_FILE, TrainingRecord,
 };
 use lydlr_codec::neural::shape_metadata;
 use lydlr_codec::{Frame, ModelPackage, NeuralModel, StreamSchema, sha256_hex};
@@ -131,6 +131,31 @@ pub fn read_package(dir: &Path) -> Result<ModelPackage, LearnError> {
         std::fs::read(dir.join(name)).map_err(|e| e.to_string())
     })
     .map_err(|e| package_error(dir, e))
+}
+
+/// Package files by name, as they travel to a node.
+pub type PackageFiles = Vec<(String, Vec<u8>)>;
+
+/// A verified package and the files a node needs of it, by name: the manifest, its
+/// signature when there is one, and the weights the manifest names (nothing else in the
+/// folder travels).
+pub fn package_files(dir: &Path) -> Result<(ModelPackage, PackageFiles), LearnError> {
+    let package = read_package(dir)?;
+    let mut names = vec![MANIFEST_FILE.to_owned()];
+    if dir.join(SIGNATURE_FILE).is_file() {
+        names.push(SIGNATURE_FILE.to_owned());
+    }
+    names.extend(package.manifest.models.iter().map(|m| m.weights.clone()));
+    let files = names
+        .into_iter()
+        .map(|name| {
+            let path = dir.join(&name);
+            std::fs::read(&path)
+                .map(|bytes| (name, bytes))
+                .map_err(|e| package_error(&path, e))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok((package, files))
 }
 
 #[cfg(test)]

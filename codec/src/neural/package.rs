@@ -70,6 +70,21 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// Version names: 1 to 64 of `[A-Za-z0-9._-]`, not starting with a dot (a folder name that
+/// cannot climb out of the model folder).
+pub fn is_valid_version(version: &str) -> bool {
+    !version.is_empty()
+        && version.len() <= 64
+        && !version.starts_with('.')
+        && version
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// The package file holding an ed25519 signature (64 bytes) over `manifest.toml`, whose
+/// sha256 lines pin every weights file: signing the manifest signs the package.
+pub const SIGNATURE_FILE: &str = "manifest.sig";
+
 /// A file name a package may hold: no folders, nothing hidden, so it stays beside the
 /// manifest wherever the package is unpacked.
 pub fn is_plain_file_name(name: &str) -> bool {
