@@ -366,6 +366,9 @@ pub struct FleetState {
     /// Raw over compressed bytes, fleet-wide.
     #[serde(default)]
     pub ratio: f64,
+    /// This period's allocation per online node, bits per second.
+    #[serde(default)]
+    pub node_allocated_bps: std::collections::BTreeMap<String, f64>,
 }
 impl JsonMessage for FleetState {}
 

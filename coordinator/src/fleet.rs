@@ -345,10 +345,18 @@ impl Coordinator {
             }
         }
         let (mut out, allocated_bps, over_budget) = self.allocate();
-        self.advance_rollout(&mut out);
         let mut state = self.fleet_state();
         state.allocated_bps = allocated_bps;
         state.over_budget = over_budget;
+        for message in &out {
+            if let Ok(Topic::Alloc { node }) = Topic::parse(&message.topic)
+                && let Ok(allocation) = Allocation::from_json(&message.payload)
+            {
+                let total = allocation.streams.iter().map(|s| s.target_bps).sum();
+                state.node_allocated_bps.insert(node, total);
+            }
+        }
+        self.advance_rollout(&mut out);
         out.push(Outgoing {
             topic: Topic::FleetState.to_string(),
             payload: state.to_json(),

@@ -62,6 +62,34 @@ fn a_killed_node_is_detected_and_rejoins_and_the_budget_changes() {
         offline <= 0.8,
         "declared offline {offline:.2} s after the kill"
     );
+    // Its share goes to the others while it is away: they alone fill the budget.
+    let share = |f: &lydlr_bus::messages::FleetState| {
+        let others: f64 = f
+            .node_allocated_bps
+            .iter()
+            .filter(|(n, _)| *n != "robot-01")
+            .map(|(_, bps)| bps)
+            .sum();
+        others / f.fleet_budget_bps
+    };
+    let (before, away) = report
+        .fleet
+        .iter()
+        .fold((None, None), |(before, away), (at, f)| {
+            if *at < kill && f.online.len() == 4 {
+                (Some(share(f)), away)
+            } else if f.offline.contains(&"robot-01".to_string()) && !f.over_budget {
+                assert!(!f.node_allocated_bps.contains_key("robot-01"));
+                (before, Some(share(f)))
+            } else {
+                (before, away)
+            }
+        });
+    let (before, away) = (before.unwrap(), away.unwrap());
+    assert!(
+        before < 0.8 && (away - 1.0).abs() < 0.01,
+        "the other three held {before:.2} of the budget before, {away:.2} while it was away"
+    );
     let restart = report.events[2].wall_s;
     assert!(
         report
