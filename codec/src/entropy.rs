@@ -1,4 +1,4 @@
-//! Adaptive binary range coding of integer residuals, on `constriction`'s range coder.
+//! Adaptive binary range coding of integer residuals.
 //!
 //! A residual `r` is zigzag-mapped to `z`, split into a bucket `b` (the bit length of `z`) and
 //! `b - 1` mantissa bits below the implicit leading one. The bucket is coded relative to the
@@ -8,12 +8,11 @@
 //! rest are uniform. Models adapt per symbol with integer updates, so encoder and decoder
 //! stay in lockstep on every machine, and start afresh in every packet, so packets decode
 //! independently.
-
-use core::num::NonZeroU32;
-
-use constriction::stream::model::{DecoderModel, EncoderModel, EntropyModel};
-use constriction::stream::queue::{DefaultRangeDecoder, DefaultRangeEncoder};
-use constriction::stream::{Decode, Encode};
+//!
+//! Every decision is binary, so the coder is a binary arithmetic coder (the LZMA layout: a
+//! 32-bit range split by a 16-bit probability, byte-wise renormalisation, carries resolved in
+//! the encoder) rather than a general multi-symbol range coder: one multiply and one compare
+//! per decision is what makes decoding run at memory speed.
 
 use crate::CodecError;
 
@@ -54,7 +53,7 @@ impl AdaptiveBit {
         seen: 0,
     };
 
-    #[inline]
+    #[inline(always)]
     fn update(&mut self, bit: bool) {
         let divisor = (self.seen as usize + 2).min(ADAPT_LIMIT);
         let p = i64::from(self.p0);
@@ -62,39 +61,6 @@ impl AdaptiveBit {
         let next = p + (((target - p) * RECIPROCAL[divisor]) >> 16);
         self.p0 = (next as u32).clamp(PROB_MIN, ONE - PROB_MIN);
         self.seen = self.seen.saturating_add(1);
-    }
-}
-
-impl EntropyModel<PRECISION> for AdaptiveBit {
-    type Symbol = bool;
-    type Probability = u32;
-}
-
-fn nonzero(p: u32) -> NonZeroU32 {
-    // `AdaptiveBit` keeps both probabilities within [PROB_MIN, ONE - PROB_MIN].
-    NonZeroU32::new(p).unwrap_or(NonZeroU32::MIN)
-}
-
-impl EncoderModel<PRECISION> for AdaptiveBit {
-    fn left_cumulative_and_probability(
-        &self,
-        symbol: impl core::borrow::Borrow<bool>,
-    ) -> Option<(u32, NonZeroU32)> {
-        Some(if *symbol.borrow() {
-            (self.p0, nonzero(ONE - self.p0))
-        } else {
-            (0, nonzero(self.p0))
-        })
-    }
-}
-
-impl DecoderModel<PRECISION> for AdaptiveBit {
-    fn quantile_function(&self, quantile: u32) -> (bool, u32, NonZeroU32) {
-        if quantile < self.p0 {
-            (false, 0, nonzero(self.p0))
-        } else {
-            (true, self.p0, nonzero(ONE - self.p0))
-        }
     }
 }
 
@@ -126,12 +92,19 @@ impl Default for ResidualContext {
 }
 
 impl ResidualContext {
+    /// The bit length of `sum / count` (integer division), without dividing: with `m` the
+    /// difference of the two bit lengths, the quotient has `m` or `m + 1` bits.
     #[inline]
     fn expected_bucket(&self) -> u32 {
-        if self.count == 0 {
-            0
+        if self.count == 0 || self.sum < u64::from(self.count) {
+            return 0;
+        }
+        let count = u64::from(self.count);
+        let m = bucket_of(self.sum) - bucket_of(count);
+        if u128::from(self.sum) >= u128::from(count) << m {
+            m + 1
         } else {
-            bucket_of(self.sum / u64::from(self.count))
+            m
         }
     }
 
@@ -159,8 +132,165 @@ fn bucket_of(z: u64) -> u32 {
     64 - z.leading_zeros()
 }
 
+/// Renormalise when the range falls below this.
+const TOP: u32 = 1 << 24;
+
+/// Binary arithmetic encoder: `low` keeps a 33rd bit for the carry, and a run of 0xFF bytes
+/// waits in `cache`/`pending` until it is known whether the carry reaches it.
+struct BinaryEncoder {
+    low: u64,
+    range: u32,
+    cache: u8,
+    pending: u64,
+    out: Vec<u8>,
+}
+
+impl BinaryEncoder {
+    fn new() -> Self {
+        Self {
+            low: 0,
+            range: u32::MAX,
+            cache: 0,
+            pending: 1,
+            out: Vec::new(),
+        }
+    }
+
+    #[inline(always)]
+    fn encode(&mut self, p0: u32, bit: bool) {
+        let bound = (self.range >> PRECISION) * p0;
+        let mask = (bit as u32).wrapping_neg();
+        self.low += u64::from(bound & mask);
+        self.range = (bound & !mask) | ((self.range - bound) & mask);
+        while self.range < TOP {
+            self.range <<= 8;
+            self.shift_low();
+        }
+    }
+
+    #[inline]
+    fn shift_low(&mut self) {
+        if self.low < 0xFF00_0000 || self.low >= 1 << 32 {
+            let carry = (self.low >> 32) as u8;
+            let mut byte = self.cache;
+            loop {
+                self.out.push(byte.wrapping_add(carry));
+                byte = 0xFF;
+                self.pending -= 1;
+                if self.pending == 0 {
+                    break;
+                }
+            }
+            self.cache = (self.low >> 24) as u8;
+        }
+        self.pending += 1;
+        self.low = (self.low & 0x00FF_FFFF) << 8;
+    }
+
+    /// The coded bytes; the first is always zero (the carry slot) and is left out.
+    fn finish(mut self) -> Vec<u8> {
+        // Any value in [low, low + range) decodes the same. Take the one with the most
+        // trailing zero bits: the decoder reads zeros past the end, so those bytes need not
+        // be stored (small packets are where a few bytes matter).
+        let end = self.low + u64::from(self.range);
+        for zeros in (0..=32).rev() {
+            let mask = (1u64 << zeros) - 1;
+            let value = (self.low + mask) & !mask;
+            if value < end {
+                self.low = value;
+                break;
+            }
+        }
+        for _ in 0..5 {
+            self.shift_low();
+        }
+        // Only the flush's bytes may go: the decoder tolerates four bytes of padding.
+        for _ in 0..4 {
+            if self.out.last() != Some(&0) {
+                break;
+            }
+            self.out.pop();
+        }
+        self.out.drain(..1.min(self.out.len()));
+        self.out
+    }
+}
+
+/// Reads past the end see zero bytes; more than a few of them mean the section is corrupt.
+struct BinaryDecoder<'a> {
+    bytes: &'a [u8],
+    position: usize,
+    code: u32,
+    range: u32,
+}
+
+impl<'a> BinaryDecoder<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        let mut decoder = Self {
+            bytes,
+            position: 0,
+            code: 0,
+            range: u32::MAX,
+        };
+        for _ in 0..4 {
+            decoder.code = (decoder.code << 8) | u32::from(decoder.next_byte());
+        }
+        decoder
+    }
+
+    #[inline]
+    fn next_byte(&mut self) -> u8 {
+        let byte = self.bytes.get(self.position).copied().unwrap_or(0);
+        self.position += 1;
+        byte
+    }
+
+    /// Branch-free: the decoded bits are close to coin flips, so a branch on them would be
+    /// mispredicted about half the time.
+    #[inline(always)]
+    fn decode(&mut self, p0: u32) -> bool {
+        let bound = (self.range >> PRECISION) * p0;
+        let bit = self.code >= bound;
+        let mask = (bit as u32).wrapping_neg();
+        self.code -= bound & mask;
+        self.range = (bound & !mask) | ((self.range - bound) & mask);
+        // A decision shrinks the range by at most 2^16 / PROB_MIN < 2^11: at most two bytes.
+        let shift = (self.range.leading_zeros() / 8) * 8;
+        if shift > 0 {
+            let next = self.next_bytes_be();
+            self.range <<= shift;
+            self.code =
+                ((u64::from(self.code) << shift) | (u64::from(next) >> (32 - shift))) as u32;
+            self.position += shift as usize / 8;
+        }
+        bit
+    }
+
+    /// The next four bytes, big-endian, without moving (zeros past the end).
+    #[inline]
+    fn next_bytes_be(&self) -> u32 {
+        match self.bytes.get(self.position..self.position + 4) {
+            Some(b) => u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+            None => {
+                let mut b = [0u8; 4];
+                for (i, byte) in b.iter_mut().enumerate() {
+                    *byte = self.bytes.get(self.position + i).copied().unwrap_or(0);
+                }
+                u32::from_be_bytes(b)
+            }
+        }
+    }
+
+    /// The encoder's flush leaves four bytes the decoder may read ahead into; beyond that the
+    /// bytes were never written.
+    #[inline]
+    fn overran(&self) -> bool {
+        self.position > self.bytes.len() + 4
+    }
+}
+
 pub(crate) struct ResidualEncoder {
-    coder: DefaultRangeEncoder,
+    coder: BinaryEncoder,
     raw: RawBitWriter,
 }
 
@@ -225,12 +355,17 @@ impl RawBitReader<'_> {
         }
         let first = self.position / 8;
         let shift = self.position % 8;
-        // Up to 64 bits starting mid-byte span at most 9 bytes.
-        let mut window = [0u8; 16];
-        let available = (self.bytes.len() - first).min(16);
-        window[..available].copy_from_slice(&self.bytes[first..first + available]);
-        let wide = u128::from_le_bytes(window) >> shift;
         self.position = end;
+        // Up to 64 bits starting mid-byte span at most 9 bytes.
+        let wide = match self.bytes.get(first..first + 16) {
+            Some(window) => u128::from_le_bytes(window.try_into().unwrap_or([0; 16])),
+            None => {
+                let mut window = [0u8; 16];
+                let available = self.bytes.len() - first;
+                window[..available].copy_from_slice(&self.bytes[first..]);
+                u128::from_le_bytes(window)
+            }
+        } >> shift;
         Ok((wide as u64) & (u64::MAX >> (64 - count)))
     }
 }
@@ -238,15 +373,14 @@ impl RawBitReader<'_> {
 impl ResidualEncoder {
     pub(crate) fn new() -> Self {
         Self {
-            coder: DefaultRangeEncoder::new(),
+            coder: BinaryEncoder::new(),
             raw: RawBitWriter::default(),
         }
     }
 
+    #[inline(always)]
     fn bit(&mut self, model: &mut AdaptiveBit, bit: bool) {
-        // The range coder cannot fail with a model that gives every symbol a nonzero
-        // probability and an in-memory backend.
-        let _ = self.coder.encode_symbol(bit, *model);
+        self.coder.encode(model.p0, bit);
         model.update(bit);
     }
 
@@ -271,7 +405,7 @@ impl ResidualEncoder {
             for i in 0..room {
                 let more = distance > i;
                 let slot = (i as usize).min(UNARY_CONTEXTS - 1);
-                let _ = self.coder.encode_symbol(more, steps[slot]);
+                self.coder.encode(steps[slot].p0, more);
                 steps[slot].update(more);
                 if !more {
                     break;
@@ -287,20 +421,19 @@ impl ResidualEncoder {
         ctx.observe(z);
     }
 
-    /// Finishes the range coder and returns its words as little-endian bytes.
-    /// The range coder's word count (varint), its words (little-endian), then the raw bits.
+    /// The coded bytes' count (varint), the coded bytes, then the raw bits.
     pub(crate) fn finish(self) -> Vec<u8> {
-        let words = self.coder.into_compressed().unwrap_or_default();
-        let mut out = Vec::with_capacity(words.len() * 4 + self.raw.words.len() * 8 + 4);
-        crate::varint::put_uvarint(&mut out, words.len() as u64);
-        out.extend(words.iter().flat_map(|w| w.to_le_bytes()));
+        let coded = self.coder.finish();
+        let mut out = Vec::with_capacity(coded.len() + self.raw.words.len() * 8 + 10);
+        crate::varint::put_uvarint(&mut out, coded.len() as u64);
+        out.extend_from_slice(&coded);
         out.extend_from_slice(&self.raw.finish());
         out
     }
 }
 
 pub(crate) struct ResidualDecoder<'a> {
-    coder: DefaultRangeDecoder,
+    coder: BinaryDecoder<'a>,
     raw: RawBitReader<'a>,
 }
 
@@ -310,20 +443,14 @@ impl<'a> ResidualDecoder<'a> {
     pub(crate) fn new(bytes: &'a [u8]) -> Result<Self, CodecError> {
         let mut reader = crate::varint::Reader::new(bytes);
         let count = reader.uvarint()?;
-        let words_len = usize::try_from(count)
+        let coded_len = usize::try_from(count)
             .ok()
-            .and_then(|n| n.checked_mul(4))
             .filter(|&n| n <= reader.remaining())
             .ok_or(CORRUPT)?;
-        let words: Vec<u32> = reader
-            .take(words_len)?
-            .chunks_exact(4)
-            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
+        let coded = reader.take(coded_len)?;
         let raw = reader.take(reader.remaining())?;
-        let coder = DefaultRangeDecoder::from_compressed(words).map_err(|_| CORRUPT)?;
         Ok(Self {
-            coder,
+            coder: BinaryDecoder::new(coded),
             raw: RawBitReader {
                 bytes: raw,
                 position: 0,
@@ -331,10 +458,11 @@ impl<'a> ResidualDecoder<'a> {
         })
     }
 
-    fn bit(&mut self, model: &mut AdaptiveBit) -> Result<bool, CodecError> {
-        let bit = self.coder.decode_symbol(*model).map_err(|_| CORRUPT)?;
+    #[inline(always)]
+    fn bit(&mut self, model: &mut AdaptiveBit) -> bool {
+        let bit = self.coder.decode(model.p0);
         model.update(bit);
-        Ok(bit)
+        bit
     }
 
     #[inline]
@@ -344,10 +472,10 @@ impl<'a> ResidualDecoder<'a> {
 
     pub(crate) fn decode(&mut self, ctx: &mut ResidualContext) -> Result<i64, CodecError> {
         let k = ctx.expected_bucket();
-        let bucket = if !self.bit(&mut ctx.hit[k as usize])? {
+        let bucket = if !self.bit(&mut ctx.hit[k as usize]) {
             k
         } else {
-            let above = self.bit(&mut ctx.above[k as usize])?;
+            let above = self.bit(&mut ctx.above[k as usize]);
             let (room, steps) = if above {
                 (64 - k - 1, &mut ctx.up)
             } else {
@@ -359,7 +487,7 @@ impl<'a> ResidualDecoder<'a> {
             let mut distance = 0;
             while distance < room {
                 let slot = (distance as usize).min(UNARY_CONTEXTS - 1);
-                let more = self.coder.decode_symbol(steps[slot]).map_err(|_| CORRUPT)?;
+                let more = self.coder.decode(steps[slot].p0);
                 steps[slot].update(more);
                 if !more {
                     break;
@@ -378,11 +506,14 @@ impl<'a> ResidualDecoder<'a> {
             65.. => return Err(CodecError::Corrupt("residual bucket beyond 64 bits")),
             _ => {
                 let below_top = bucket - 1;
-                let top = self.bit(&mut ctx.top_mantissa[bucket as usize])? as u64;
+                let top = self.bit(&mut ctx.top_mantissa[bucket as usize]) as u64;
                 let rest = self.raw_bits(below_top - 1)?;
                 (1u64 << below_top) | (top << (below_top - 1)) | rest
             }
         };
+        if self.coder.overran() {
+            return Err(CORRUPT);
+        }
         ctx.observe(z);
         Ok(unzigzag(z))
     }
