@@ -21,5 +21,5 @@ pub use broker::EmbeddedBroker;
 pub use client::{BrokerUrl, BusClient, BusError, BusMessage, ClientOptions};
 pub use messages::MessageError;
 pub use mosquitto::Mosquitto;
-pub use proxy::LinkProxy;
+pub use proxy::{LinkProxy, LinkQuality};
 pub use topics::Topic;

@@ -11,6 +11,7 @@
 pub mod bench;
 pub mod eval;
 pub mod export;
+pub mod links;
 pub mod operator;
 pub mod outputs;
 pub mod report;

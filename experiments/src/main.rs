@@ -28,7 +28,8 @@ enum Command {
         /// Output directory (default results/<scenario>/<run-id>).
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Use this MQTT broker (mqtt://host:port) instead of the embedded one.
+        /// Fleet broker: `embedded` (default), `mosquitto` (started and, for broker faults,
+        /// restarted by the run), or an external one (mqtt://host:port).
         #[arg(long)]
         broker: Option<String>,
         /// Override the scenario's duration, in simulated seconds.
@@ -386,7 +387,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let loaded = Scenario::load(&scenario)?;
             let options = RunOptions {
                 out_dir: out,
-                broker: broker.map(|b| b.parse()).transpose()?,
+                broker: broker.map(|b| b.parse()).transpose()?.unwrap_or_default(),
                 duration_s: duration,
                 progress: !quiet,
                 ..RunOptions::default()

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::{Context, bail};
-use lydlr_bus::messages::{FleetState, NodeMetrics, RdReport};
+use lydlr_bus::messages::{FleetState, ModelStatus, NodeMetrics, RdReport, RolloutState};
 use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
 use plotters::prelude::*;
 
@@ -23,6 +23,9 @@ pub struct RunData<'a> {
     pub events: &'a [EventRecord],
     /// When each fleet state arrived (run clock, seconds).
     pub fleet_at_s: &'a [f64],
+    /// Model steps and rollout states, with their arrival (run clock, seconds).
+    pub model_statuses: &'a [(f64, ModelStatus)],
+    pub rollouts: &'a [(f64, RolloutState)],
     pub wall_s: f64,
 }
 
@@ -51,25 +54,113 @@ impl RunData<'_> {
     }
 
     fn fault_rows(&self) -> Vec<String> {
+        let after = |d: Option<f64>| d.map_or("never".to_owned(), |d| format!("{d:.2} s"));
         self.events
             .iter()
             .map(|e| {
+                let at = e.wall_s;
                 let effect = match &e.event {
                     Event::KillNode { node } => {
                         let lost: u64 = self.rows.iter().filter(|r| &r.node == node).map(|r| r.frames_lost).sum();
-                        let detected = self.fleet_after(e.wall_s, |f| f.offline.contains(node));
+                        let detected = self.fleet_after(at, |f| f.offline.contains(node));
                         format!(
                             "declared offline after {}; {lost} of its frames lost while it was down",
-                            detected.map_or("never".to_owned(), |d| format!("{d:.2} s"))
+                            after(detected)
                         )
                     }
                     Event::RestartNode { node } => {
-                        let back = self.fleet_after(e.wall_s, |f| f.online.contains(node));
-                        format!("online again after {}", back.map_or("never".to_owned(), |d| format!("{d:.2} s")))
+                        format!("online again after {}", after(self.fleet_after(at, |f| f.online.contains(node))))
                     }
                     Event::SetBudget { bps } => {
-                        let applied = self.fleet_after(e.wall_s, |f| (f.fleet_budget_bps - bps).abs() < 1e-6);
-                        format!("allocations follow after {}", applied.map_or("never".to_owned(), |d| format!("{d:.2} s")))
+                        let applied = self.fleet_after(at, |f| (f.fleet_budget_bps - bps).abs() < 1e-6);
+                        format!("allocations follow after {}", after(applied))
+                    }
+                    Event::CutLink { node } => {
+                        let detected = self.fleet_after(at, |f| f.offline.contains(node));
+                        let queued = self
+                            .metrics
+                            .iter()
+                            .filter(|m| &m.node == node)
+                            .map(|m| m.spool_queued)
+                            .max()
+                            .unwrap_or(0);
+                        format!(
+                            "declared offline after {}; up to {queued} packets queued on disk",
+                            after(detected)
+                        )
+                    }
+                    Event::RestoreLink { node } => {
+                        let back = self.fleet_after(at, |f| f.online.contains(node));
+                        let drained =
+                            self.fleet_after(at, |f| f.online.contains(node) && f.spool_queued == 0);
+                        format!(
+                            "online again after {}, its queue drained after {}",
+                            after(back),
+                            after(drained)
+                        )
+                    }
+                    Event::RestartBroker { .. } => {
+                        let nodes = self.rows.iter().filter(|r| r.node != "TOTAL").map(|r| &r.node).collect::<std::collections::BTreeSet<_>>().len();
+                        let back = self.fleet_after(at, |f| f.online.len() == nodes && f.offline.is_empty());
+                        let drained = self.fleet_after(at, |f| {
+                            f.online.len() == nodes && f.offline.is_empty() && f.spool_queued == 0
+                        });
+                        format!(
+                            "all {nodes} nodes online again after {}, queues drained after {} (end of the outage)",
+                            after(back),
+                            after(drained)
+                        )
+                    }
+                    Event::DeployModel { node, .. } => {
+                        let steps: Vec<String> = self
+                            .model_statuses
+                            .iter()
+                            .filter(|(t, s)| *t >= at && &s.node == node && !s.version.is_empty())
+                            .take(3)
+                            .map(|(t, s)| format!("{:?} after {:.2} s ({})", s.state, t - at, s.reason))
+                            .collect();
+                        if steps.is_empty() {
+                            "no word from the node".to_owned()
+                        } else {
+                            steps.join("; ")
+                        }
+                    }
+                    Event::Rollout { .. } => {
+                        let id = e.outcome.split_whitespace().nth(1).unwrap_or_default();
+                        match self.rollouts.iter().filter(|(_, r)| r.id == id).find(|(_, r)| {
+                            r.phase != lydlr_bus::messages::RolloutPhase::Running
+                        }) {
+                            Some((t, r)) => format!(
+                                "{:?} after {:.2} s, {} of {} nodes healthy{}",
+                                r.phase,
+                                t - at,
+                                r.nodes.iter().filter(|n| n.state == lydlr_bus::messages::NodeRolloutState::Healthy).count(),
+                                r.nodes.len(),
+                                if r.reason.is_empty() { String::new() } else { format!(": {}", r.reason) }
+                            ),
+                            None => "still running at the end of the run".to_owned(),
+                        }
+                    }
+                    Event::LoadScript { node, script } => {
+                        let name = std::path::Path::new(script)
+                            .file_stem()
+                            .and_then(|s| s.to_str())
+                            .unwrap_or_default();
+                        let status = self
+                            .metrics
+                            .iter()
+                            .filter(|m| &m.node == node)
+                            .flat_map(|m| &m.scripts)
+                            .filter(|s| s.name == name)
+                            .next_back();
+                        match status {
+                            Some(s) if !s.enabled => format!(
+                                "disabled: {}; frames went on",
+                                s.error.as_deref().unwrap_or("no reason given")
+                            ),
+                            Some(s) => format!("running ({} calls)", s.calls),
+                            None => "never reported".to_owned(),
+                        }
                     }
                 };
                 format!("| {:.1} s | {} | {} | {} |", e.at_s, e.event, e.outcome, effect)

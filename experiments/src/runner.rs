@@ -1,9 +1,11 @@
 //! `lydlr run`: one scenario end to end.
 //!
 //! Data flow: the swarm steps in a blocking task and publishes raw frames per stream on
-//! `lydlr/v1/<node>/raw/<stream>`; one edge node per robot compresses and publishes packets;
-//! the coordinator tracks liveness and allocates; the sink decodes every packet and checks it
-//! against the ground truth the runner recorded before publishing.
+//! `lydlr/v1/<node>/raw/<stream>` on the robots' broker; one edge node per robot compresses
+//! and sends packets over its uplink to the fleet broker ([`crate::links`]); the coordinator
+//! tracks liveness and allocates; the sink decodes every packet and checks it against the
+//! ground truth the runner recorded before publishing. Scheduled events (faults, budget
+//! changes, deployments) are carried out beside the simulation as its clock reaches them.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,12 +15,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use lydlr_bus::messages::{JsonMessage, NodeMetrics, RawFrames};
-use lydlr_bus::{BrokerUrl, BusClient, ClientOptions, EmbeddedBroker, Topic};
+use lydlr_bus::{BusClient, ClientOptions, Topic};
 use lydlr_codec::{Frame, StreamSchema};
 use lydlr_coordinator::run_coordinator;
 use lydlr_edge::{NodeHandle, run_node};
 use lydlr_sim::{StreamId, Swarm};
 
+use crate::links::{BrokerChoice, Links};
 use crate::outputs::{self, Recorder, SummaryRow};
 use crate::scenario::{Event, Scenario};
 use crate::sink::{GroundTruth, Sink};
@@ -29,8 +32,8 @@ pub struct RunOptions {
     /// Output directory; default `<results_root>/<scenario>/<run-id>`.
     pub out_dir: Option<PathBuf>,
     pub results_root: PathBuf,
-    /// External broker; default: the embedded one on a free loopback port.
-    pub broker: Option<BrokerUrl>,
+    /// The fleet broker: embedded (default), a Mosquitto the run starts, or an external one.
+    pub broker: BrokerChoice,
     /// Overrides the scenario's `sim.duration_s`.
     pub duration_s: Option<f64>,
     pub progress: bool,
@@ -41,7 +44,7 @@ impl Default for RunOptions {
         Self {
             out_dir: None,
             results_root: PathBuf::from("results"),
-            broker: None,
+            broker: BrokerChoice::Embedded,
             duration_s: None,
             progress: true,
         }
@@ -64,6 +67,11 @@ pub struct RunReport {
     pub events: Vec<EventRecord>,
     /// Fleet states as the sink received them, with their arrival (run clock, seconds).
     pub fleet: Vec<(f64, lydlr_bus::messages::FleetState)>,
+    /// Model steps and rollout states, with their arrival (run clock, seconds).
+    pub model_statuses: Vec<(f64, lydlr_bus::messages::ModelStatus)>,
+    pub rollouts: Vec<(f64, lydlr_bus::messages::RolloutState)>,
+    /// Every metrics report the nodes published.
+    pub metrics: Vec<NodeMetrics>,
 }
 
 impl RunReport {
@@ -121,10 +129,10 @@ async fn run(mut scenario: Scenario, options: RunOptions) -> anyhow::Result<RunR
         .map(|(_, schema)| schema)
         .collect();
 
-    let url = match &options.broker {
-        Some(url) => url.clone(),
-        None => EmbeddedBroker::start()?.url(),
-    };
+    let links = Links::start(&scenario, &options.broker, &names).await?;
+    let url = links.fleet_url();
+    let robot_url = links.robot_url();
+    let broker_name = links.describe();
     let truth = Arc::new(Mutex::new(GroundTruth::default()));
     let clock = Instant::now();
     let package = match &scenario.edge.model {
@@ -142,12 +150,20 @@ async fn run(mut scenario: Scenario, options: RunOptions) -> anyhow::Result<RunR
     .await?;
     let coordinator = run_coordinator(scenario.coordinator.clone(), &url).await?;
     let nodes: Arc<tokio::sync::Mutex<BTreeMap<String, NodeHandle>>> = Arc::default();
+    let node_config = {
+        let edge = scenario.edge.clone();
+        let dir = dir.clone();
+        let robot_url = robot_url.to_string();
+        move |name: &str, uplink: &lydlr_bus::BrokerUrl, model: Option<&str>| {
+            let mut config = edge.node_config(name, &uplink.to_string(), &dir, model);
+            config.local_broker = Some(robot_url.clone());
+            config
+        }
+    };
     for name in &names {
-        let config =
-            scenario
-                .edge
-                .node_config(name, &url.to_string(), &dir, model_version.as_deref());
-        let handle = run_node(config, &url).await?;
+        let uplink = links.uplink_url(name);
+        let config = node_config(name, &uplink, model_version.as_deref());
+        let handle = run_node(config, &uplink).await?;
         nodes.lock().await.insert(name.clone(), handle);
     }
     // Nodes announce themselves after subscribing, and the broker handles a connection's
@@ -160,7 +176,8 @@ async fn run(mut scenario: Scenario, options: RunOptions) -> anyhow::Result<RunR
     .await
     .context("edge nodes did not come online within 20 s")??;
 
-    let (publisher, _) = BusClient::connect(&url, ClientOptions::new("lydlr-sim-bridge"));
+    let (publisher, _) = BusClient::connect(&robot_url, ClientOptions::new("lydlr-sim-bridge"));
+    let (operator, _) = BusClient::connect(&url, ClientOptions::new("lydlr-run-operator"));
     for name in &names {
         for schema in &schemas {
             let topic = Topic::Schema {
@@ -199,57 +216,19 @@ async fn run(mut scenario: Scenario, options: RunOptions) -> anyhow::Result<RunR
     let (event_tx, mut event_rx) = tokio::sync::mpsc::unbounded_channel::<(f64, Event)>();
     let event_log: Arc<Mutex<Vec<EventRecord>>> = Arc::default();
     let executor = {
-        let (nodes, log, publisher, url) = (
-            nodes.clone(),
-            event_log.clone(),
-            publisher.clone(),
-            url.clone(),
-        );
-        let edge = scenario.edge.clone();
-        let work = dir.clone();
-        let version = model_version.clone();
+        let log = event_log.clone();
+        let mut events = EventContext {
+            nodes: nodes.clone(),
+            links,
+            operator: operator.clone(),
+            node_config: Box::new(node_config),
+            version: model_version.clone(),
+            rollouts: 0,
+        };
         tokio::spawn(async move {
             while let Some((at_s, event)) = event_rx.recv().await {
                 let wall_s = clock.elapsed().as_secs_f64();
-                let outcome = match &event {
-                    Event::KillNode { node } => match nodes.lock().await.remove(node) {
-                        Some(handle) => {
-                            handle.abort();
-                            "killed".to_owned()
-                        }
-                        None => "not running".to_owned(),
-                    },
-                    Event::RestartNode { node } => {
-                        if nodes.lock().await.contains_key(node) {
-                            "already running".to_owned()
-                        } else {
-                            match run_node(
-                                edge.node_config(node, &url.to_string(), &work, version.as_deref()),
-                                &url,
-                            )
-                            .await
-                            {
-                                Ok(handle) => {
-                                    nodes.lock().await.insert(node.clone(), handle);
-                                    "restarted".to_owned()
-                                }
-                                Err(e) => format!("restart failed: {e}"),
-                            }
-                        }
-                    }
-                    Event::SetBudget { bps } => {
-                        // Not retained: a later run on the same external broker must not
-                        // inherit this run's budget.
-                        let message = lydlr_bus::messages::FleetBudget { bps: *bps };
-                        match publisher
-                            .publish(Topic::FleetBudget.to_string(), message.to_json(), false)
-                            .await
-                        {
-                            Ok(()) => "published".to_owned(),
-                            Err(e) => format!("not published: {e}"),
-                        }
-                    }
-                };
+                let outcome = events.carry_out(&event).await;
                 if let Ok(mut log) = log.lock() {
                     log.push(EventRecord {
                         at_s,
@@ -259,6 +238,7 @@ async fn run(mut scenario: Scenario, options: RunOptions) -> anyhow::Result<RunR
                     });
                 }
             }
+            events.links
         })
     };
     let bridge = Bridge {
@@ -300,7 +280,8 @@ async fn run(mut scenario: Scenario, options: RunOptions) -> anyhow::Result<RunR
         last = now;
     }
 
-    let _ = executor.await;
+    // The links (and the brokers behind them) live until everything has stopped.
+    let _links = executor.await.context("event task panicked")?;
     let mut finals: Vec<NodeMetrics> = Vec::new();
     for (_, node) in std::mem::take(&mut *nodes.lock().await) {
         finals.push(node.stop().await?);
@@ -333,6 +314,8 @@ async fn run(mut scenario: Scenario, options: RunOptions) -> anyhow::Result<RunR
             rd: &report.rd,
             events: &events,
             fleet_at_s: &report.fleet_at_s,
+            model_statuses: &report.model_statuses,
+            rollouts: &report.rollouts,
             wall_s: started.elapsed().as_secs_f64(),
         },
     )?;
@@ -340,7 +323,7 @@ async fn run(mut scenario: Scenario, options: RunOptions) -> anyhow::Result<RunR
     let total = total.context("summary has no total row")?;
     Ok(RunReport {
         dir,
-        broker: url.to_string(),
+        broker: broker_name,
         sim_s: scenario.sim.duration_s,
         wall_s: started.elapsed().as_secs_f64(),
         produced: total.frames_produced,
@@ -354,6 +337,9 @@ async fn run(mut scenario: Scenario, options: RunOptions) -> anyhow::Result<RunR
             .zip(report.fleet.iter().cloned())
             .collect(),
         events: events.clone(),
+        model_statuses: report.model_statuses.clone(),
+        rollouts: report.rollouts.clone(),
+        metrics: report.metrics.clone(),
         rows,
     })
     .inspect(|r: &RunReport| {
@@ -499,6 +485,121 @@ impl Bridge {
             ))?;
         }
         Ok(())
+    }
+}
+
+type NodeConfigFn =
+    Box<dyn Fn(&str, &lydlr_bus::BrokerUrl, Option<&str>) -> lydlr_edge::EdgeConfig + Send + Sync>;
+
+/// What the event task needs to carry events out.
+struct EventContext {
+    nodes: Arc<tokio::sync::Mutex<BTreeMap<String, NodeHandle>>>,
+    links: Links,
+    /// A client on the fleet broker, as an operator's console would be.
+    operator: BusClient,
+    node_config: NodeConfigFn,
+    /// The model version the nodes started with.
+    version: Option<String>,
+    rollouts: u32,
+}
+
+impl EventContext {
+    async fn carry_out(&mut self, event: &Event) -> String {
+        match self.try_carry_out(event).await {
+            Ok(outcome) => outcome,
+            Err(e) => format!("failed: {e:#}"),
+        }
+    }
+
+    async fn try_carry_out(&mut self, event: &Event) -> anyhow::Result<String> {
+        Ok(match event {
+            Event::KillNode { node } => match self.nodes.lock().await.remove(node) {
+                Some(handle) => {
+                    handle.abort();
+                    "killed".to_owned()
+                }
+                None => "not running".to_owned(),
+            },
+            Event::RestartNode { node } => {
+                if self.nodes.lock().await.contains_key(node) {
+                    return Ok("already running".to_owned());
+                }
+                let uplink = self.links.uplink_url(node);
+                let config = (self.node_config)(node, &uplink, self.version.as_deref());
+                let handle = run_node(config, &uplink).await?;
+                self.nodes.lock().await.insert(node.clone(), handle);
+                "restarted".to_owned()
+            }
+            Event::SetBudget { bps } => {
+                // Not retained: a later run on the same external broker must not inherit
+                // this run's budget.
+                let message = lydlr_bus::messages::FleetBudget { bps: *bps };
+                self.publish(Topic::FleetBudget, message.to_json()).await?;
+                "published".to_owned()
+            }
+            Event::CutLink { node } => self.links.cut(node),
+            Event::RestoreLink { node } => self.links.restore(node),
+            Event::RestartBroker { down_s } => {
+                self.links
+                    .restart_broker(Duration::from_secs_f64(*down_s))
+                    .await
+            }
+            Event::DeployModel { node, model } => {
+                let (package, files) = lydlr_learn::package::package_files(Path::new(model))?;
+                let command = lydlr_bus::messages::ModelCommand::deploy_files(
+                    &package.manifest.version,
+                    files.iter().map(|(n, b)| (n.as_str(), b.as_slice())),
+                );
+                let topic = Topic::ModelDeploy { node: node.clone() };
+                self.publish(topic, command.to_json()).await?;
+                format!("sent {}", package.manifest.version)
+            }
+            Event::Rollout {
+                model,
+                canary,
+                waves,
+                health_timeout_s,
+            } => {
+                self.rollouts += 1;
+                let id = format!("run-{}", self.rollouts);
+                let request = lydlr_bus::messages::RolloutRequest {
+                    canary: canary.clone(),
+                    waves: waves.clone(),
+                    health_timeout_s: *health_timeout_s,
+                    ..crate::operator::rollout_request(Path::new(model), Some(id.clone()))?
+                };
+                let version = request.version.clone();
+                let command = lydlr_bus::messages::RolloutCommand::Start(request);
+                self.publish(Topic::RolloutCommand, command.to_json())
+                    .await?;
+                format!("rollout {id} of {version} sent to the coordinator")
+            }
+            Event::LoadScript { node, script } => {
+                let path = Path::new(script);
+                let source = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                let name = path
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .unwrap_or("script")
+                    .to_owned();
+                let load = lydlr_bus::messages::ScriptLoad {
+                    name,
+                    order: 0,
+                    source: Some(source),
+                };
+                let topic = Topic::ScriptLoad { node: node.clone() };
+                self.publish(topic, load.to_json()).await?;
+                "sent".to_owned()
+            }
+        })
+    }
+
+    async fn publish(&self, topic: Topic, payload: Vec<u8>) -> anyhow::Result<()> {
+        self.operator
+            .publish(topic.to_string(), payload, false)
+            .await
+            .map_err(Into::into)
     }
 }
 

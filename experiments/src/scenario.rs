@@ -37,6 +37,9 @@ pub struct Scenario {
     pub coordinator: CoordinatorConfig,
     #[serde(default)]
     pub run: RunSection,
+    /// The nodes' uplinks: latency and losses of the radio.
+    #[serde(default)]
+    pub link: LinkSection,
     /// Things that happen during the run: faults and budget changes.
     #[serde(default)]
     pub events: Vec<ScheduledEvent>,
@@ -59,6 +62,59 @@ pub enum Event {
     RestartNode { node: String },
     /// The fleet uplink budget changes (published on `lydlr/v1/fleet/budget`).
     SetBudget { bps: f64 },
+    /// The node's uplink goes dead (its sensors keep publishing on the robot's own broker).
+    CutLink { node: String },
+    /// A cut uplink comes back.
+    RestoreLink { node: String },
+    /// The fleet broker goes away for `down_s` and comes back empty (no sessions, no
+    /// retained messages): the embedded broker is replaced by a new one on the same address,
+    /// a Mosquitto started by the run (`--broker mosquitto`) is killed and restarted; an
+    /// external broker cannot be, and every link to it is cut instead.
+    RestartBroker {
+        #[serde(default = "Event::default_down_s")]
+        down_s: f64,
+    },
+    /// One node is sent a model package directly (no canary): a package folder.
+    DeployModel { node: String, model: String },
+    /// The coordinator rolls a package out: canaries, then waves.
+    Rollout {
+        model: String,
+        #[serde(default)]
+        canary: Vec<String>,
+        #[serde(default = "Event::default_waves")]
+        waves: Vec<f64>,
+        #[serde(default = "Event::default_health_timeout_s")]
+        health_timeout_s: f64,
+    },
+    /// A user script (a `.rhai` file) is pushed to one node.
+    LoadScript { node: String, script: String },
+}
+
+impl Event {
+    fn default_down_s() -> f64 {
+        2.0
+    }
+
+    fn default_waves() -> Vec<f64> {
+        vec![0.5, 1.0]
+    }
+
+    fn default_health_timeout_s() -> f64 {
+        30.0
+    }
+
+    /// The node the event concerns, if one.
+    pub fn node(&self) -> Option<&str> {
+        match self {
+            Event::KillNode { node }
+            | Event::RestartNode { node }
+            | Event::CutLink { node }
+            | Event::RestoreLink { node }
+            | Event::DeployModel { node, .. }
+            | Event::LoadScript { node, .. } => Some(node),
+            Event::SetBudget { .. } | Event::RestartBroker { .. } | Event::Rollout { .. } => None,
+        }
+    }
 }
 
 impl std::fmt::Display for Event {
@@ -67,6 +123,46 @@ impl std::fmt::Display for Event {
             Event::KillNode { node } => write!(f, "kill {node}"),
             Event::RestartNode { node } => write!(f, "restart {node}"),
             Event::SetBudget { bps } => write!(f, "budget {:.1} kbit/s", bps / 1000.0),
+            Event::CutLink { node } => write!(f, "cut {node}'s link"),
+            Event::RestoreLink { node } => write!(f, "restore {node}'s link"),
+            Event::RestartBroker { down_s } => write!(f, "restart the broker ({down_s} s down)"),
+            Event::DeployModel { node, model } => write!(f, "deploy {model} to {node}"),
+            Event::Rollout { model, .. } => write!(f, "roll {model} out"),
+            Event::LoadScript { node, script } => write!(f, "load {script} on {node}"),
+        }
+    }
+}
+
+/// Every node's uplink to the fleet broker, as a radio would make it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LinkSection {
+    /// One-way delay, each direction.
+    pub latency_ms: f64,
+    /// Extra delay, uniform in [0, jitter_ms), per chunk.
+    pub jitter_ms: f64,
+    /// Probability that a chunk is lost once (TCP resends it after `retransmission_timeout_ms`).
+    pub loss: f64,
+    pub retransmission_timeout_ms: Option<f64>,
+}
+
+impl LinkSection {
+    pub fn is_perfect(&self) -> bool {
+        self.latency_ms == 0.0 && self.jitter_ms == 0.0 && self.loss == 0.0
+    }
+
+    /// The proxy's settings for one node's link.
+    pub fn quality(&self, seed: u64) -> lydlr_bus::LinkQuality {
+        let ms = |v: f64| std::time::Duration::from_secs_f64(v / 1000.0);
+        let d = lydlr_bus::LinkQuality::default();
+        lydlr_bus::LinkQuality {
+            latency: ms(self.latency_ms),
+            jitter: ms(self.jitter_ms),
+            loss: self.loss,
+            retransmission_timeout: self
+                .retransmission_timeout_ms
+                .map_or(d.retransmission_timeout, ms),
+            seed,
         }
     }
 }
@@ -84,6 +180,11 @@ pub struct EdgeSection {
     pub scripts: Option<String>,
     /// A model package folder (as `lydlr train` writes it) every node starts with.
     pub model: Option<String>,
+    /// A new model version's health window: blocks, encode p99 budget, size against the
+    /// classical codecs.
+    pub health_blocks: u32,
+    pub latency_budget_us: f64,
+    pub health_max_size_ratio: f64,
 }
 
 impl EdgeSection {
@@ -108,6 +209,9 @@ impl EdgeSection {
             max_block_frames: self.max_block_frames,
             metrics_period_ms: self.metrics_period_ms,
             scripts_dir: self.scripts.clone(),
+            health_blocks: self.health_blocks,
+            latency_budget_us: self.latency_budget_us,
+            health_max_size_ratio: self.health_max_size_ratio,
             ..lydlr_edge::EdgeConfig::default()
         }
     }
@@ -124,6 +228,9 @@ impl Default for EdgeSection {
             metrics_period_ms: d.metrics_period_ms,
             scripts: None,
             model: None,
+            health_blocks: d.health_blocks,
+            latency_budget_us: d.latency_budget_us,
+            health_max_size_ratio: d.health_max_size_ratio,
         }
     }
 }
@@ -223,24 +330,68 @@ impl Scenario {
         if !(self.run.drain_timeout_s.is_finite() && self.run.drain_timeout_s > 0.0) {
             return Err(("run.drain_timeout_s".into(), "must be positive".into()));
         }
+        for (field, value, max) in [
+            ("link.latency_ms", self.link.latency_ms, 10_000.0),
+            ("link.jitter_ms", self.link.jitter_ms, 10_000.0),
+            ("link.loss", self.link.loss, 1.0),
+            (
+                "link.retransmission_timeout_ms",
+                self.link.retransmission_timeout_ms.unwrap_or(200.0),
+                60_000.0,
+            ),
+        ] {
+            if !(value.is_finite() && (0.0..=max).contains(&value)) {
+                return Err((field.into(), format!("must be 0 to {max}, got {value}")));
+            }
+        }
         let robots = self.sim.robots.count;
         for (i, e) in self.events.iter().enumerate() {
             let field = format!("events[{i}]");
             if !(e.at_s.is_finite() && (0.0..self.sim.duration_s).contains(&e.at_s)) {
                 return Err((format!("{field}.at_s"), "must lie within the run".into()));
             }
+            let known = |node: &str| (0..robots).any(|r| lydlr_sim::robot_name(r) == node);
+            if let Some(node) = e.event.node()
+                && !known(node)
+            {
+                return Err((format!("{field}.node"), format!("no robot named {node:?}")));
+            }
             match &e.event {
-                Event::KillNode { node } | Event::RestartNode { node } => {
-                    let known = (0..robots).any(|r| lydlr_sim::robot_name(r) == *node);
-                    if !known {
-                        return Err((format!("{field}.node"), format!("no robot named {node:?}")));
-                    }
-                }
                 Event::SetBudget { bps } => {
                     if !(bps.is_finite() && *bps > 0.0) {
                         return Err((format!("{field}.bps"), "must be positive".into()));
                     }
                 }
+                Event::RestartBroker { down_s } => {
+                    if !(down_s.is_finite() && (0.0..=600.0).contains(down_s)) {
+                        return Err((format!("{field}.down_s"), "must be 0 to 600".into()));
+                    }
+                }
+                Event::Rollout {
+                    canary,
+                    waves,
+                    health_timeout_s,
+                    ..
+                } => {
+                    if let Some(node) = canary.iter().find(|n| !known(n)) {
+                        return Err((
+                            format!("{field}.canary"),
+                            format!("no robot named {node:?}"),
+                        ));
+                    }
+                    let mut request = lydlr_bus::messages::RolloutRequest::new("check", "0");
+                    request.waves = waves.clone();
+                    request.health_timeout_s = *health_timeout_s;
+                    if let Err(e) = request.validate() {
+                        return Err((format!("{field}.waves"), e.to_string()));
+                    }
+                }
+                Event::KillNode { .. }
+                | Event::RestartNode { .. }
+                | Event::CutLink { .. }
+                | Event::RestoreLink { .. }
+                | Event::DeployModel { .. }
+                | Event::LoadScript { .. } => {}
             }
         }
         Ok(())

@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use lydlr_bus::messages::{
-    FleetState, JsonMessage, ModelCommand, NodeMetrics, NodeState, NodeStatus, RdReport,
-    RolloutCommand,
+    FleetState, JsonMessage, ModelCommand, ModelStatus, NodeMetrics, NodeState, NodeStatus,
+    RdReport, RolloutCommand, RolloutState,
 };
 use lydlr_bus::{BrokerUrl, BusClient, BusError, BusMessage, ClientOptions, Topic};
 use lydlr_codec::neural::package::MANIFEST_FILE;
@@ -70,6 +70,10 @@ pub struct SinkReport {
     pub fleet_at_s: Vec<f64>,
     /// Each node's latest operating points.
     pub rd: Vec<RdReport>,
+    /// Model steps the nodes reported and rollout states the coordinator published, with
+    /// their arrival on the run's clock.
+    pub model_statuses: Vec<(f64, ModelStatus)>,
+    pub rollouts: Vec<(f64, RolloutState)>,
     pub rejected_messages: u64,
 }
 
@@ -92,13 +96,14 @@ impl Sink {
         models: Option<&ModelPackage>,
     ) -> Result<Sink, BusError> {
         let (client, rx) = BusClient::connect(url, ClientOptions::new("lydlr-sink"));
-        for kind in ["compressed/+", "metrics", "status", "rd"] {
+        for kind in ["compressed/+", "metrics", "status", "rd", "model/status"] {
             client.subscribe(Topic::all_nodes(kind)).await?;
         }
         client.subscribe(Topic::FleetState.to_string()).await?;
         // Packages deployed during the run: the sink decodes with whatever the nodes run.
         client.subscribe(Topic::all_nodes("model/deploy")).await?;
         client.subscribe(Topic::RolloutCommand.to_string()).await?;
+        client.subscribe(Topic::RolloutState.to_string()).await?;
         let (stop, stop_rx) = watch::channel(false);
         let (delivered_tx, delivered) = watch::channel(0);
         let (online_tx, online) = watch::channel(0);
@@ -205,9 +210,7 @@ impl SinkState {
             Ok(Topic::FleetState) => match FleetState::from_json(&message.payload) {
                 Ok(f) => {
                     self.report.fleet.push(f);
-                    self.report
-                        .fleet_at_s
-                        .push(self.clock.elapsed().as_secs_f64());
+                    self.report.fleet_at_s.push(self.now());
                 }
                 Err(_) => self.report.rejected_messages += 1,
             },
@@ -218,6 +221,14 @@ impl SinkState {
                     self.learn_package(&files);
                 }
             }
+            Ok(Topic::ModelStatus { .. }) => match ModelStatus::from_json(&message.payload) {
+                Ok(s) => self.report.model_statuses.push((self.now(), s)),
+                Err(_) => self.report.rejected_messages += 1,
+            },
+            Ok(Topic::RolloutState) => match RolloutState::from_json(&message.payload) {
+                Ok(s) => self.report.rollouts.push((self.now(), s)),
+                Err(_) => self.report.rejected_messages += 1,
+            },
             Ok(Topic::RolloutCommand) => {
                 if let Ok(RolloutCommand::Start(request)) =
                     RolloutCommand::from_json(&message.payload)
@@ -227,6 +238,10 @@ impl SinkState {
             }
             _ => self.report.rejected_messages += 1,
         }
+    }
+
+    fn now(&self) -> f64 {
+        self.clock.elapsed().as_secs_f64()
     }
 
     /// Takes the models of a package sent to the nodes; one they would refuse is ignored

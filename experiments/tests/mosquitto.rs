@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use lydlr_bus::Mosquitto;
+use lydlr_experiments::links::BrokerChoice;
 use lydlr_experiments::{RunOptions, Scenario, run_scenario};
 
 #[test]
@@ -18,7 +19,7 @@ fn quickstart_runs_bit_exact_on_mosquitto() {
     let out = mosquitto.dir().join("run");
     let options = RunOptions {
         out_dir: Some(out),
-        broker: Some(mosquitto.url()),
+        broker: BrokerChoice::External(mosquitto.url()),
         duration_s: Some(2.0),
         progress: false,
         ..RunOptions::default()
