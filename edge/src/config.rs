@@ -57,6 +57,10 @@ pub struct EdgeConfig {
     /// Offline queue folder (`<spool_dir>/<node>`, `LYDLR_SPOOL`) and its bound in bytes.
     pub spool_dir: String,
     pub spool_max_bytes: u64,
+    /// After a reconnect, packets keep going to the offline queue this long before it drains:
+    /// a restarted broker has lost every subscription, and the consumers need a moment to
+    /// subscribe again before anything is published to them.
+    pub reconnect_grace_ms: u32,
 }
 
 impl Default for EdgeConfig {
@@ -80,6 +84,7 @@ impl Default for EdgeConfig {
             health_max_size_ratio: 1.10,
             spool_dir: "spool".into(),
             spool_max_bytes: 256 << 20,
+            reconnect_grace_ms: 1000,
         }
     }
 }

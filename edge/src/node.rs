@@ -145,6 +145,7 @@ pub async fn run_node(config: EdgeConfig, url: &BrokerUrl) -> Result<NodeHandle,
             next_metrics_ns: None,
             busy: Duration::ZERO,
             last_report: std::time::Instant::now(),
+            grace_until: None,
         }
         .run(early, rx, deployed_rx, stop_rx, status_topic, offline),
     );
@@ -218,6 +219,8 @@ struct NodeLoop {
     /// Time spent handling messages since the last report, and when that report went out.
     busy: Duration,
     last_report: std::time::Instant,
+    /// Until then, after a reconnect, packets queue instead of going out.
+    grace_until: Option<tokio::time::Instant>,
 }
 
 impl NodeLoop {
@@ -271,14 +274,19 @@ impl NodeLoop {
                 }
                 Ok(()) = connection.changed() => {
                     if *connection.borrow_and_update() {
+                        let grace = Duration::from_millis(u64::from(self.config.reconnect_grace_ms));
+                        self.grace_until = Some(tokio::time::Instant::now() + grace);
                         // The broker may have lost our retained status (a restart) or
                         // published our last will (a cut link).
                         let topic = Topic::Status { node: self.config.node_id.clone() };
                         self.client.publish(topic.to_string(), self.online.clone(), true).await?;
                     }
                 }
-                () = std::future::ready(()), if self.client.is_connected() && !self.spool.is_empty() => {
+                () = std::future::ready(()), if self.uplink_ready() && !self.spool.is_empty() => {
                     self.drain_spool().await?;
+                }
+                () = tokio::time::sleep_until(self.grace_until.unwrap_or_else(tokio::time::Instant::now)), if self.grace_until.is_some() => {
+                    self.grace_until = None;
                 }
                 _ = heartbeat.tick() => {
                     if let Some(dir) = &self.config.scripts_dir {
@@ -463,6 +471,11 @@ impl NodeLoop {
 
     /// Hands packets to the broker, or to the offline queue while the link is down or the
     /// queue still holds older ones (order is kept).
+    /// Connected, and past the grace period after a reconnect.
+    fn uplink_ready(&self) -> bool {
+        self.client.is_connected() && self.grace_until.is_none()
+    }
+
     async fn publish_packets(&mut self, packets: Vec<EncodedPacket>) -> Result<(), BusError> {
         for packet in packets {
             let topic = Topic::Compressed {
@@ -470,7 +483,7 @@ impl NodeLoop {
                 stream: packet.stream,
             }
             .to_string();
-            if self.client.is_connected() && self.spool.is_empty() {
+            if self.uplink_ready() && self.spool.is_empty() {
                 self.client.publish(topic, packet.bytes, false).await?;
             } else if let Err(e) = self.spool.push(&topic, &packet.bytes) {
                 tracing::error!(node = %self.config.node_id, "offline queue: {e}");

@@ -18,6 +18,8 @@ pub struct RunData<'a> {
     pub scenario: &'a Scenario,
     pub rows: &'a [SummaryRow],
     pub metrics: &'a [NodeMetrics],
+    /// Arrival of the first `metrics_at_s.len()` metrics reports (run clock, seconds).
+    pub metrics_at_s: &'a [f64],
     pub fleet: &'a [FleetState],
     pub rd: &'a [RdReport],
     pub events: &'a [EventRecord],
@@ -51,6 +53,20 @@ impl RunData<'_> {
             .zip(self.fleet_at_s)
             .find(|(f, at)| **at >= wall_s && pred(f))
             .map(|(_, &at)| at - wall_s)
+    }
+
+    /// Seconds after `wall_s` until every one of `nodes` has reported an empty offline queue
+    /// in a metrics report of stream time `from_s` or later (a report written before the
+    /// outage, even one delivered after it, says nothing of the queue it built).
+    fn drained_after(&self, wall_s: f64, from_s: f64, nodes: &[&str]) -> Option<f64> {
+        let mut latest: f64 = 0.0;
+        for node in nodes {
+            let first = self.metrics.iter().zip(self.metrics_at_s).find(|(m, at)| {
+                **at >= wall_s && m.node == *node && m.t_stream_s >= from_s && m.spool_queued == 0
+            })?;
+            latest = latest.max(first.1 - wall_s);
+        }
+        Some(latest)
     }
 
     fn fault_rows(&self) -> Vec<String> {
@@ -91,22 +107,27 @@ impl RunData<'_> {
                     }
                     Event::RestoreLink { node } => {
                         let back = self.fleet_after(at, |f| f.online.contains(node));
-                        let drained =
-                            self.fleet_after(at, |f| f.online.contains(node) && f.spool_queued == 0);
+                        let drained = self.drained_after(at, e.at_s, &[node]);
                         format!(
                             "online again after {}, its queue drained after {}",
                             after(back),
                             after(drained)
                         )
                     }
-                    Event::RestartBroker { .. } => {
-                        let nodes = self.rows.iter().filter(|r| r.node != "TOTAL").map(|r| &r.node).collect::<std::collections::BTreeSet<_>>().len();
-                        let back = self.fleet_after(at, |f| f.online.len() == nodes && f.offline.is_empty());
-                        let drained = self.fleet_after(at, |f| {
-                            f.online.len() == nodes && f.offline.is_empty() && f.spool_queued == 0
-                        });
+                    Event::RestartBroker { down_s } => {
+                        let names: Vec<&str> = self
+                            .rows
+                            .iter()
+                            .filter(|r| r.node != "TOTAL")
+                            .map(|r| r.node.as_str())
+                            .collect::<std::collections::BTreeSet<_>>()
+                            .into_iter()
+                            .collect();
+                        let nodes = names.len();
+                        let back = self.fleet_after(at + down_s, |f| f.online.len() == nodes && f.offline.is_empty()).map(|d| d + down_s);
+                        let drained = self.drained_after(at, e.at_s + down_s, &names);
                         format!(
-                            "all {nodes} nodes online again after {}, queues drained after {} (end of the outage)",
+                            "all {nodes} nodes online again after {}, queues drained after {} (from the start of the outage)",
                             after(back),
                             after(drained)
                         )

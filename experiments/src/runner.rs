@@ -310,6 +310,7 @@ async fn run(mut scenario: Scenario, options: RunOptions) -> anyhow::Result<RunR
             scenario: &scenario,
             rows: &rows,
             metrics: &report.metrics,
+            metrics_at_s: &report.metrics_at_s,
             fleet: &report.fleet,
             rd: &report.rd,
             events: &events,

@@ -65,6 +65,9 @@ pub struct Delivery {
 pub struct SinkReport {
     pub delivery: BTreeMap<(String, String), Delivery>,
     pub metrics: Vec<NodeMetrics>,
+    /// When each metrics report arrived, seconds on the run's clock (the final reports the
+    /// runner adds after the sink stopped have none).
+    pub metrics_at_s: Vec<f64>,
     pub fleet: Vec<FleetState>,
     /// When each fleet state arrived, seconds on the run's clock.
     pub fleet_at_s: Vec<f64>,
@@ -186,7 +189,10 @@ impl SinkState {
         match Topic::parse(&message.topic) {
             Ok(Topic::Compressed { node, stream }) => self.packet(node, stream, &message.payload),
             Ok(Topic::Metrics { .. }) => match NodeMetrics::from_json(&message.payload) {
-                Ok(m) => self.report.metrics.push(m),
+                Ok(m) => {
+                    self.report.metrics.push(m);
+                    self.report.metrics_at_s.push(self.now());
+                }
                 Err(_) => self.report.rejected_messages += 1,
             },
             Ok(Topic::Status { node }) => match NodeStatus::from_json(&message.payload) {
