@@ -18,6 +18,7 @@ pub mod report;
 pub mod runner;
 pub mod scenario;
 pub mod sink;
+pub mod source;
 pub mod train;
 
 pub use runner::{RunOptions, RunReport, run_scenario};

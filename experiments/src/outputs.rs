@@ -52,6 +52,10 @@ pub fn summary_rows(
                 .unwrap_or_default();
             let latency =
                 node_metrics.and_then(|m| m.streams.iter().find(|s| s.stream == schema.name));
+            // A replayed robot has its recording's stream only.
+            if produced == 0 && delivery.frames == 0 && latency.is_none() {
+                continue;
+            }
             let raw_bytes = produced * (8 + schema.raw_value_bytes()) as u64;
             rows.push(SummaryRow {
                 node: name.clone(),

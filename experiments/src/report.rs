@@ -172,8 +172,7 @@ impl RunData<'_> {
                             .iter()
                             .filter(|m| &m.node == node)
                             .flat_map(|m| &m.scripts)
-                            .filter(|s| s.name == name)
-                            .next_back();
+                            .rfind(|s| s.name == name);
                         match status {
                             Some(s) if !s.enabled => format!(
                                 "disabled: {}; frames went on",

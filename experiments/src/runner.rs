@@ -19,12 +19,12 @@ use lydlr_bus::{BusClient, ClientOptions, Topic};
 use lydlr_codec::{Frame, StreamSchema};
 use lydlr_coordinator::run_coordinator;
 use lydlr_edge::{NodeHandle, run_node};
-use lydlr_sim::{StreamId, Swarm};
 
 use crate::links::{BrokerChoice, Links};
-use crate::outputs::{self, Recorder, SummaryRow};
+use crate::outputs::{self, SummaryRow};
 use crate::scenario::{Event, Scenario};
 use crate::sink::{GroundTruth, Sink};
+use crate::source::{ReplaySource, SimSource, Source};
 
 /// Command-line choices that are not part of the scenario.
 #[derive(Debug, Clone)]
@@ -118,16 +118,16 @@ async fn run(mut scenario: Scenario, options: RunOptions) -> anyhow::Result<RunR
     )
     .ok();
 
-    let swarm = Swarm::new(&scenario.sim)?;
-    let names = swarm.robot_names();
-    let streams = swarm.streams();
-    // Ground truth (pose) stays on the robot's side; everything else goes to the nodes.
-    let schemas: Vec<StreamSchema> = streams
-        .iter()
-        .zip(swarm.schemas())
-        .filter(|(id, _)| id.is_transmitted())
-        .map(|(_, schema)| schema)
-        .collect();
+    let source: Box<dyn Source> = match &scenario.replay {
+        Some(replay) => Box::new(ReplaySource::new(replay, scenario.sim.duration_s)?),
+        None => {
+            let recording = dir.join("recording.rrd");
+            let recording = scenario.run.rerun.then_some(recording.as_path());
+            Box::new(SimSource::new(&scenario.sim, recording)?)
+        }
+    };
+    let names = source.names();
+    let schemas = source.schemas();
 
     let links = Links::start(&scenario, &options.broker, &names).await?;
     let url = links.fleet_url();
@@ -178,8 +178,9 @@ async fn run(mut scenario: Scenario, options: RunOptions) -> anyhow::Result<RunR
 
     let (publisher, _) = BusClient::connect(&robot_url, ClientOptions::new("lydlr-sim-bridge"));
     let (operator, _) = BusClient::connect(&url, ClientOptions::new("lydlr-run-operator"));
-    for name in &names {
-        for schema in &schemas {
+    let carried: Vec<Vec<usize>> = (0..names.len()).map(|r| source.streams_of(r)).collect();
+    for (name, slots) in names.iter().zip(&carried) {
+        for schema in slots.iter().map(|&slot| &schemas[slot]) {
             let topic = Topic::Schema {
                 node: name.clone(),
                 stream: schema.name.clone(),
@@ -190,27 +191,11 @@ async fn run(mut scenario: Scenario, options: RunOptions) -> anyhow::Result<RunR
         }
     }
 
-    let recorder = if scenario.run.rerun {
-        Some(Recorder::create(
-            &dir.join("recording.rrd"),
-            &names,
-            &streams,
-            &swarm.schemas(),
-            swarm.arena_half_extents(),
-        )?)
-    } else {
-        None
-    };
-    let mut slot_of = [None; StreamId::ALL.len()];
-    for (slot, id) in streams.iter().filter(|id| id.is_transmitted()).enumerate() {
-        slot_of[id.index()] = Some(slot);
-    }
-    // Events are triggered by the simulation clock and carried out here.
-    let step_s = 1.0 / scenario.sim.physics_hz();
-    let mut schedule: Vec<(u64, Event)> = scenario
+    // Events are triggered by the source's clock and carried out here.
+    let mut schedule: Vec<(i64, Event)> = scenario
         .events
         .iter()
-        .map(|e| (((e.at_s / step_s).round() as u64).max(1), e.event.clone()))
+        .map(|e| ((e.at_s * 1e9).round() as i64, e.event.clone()))
         .collect();
     schedule.sort_by_key(|e| e.0);
     let (event_tx, mut event_rx) = tokio::sync::mpsc::unbounded_channel::<(f64, Event)>();
@@ -244,13 +229,12 @@ async fn run(mut scenario: Scenario, options: RunOptions) -> anyhow::Result<RunR
     let bridge = Bridge {
         schedule,
         event_tx,
-        swarm,
+        source,
+        carried,
         names: names.clone(),
         schemas: schemas.clone(),
-        slot_of,
         publisher: publisher.clone(),
         truth: truth.clone(),
-        recorder,
         publish_every_ms: scenario.run.publish_every_ms,
         realtime: scenario.run.realtime,
         progress: options.progress,
@@ -365,17 +349,17 @@ pub struct EventRecord {
 }
 
 struct Bridge {
-    /// (physics step, event), in order; sent to the executor when the step is reached.
-    schedule: Vec<(u64, Event)>,
+    /// (source time in ns, event), in order; sent to the executor when the clock reaches it.
+    schedule: Vec<(i64, Event)>,
     event_tx: tokio::sync::mpsc::UnboundedSender<(f64, Event)>,
-    swarm: Swarm,
+    source: Box<dyn Source>,
+    /// Each robot's stream slots.
+    carried: Vec<Vec<usize>>,
     names: Vec<String>,
     /// Schemas of the transmitted streams; a frame's batch slot indexes them.
     schemas: Vec<StreamSchema>,
-    slot_of: [Option<usize>; StreamId::ALL.len()],
     publisher: BusClient,
     truth: Arc<Mutex<GroundTruth>>,
-    recorder: Option<Recorder>,
     publish_every_ms: u32,
     realtime: bool,
     progress: bool,
@@ -384,8 +368,8 @@ struct Bridge {
 impl Bridge {
     fn run(mut self, runtime: &tokio::runtime::Handle) -> anyhow::Result<f64> {
         let started = Instant::now();
-        let total = self.swarm.total_steps();
-        let step_ns = self.swarm.config().step_ns() as u64;
+        let total = self.source.total_steps();
+        let step_ns = self.source.step_ns();
         let publish_steps = ((u64::from(self.publish_every_ms) * 1_000_000) / step_ns).max(1);
         let bar = if self.progress {
             ProgressBar::new(total)
@@ -402,38 +386,15 @@ impl Bridge {
         let mut batches: Vec<Vec<Frame>> = vec![Vec::new(); self.names.len() * streams];
         let mut next_event = 0;
         for step in 1..=total {
-            self.swarm.step();
-            while next_event < self.schedule.len() && self.schedule[next_event].0 <= step {
-                let t = self.swarm.time_ns() as f64 * 1e-9;
+            let frames = self.source.step()?;
+            let now_ns = self.source.time_ns();
+            while next_event < self.schedule.len() && self.schedule[next_event].0 <= now_ns {
+                let t = now_ns as f64 * 1e-9;
                 let _ = self.event_tx.send((t, self.schedule[next_event].1.clone()));
                 next_event += 1;
             }
-            let t = self.swarm.time_ns();
-            let frames = self.swarm.drain_frames();
-            if let Some(rec) = &mut self.recorder {
-                let lidar = frames.iter().any(|f| f.stream == StreamId::Lidar);
-                let poses = if lidar || step % 20 == 0 {
-                    self.swarm.poses()
-                } else {
-                    Vec::new()
-                };
-                for sf in &frames {
-                    rec.sensor(
-                        t,
-                        sf.robot,
-                        sf.stream,
-                        &sf.frame.values,
-                        poses.get(sf.robot),
-                    );
-                }
-                if step % 20 == 0 {
-                    rec.poses(t, &poses);
-                }
-            }
-            for sf in frames {
-                if let Some(slot) = self.slot_of[sf.stream.index()] {
-                    batches[sf.robot * streams + slot].push(sf.frame);
-                }
+            for (robot, slot, frame) in frames {
+                batches[robot * streams + slot].push(frame);
             }
             let last = step == total;
             if step % publish_steps == 0 || last {
@@ -448,9 +409,7 @@ impl Bridge {
             bar.inc(1);
         }
         bar.finish_and_clear();
-        if let Some(rec) = self.recorder.take() {
-            rec.finish()?;
-        }
+        self.source.finish()?;
         Ok(started.elapsed().as_secs_f64())
     }
 
@@ -462,15 +421,15 @@ impl Bridge {
     ) -> anyhow::Result<()> {
         let streams = self.schemas.len();
         for (i, batch) in batches.iter_mut().enumerate() {
-            if batch.is_empty() && !flush {
+            let (robot, slot) = (i / streams, i % streams);
+            // The last publish flushes every stream a robot has, even with nothing new, so
+            // that no frame stays in a node's partial block.
+            if batch.is_empty() && !(flush && self.carried[robot].contains(&slot)) {
                 continue;
             }
             let frames = std::mem::take(batch);
-            let node = &self.names[i / streams];
-            let stream = &self.schemas[i % streams].name;
-            if frames.is_empty() {
-                continue;
-            }
+            let node = &self.names[robot];
+            let stream = &self.schemas[slot].name;
             match self.truth.lock() {
                 Ok(mut truth) => truth.record(node, stream, &frames),
                 Err(_) => bail!("ground truth lock poisoned"),

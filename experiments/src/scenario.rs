@@ -40,6 +40,10 @@ pub struct Scenario {
     /// The nodes' uplinks: latency and losses of the radio.
     #[serde(default)]
     pub link: LinkSection,
+    /// Real recordings replayed as robots instead of the simulated swarm (`sim` then only
+    /// gives the seed and caps the duration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay: Option<crate::source::ReplaySection>,
     /// Things that happen during the run: faults and budget changes.
     #[serde(default)]
     pub events: Vec<ScheduledEvent>,
@@ -286,6 +290,18 @@ impl Scenario {
         Ok(scenario)
     }
 
+    /// The robots of the run: the swarm's, or one per replayed recording.
+    pub fn robot_names(&self) -> Vec<String> {
+        match &self.replay {
+            Some(replay) => (0..replay.files.len())
+                .map(crate::source::replay_robot_name)
+                .collect(),
+            None => (0..self.sim.robots.count)
+                .map(lydlr_sim::robot_name)
+                .collect(),
+        }
+    }
+
     fn validate(&self) -> Result<(), (String, String)> {
         if !lydlr_bus::topics::is_valid_name(&self.name) {
             return Err(("name".into(), "must be 1-64 of [A-Za-z0-9_-]".into()));
@@ -344,13 +360,21 @@ impl Scenario {
                 return Err((field.into(), format!("must be 0 to {max}, got {value}")));
             }
         }
-        let robots = self.sim.robots.count;
+        let names = self.robot_names();
+        if let Some(replay) = &self.replay
+            && (replay.files.is_empty() || replay.files.len() > 100)
+        {
+            return Err((
+                "replay.files".into(),
+                "must name 1 to 100 recordings".into(),
+            ));
+        }
         for (i, e) in self.events.iter().enumerate() {
             let field = format!("events[{i}]");
             if !(e.at_s.is_finite() && (0.0..self.sim.duration_s).contains(&e.at_s)) {
                 return Err((format!("{field}.at_s"), "must lie within the run".into()));
             }
-            let known = |node: &str| (0..robots).any(|r| lydlr_sim::robot_name(r) == node);
+            let known = |node: &str| names.iter().any(|n| n == node);
             if let Some(node) = e.event.node()
                 && !known(node)
             {

@@ -13,7 +13,7 @@ use std::time::Instant;
 use anyhow::{Context, bail, ensure};
 use lydlr_codec::{
     BoundedCodec, Codec, ErrorBound, Frame, LosslessCodec, ModelPackage, NeuralCodec, SampleType,
-    SensorKind, StreamSchema,
+    StreamSchema,
 };
 use serde::Serialize;
 pub use table::{Table, read_tables};
@@ -71,42 +71,14 @@ pub fn noise_sigma(column: &[f64]) -> f64 {
 
 impl<'a> Prepared<'a> {
     pub fn new(table: &'a Table, bound: Option<Bound>, block_frames: usize) -> Prepared<'a> {
-        let f32_exact = table
-            .columns
-            .iter()
-            .flatten()
-            .all(|v| f64::from(*v as f32).to_bits() == v.to_bits());
-        let sample_type = if f32_exact {
-            SampleType::F32
-        } else {
-            SampleType::F64
-        };
-        let mut dts: Vec<i64> = table
-            .t_ns
-            .windows(2)
-            .map(|w| w[1] - w[0])
-            .filter(|d| *d > 0)
-            .collect();
-        dts.sort_unstable();
-        let rate_hz = dts.get(dts.len() / 2).map_or(0.0, |&d| 1e9 / d as f64);
-        let sigmas: Vec<f64> = table.columns.iter().map(|c| noise_sigma(c)).collect();
-        let schema = StreamSchema {
-            name: "eval".into(),
-            kind: SensorKind::Other,
-            sample_type,
-            channels: table.names.clone(),
-            units: vec![String::new(); table.names.len()],
-            rate_hz,
-            noise_sigma: sigmas.clone(),
-            lsb: vec![None; table.names.len()],
-        };
+        let schema = table.schema("eval");
         let bounds = bound.map(|b| match b {
             Bound::Absolute(eb) => vec![eb; table.names.len()],
-            Bound::Sigma(k) => sigmas.iter().map(|s| k * s).collect(),
+            Bound::Sigma(k) => schema.noise_sigma.iter().map(|s| k * s).collect(),
         });
         Prepared {
             table,
-            sample_type,
+            sample_type: schema.sample_type,
             schema,
             bounds,
             block_frames,

@@ -21,6 +21,38 @@ impl Table {
         self.t_ns.len()
     }
 
+    /// What the data says of itself: f32 when every value survives the round trip through
+    /// f32, the median sampling rate, and each channel's noise sigma (robust estimate).
+    pub fn schema(&self, name: &str) -> lydlr_codec::StreamSchema {
+        use lydlr_codec::{SampleType, SensorKind, StreamSchema};
+        let f32_exact = self
+            .columns
+            .iter()
+            .flatten()
+            .all(|v| f64::from(*v as f32).to_bits() == v.to_bits());
+        let mut dts: Vec<i64> = self
+            .t_ns
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .filter(|d| *d > 0)
+            .collect();
+        dts.sort_unstable();
+        StreamSchema {
+            name: name.into(),
+            kind: SensorKind::Other,
+            sample_type: if f32_exact {
+                SampleType::F32
+            } else {
+                SampleType::F64
+            },
+            channels: self.names.clone(),
+            units: vec![String::new(); self.names.len()],
+            rate_hz: dts.get(dts.len() / 2).map_or(0.0, |&d| 1e9 / d as f64),
+            noise_sigma: self.columns.iter().map(|c| super::noise_sigma(c)).collect(),
+            lsb: vec![None; self.names.len()],
+        }
+    }
+
     /// Row `i` as a frame.
     pub fn frame(&self, i: usize) -> lydlr_codec::Frame {
         lydlr_codec::Frame::new(self.t_ns[i], self.columns.iter().map(|c| c[i]).collect())
