@@ -28,6 +28,8 @@ pub struct RunData<'a> {
     /// Model steps and rollout states, with their arrival (run clock, seconds).
     pub model_statuses: &'a [(f64, ModelStatus)],
     pub rollouts: &'a [(f64, RolloutState)],
+    /// Squared errors (noise sigmas) and samples by second of stream time.
+    pub distortion_by_second: &'a BTreeMap<i64, (f64, u64)>,
     pub wall_s: f64,
 }
 
@@ -424,6 +426,19 @@ pub fn write_report(dir: &Path, run: &RunData) -> anyhow::Result<()> {
             series.iter().map(|s| (s.0, s.3)).collect(),
         )],
     )?;
+    line_chart(
+        &dir.join("distortion.svg"),
+        "delivered distortion: RMS error over the fleet, by second of stream time",
+        "noise sigmas",
+        &[(
+            "RMS error",
+            BLUE,
+            run.distortion_by_second
+                .iter()
+                .map(|(s, (sq, n))| (*s as f64 + 1.0, (sq / (*n).max(1) as f64).sqrt()))
+                .collect(),
+        )],
+    )?;
     rd_chart(&dir.join("rd.svg"), run.rd)?;
     latency_chart(&dir.join("latency.svg"), run.metrics)?;
 
@@ -510,7 +525,7 @@ pub fn write_report(dir: &Path, run: &RunData) -> anyhow::Result<()> {
     }
     writeln!(
         md,
-        "\n## Bandwidth\n\n![bandwidth](bandwidth.svg)\n\n![quality](quality.svg)\n"
+        "\n## Bandwidth\n\n![bandwidth](bandwidth.svg)\n\n![quality](quality.svg)\n\n![distortion](distortion.svg)\n"
     )?;
     writeln!(md, "## Rate and distortion\n\n![rd](rd.svg)\n")?;
     writeln!(md, "## Encode latency\n\n![latency](latency.svg)\n")?;

@@ -301,6 +301,7 @@ async fn run(mut scenario: Scenario, options: RunOptions) -> anyhow::Result<RunR
             fleet_at_s: &report.fleet_at_s,
             model_statuses: &report.model_statuses,
             rollouts: &report.rollouts,
+            distortion_by_second: &report.distortion_by_second,
             wall_s: started.elapsed().as_secs_f64(),
         },
     )?;

@@ -77,6 +77,8 @@ pub struct SinkReport {
     /// their arrival on the run's clock.
     pub model_statuses: Vec<(f64, ModelStatus)>,
     pub rollouts: Vec<(f64, RolloutState)>,
+    /// Squared errors (in noise sigmas) and samples, fleet-wide, by second of stream time.
+    pub distortion_by_second: BTreeMap<i64, (f64, u64)>,
     pub rejected_messages: u64,
 }
 
@@ -325,6 +327,7 @@ impl SinkState {
             delivery.max_level = delivery.max_level.max(level);
         }
         let mut matching = 0;
+        let (mut squared, mut samples) = (0.0, 0u64);
         for (decoded, truth) in frames.iter().zip(original.get(start..).unwrap_or(&[])) {
             let ok =
                 if level == 0 {
@@ -345,12 +348,21 @@ impl SinkState {
             matching += usize::from(ok);
             for (c, (y, x)) in decoded.values.iter().zip(&truth.values).enumerate() {
                 if x.is_finite() && y.is_finite() {
-                    delivery.squared_error_sigma += schema.error_in_sigmas(c, *x, *y).powi(2);
-                    delivery.samples += 1;
+                    squared += schema.error_in_sigmas(c, *x, *y).powi(2);
+                    samples += 1;
                 }
             }
         }
+        delivery.squared_error_sigma += squared;
+        delivery.samples += samples;
         delivery.mismatched += (frames.len() - matching) as u64;
+        let second = self
+            .report
+            .distortion_by_second
+            .entry(first.div_euclid(1_000_000_000))
+            .or_default();
+        second.0 += squared;
+        second.1 += samples;
         let total: u64 = self.report.delivery.values().map(|d| d.frames).sum();
         let _ = self.delivered_tx.send(total);
     }
