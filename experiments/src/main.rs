@@ -395,11 +395,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let report = run_scenario(&loaded, &options)?;
             print!("{}", format_table(&report.rows));
             println!(
-                "\n{}: {:.1} s simulated in {:.1} s wall ({:.1}x real time) on {}",
+                "\n{}: {:.1} s simulated in {:.1} s ({:.1}x real time; {:.1} s with start-up and drain) on {}",
                 loaded.name,
                 report.sim_s,
+                report.sim_wall_s,
+                report.sim_s / report.sim_wall_s,
                 report.wall_s,
-                report.sim_s / report.wall_s,
                 report.broker
             );
             println!(

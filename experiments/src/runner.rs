@@ -58,7 +58,9 @@ pub struct RunReport {
     pub broker: String,
     pub rows: Vec<SummaryRow>,
     pub sim_s: f64,
+    /// The whole run, and the source's loop alone (what "real time" is measured on).
     pub wall_s: f64,
+    pub sim_wall_s: f64,
     pub produced: u64,
     pub delivered: u64,
     pub lost: u64,
@@ -312,6 +314,7 @@ async fn run(mut scenario: Scenario, options: RunOptions) -> anyhow::Result<RunR
         broker: broker_name,
         sim_s: scenario.sim.duration_s,
         wall_s: started.elapsed().as_secs_f64(),
+        sim_wall_s: sim_wall,
         produced: total.frames_produced,
         delivered: total.frames_delivered,
         lost: total.frames_lost,
