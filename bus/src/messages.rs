@@ -197,6 +197,10 @@ pub struct ScriptLoad {
     /// Rhai source; absent to remove the script.
     #[serde(default)]
     pub source: Option<String>,
+    /// The operator's ed25519 signature over `source` (128 hex digits); nodes configured
+    /// with keys refuse a script without a valid one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
 }
 impl JsonMessage for ScriptLoad {}
 

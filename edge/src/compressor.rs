@@ -66,6 +66,14 @@ pub struct Compressor {
 
 impl Compressor {
     pub fn new(config: &EdgeConfig) -> Self {
+        // The operator's keys sign both models and scripts; validated with the configuration.
+        let operator_keys: Vec<ed25519_dalek::VerifyingKey> = config
+            .model_keys
+            .iter()
+            .filter_map(|k| crate::models::parse_public_key(k).ok())
+            .collect();
+        let mut scripts = ScriptHost::new(ScriptLimits::default());
+        scripts.require_signatures(operator_keys.clone());
         Self {
             node: config.node_id.clone(),
             block_ns: i64::from(config.block_ms) * 1_000_000,
@@ -79,7 +87,7 @@ impl Compressor {
             rejected: 0,
             newest_ns: None,
             allocated_bps: 0.0,
-            scripts: ScriptHost::new(ScriptLimits::default()),
+            scripts,
             dropped_by_scripts: 0,
             models: ModelSlot::default(),
             running: None,
@@ -90,12 +98,7 @@ impl Compressor {
             max_size_ratio: config.health_max_size_ratio,
             model_events: Vec::new(),
             rollouts: BTreeMap::new(),
-            // Validated with the configuration.
-            model_keys: config
-                .model_keys
-                .iter()
-                .filter_map(|k| crate::models::parse_public_key(k).ok())
-                .collect(),
+            model_keys: operator_keys,
         }
     }
 

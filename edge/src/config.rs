@@ -46,8 +46,9 @@ pub struct EdgeConfig {
     pub models_dir: String,
     /// Version to load at start, if any.
     pub model: Option<String>,
-    /// ed25519 public keys (hex) trusted to sign model packages (`LYDLR_MODEL_KEYS`, comma
-    /// separated); when any is set, unsigned packages are refused.
+    /// The operator's ed25519 public keys (hex; `LYDLR_MODEL_KEYS`, comma separated). When
+    /// any is set, model packages and scripts (pushed or in the scripts folder) must carry a
+    /// signature one of them verifies; unsigned or mis-signed ones are refused and reported.
     pub model_keys: Vec<String>,
     /// Blocks coded by a new model before it counts as healthy, its encode p99 budget, and
     /// the largest size it may give sampled blocks relative to the classical codec.

@@ -17,6 +17,7 @@ pub mod models;
 mod node;
 mod rate;
 pub mod scripts;
+pub mod signing;
 pub mod spool;
 
 pub use compressor::{Compressor, EncodedPacket};

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arc_swap::ArcSwapOption;
-use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use ed25519_dalek::VerifyingKey;
 use lydlr_codec::neural::package::{MANIFEST_FILE, is_plain_file_name};
 use lydlr_codec::{
     Codec, CodecError, CodecId, ErrorBound, Frame, ModelPackage, NeuralCodec, Packet,
@@ -92,27 +92,11 @@ impl Codec for StreamCodec {
 
 pub use lydlr_codec::neural::package::{SIGNATURE_FILE, is_valid_version};
 
-/// Parses a hex ed25519 public key (64 hex digits).
-pub fn parse_public_key(hex: &str) -> Result<VerifyingKey, String> {
-    let bytes = hex_bytes::<32>(hex).ok_or_else(|| format!("{hex:?} is not 64 hex digits"))?;
-    VerifyingKey::from_bytes(&bytes).map_err(|e| format!("{hex:?} is not an ed25519 key: {e}"))
-}
+pub use crate::signing::parse_public_key;
 
 /// The signature a holder of `secret` (32 bytes) makes over a package's manifest.
 pub fn sign_manifest(manifest: &[u8], secret: &[u8; 32]) -> [u8; 64] {
-    SigningKey::from_bytes(secret).sign(manifest).to_bytes()
-}
-
-fn hex_bytes<const N: usize>(hex: &str) -> Option<[u8; N]> {
-    let hex = hex.trim().as_bytes();
-    if hex.len() != 2 * N {
-        return None;
-    }
-    let mut out = [0u8; N];
-    for (byte, pair) in out.iter_mut().zip(hex.chunks(2)) {
-        *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
-    }
-    Some(out)
+    crate::signing::sign(manifest, secret)
 }
 
 /// With keys configured, the manifest must carry a signature one of them verifies.
@@ -123,17 +107,8 @@ fn check_signature(files: &BTreeMap<String, Vec<u8>>, keys: &[VerifyingKey]) -> 
     let signature = files.get(SIGNATURE_FILE).ok_or_else(|| {
         format!("unsigned package (no {SIGNATURE_FILE}): this node requires a signature")
     })?;
-    let signature = Signature::from_slice(signature)
-        .map_err(|_| format!("{SIGNATURE_FILE} is not a 64-byte ed25519 signature"))?;
     let manifest = files.get(MANIFEST_FILE).map_or(&[][..], Vec::as_slice);
-    if keys
-        .iter()
-        .any(|key| key.verify_strict(manifest, &signature).is_ok())
-    {
-        Ok(())
-    } else {
-        Err("the manifest's signature does not verify with any configured key".into())
-    }
+    crate::signing::verify(manifest, signature, keys).map_err(|e| format!("{SIGNATURE_FILE}: {e}"))
 }
 
 /// Everything a deployment needs, copied out of the node so it can run on another thread.
@@ -455,8 +430,8 @@ mod tests {
         let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/default");
         let files = read_version(&shipped).unwrap();
         let secret = [7u8; 32];
-        let public = SigningKey::from_bytes(&secret).verifying_key();
-        let other = SigningKey::from_bytes(&[9u8; 32]).verifying_key();
+        let public = ed25519_dalek::SigningKey::from_bytes(&secret).verifying_key();
+        let other = ed25519_dalek::SigningKey::from_bytes(&[9u8; 32]).verifying_key();
         let root = std::env::temp_dir().join(format!("lydlr-signed-{}", std::process::id()));
         let attempt = |files: &BTreeMap<String, Vec<u8>>, keys: Vec<VerifyingKey>| {
             prepare(DeployRequest {

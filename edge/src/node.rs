@@ -359,14 +359,38 @@ impl NodeLoop {
                         name,
                         order,
                         source: Some(source),
+                        signature,
                     }) => {
-                        if let Err(e) = self.compressor.scripts().load(&name, order, &source) {
+                        let signature = signature.map(|hex| {
+                            crate::signing::hex_bytes::<64>(&hex)
+                                .map_or_else(Vec::new, |b| b.to_vec())
+                        });
+                        if let Err(e) = self.compressor.scripts().load_signed(
+                            &name,
+                            order,
+                            &source,
+                            signature.as_deref(),
+                        ) {
                             tracing::warn!(node = %self.config.node_id, script = %name, "script refused: {e}");
                         }
                     }
                     Ok(ScriptLoad {
-                        name, source: None, ..
-                    }) => self.compressor.scripts().unload(&name),
+                        name,
+                        source: None,
+                        signature,
+                        ..
+                    }) => {
+                        let signature =
+                            signature.and_then(|hex| crate::signing::hex_bytes::<64>(&hex));
+                        if let Err(e) = self
+                            .compressor
+                            .scripts()
+                            .unload_signed(&name, signature.as_ref().map(|s| &s[..]))
+                        {
+                            tracing::warn!(node = %self.config.node_id, script = %name, "unload refused: {e}");
+                            self.compressor.reject();
+                        }
+                    }
                     Err(_) => self.compressor.reject(),
                 }
                 Vec::new()

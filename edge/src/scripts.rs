@@ -65,9 +65,16 @@ pub struct ScriptHost {
     scripts: Vec<Loaded>,
     /// Scripts refused at load time (they compile or run their top level badly).
     refused: Vec<ScriptStatus>,
-    /// Each script loaded from a folder, by folder and name: its order and source.
-    from_dir: std::collections::BTreeMap<(std::path::PathBuf, String), (i64, String)>,
+    /// Each script loaded from a folder, by folder and name: its order, source and signature.
+    from_dir: std::collections::BTreeMap<(std::path::PathBuf, String), FolderScript>,
+    /// The operator's keys; when any is set, only scripts one of them signed are loaded.
+    keys: Vec<ed25519_dalek::VerifyingKey>,
 }
+
+type FolderScript = (i64, String, Option<Vec<u8>>);
+
+/// A script file's signature sits beside it: `name.rhai.sig`, 64 raw bytes.
+pub const SIGNATURE_SUFFIX: &str = ".sig";
 
 impl ScriptHost {
     pub fn new(limits: ScriptLimits) -> Self {
@@ -96,7 +103,65 @@ impl ScriptHost {
             scripts: Vec::new(),
             refused: Vec::new(),
             from_dir: std::collections::BTreeMap::new(),
+            keys: Vec::new(),
         }
+    }
+
+    /// From now on, only scripts signed by one of `keys` are loaded (none: any script).
+    pub fn require_signatures(&mut self, keys: Vec<ed25519_dalek::VerifyingKey>) {
+        self.keys = keys;
+    }
+
+    /// [`ScriptHost::load`], after checking the source's signature when keys are configured.
+    pub fn load_signed(
+        &mut self,
+        name: &str,
+        order: i64,
+        source: &str,
+        signature: Option<&[u8]>,
+    ) -> Result<(), String> {
+        if !self.keys.is_empty() {
+            let checked = match signature {
+                Some(signature) => crate::signing::verify(source.as_bytes(), signature, &self.keys)
+                    .map_err(|e| format!("script signature: {e}")),
+                None => Err("unsigned script: this node requires the operator's signature".into()),
+            };
+            if let Err(error) = checked {
+                self.unload(name);
+                self.refuse(name, error.clone());
+                return Err(error);
+            }
+        }
+        self.load(name, order, source)
+    }
+
+    /// What an operator signs to remove a script: `unload:<name>`.
+    pub fn unload_message(name: &str) -> Vec<u8> {
+        format!("unload:{name}").into_bytes()
+    }
+
+    /// [`ScriptHost::unload`], after checking the signature over
+    /// [`ScriptHost::unload_message`] when keys are configured.
+    pub fn unload_signed(&mut self, name: &str, signature: Option<&[u8]>) -> Result<(), String> {
+        if !self.keys.is_empty() {
+            let signature =
+                signature.ok_or("unsigned unload: this node requires the operator's signature")?;
+            crate::signing::verify(&Self::unload_message(name), signature, &self.keys)
+                .map_err(|e| format!("unload signature: {e}"))?;
+        }
+        self.unload(name);
+        Ok(())
+    }
+
+    fn refuse(&mut self, name: &str, error: String) {
+        self.refused.retain(|s| s.name != name);
+        self.refused.push(ScriptStatus {
+            name: name.to_owned(),
+            enabled: false,
+            calls: 0,
+            time_us: 0.0,
+            error: Some(error),
+        });
     }
 
     pub fn is_empty(&self) -> bool {
@@ -126,13 +191,7 @@ impl ScriptHost {
         let ast = match result {
             Ok(ast) => ast,
             Err(error) => {
-                self.refused.push(ScriptStatus {
-                    name: name.to_owned(),
-                    enabled: false,
-                    calls: 0,
-                    time_us: 0.0,
-                    error: Some(error.clone()),
-                });
+                self.refuse(name, error.clone());
                 return Err(error);
             }
         };
@@ -191,12 +250,20 @@ impl ScriptHost {
                     continue;
                 }
             };
-            let loaded_from = (i as i64, source);
+            let mut signature_path = path.clone().into_os_string();
+            signature_path.push(SIGNATURE_SUFFIX);
+            let signature = std::fs::read(&signature_path).ok();
+            let loaded_from = (i as i64, source, signature);
             let key = (dir.to_path_buf(), name);
             if self.from_dir.get(&key) == Some(&loaded_from) {
                 continue;
             }
-            if let Err(e) = self.load(&key.1, loaded_from.0, &loaded_from.1) {
+            if let Err(e) = self.load_signed(
+                &key.1,
+                loaded_from.0,
+                &loaded_from.1,
+                loaded_from.2.as_deref(),
+            ) {
                 errors.push((key.1.clone(), e));
             }
             self.from_dir.insert(key, loaded_from);
@@ -519,5 +586,54 @@ mod tests {
         assert!(host.is_empty());
         // A top level that never ends is refused too.
         assert!(host.load("forever", 0, "loop { }").is_err());
+    }
+
+    #[test]
+    fn with_keys_only_scripts_the_operator_signed_load_and_unload() {
+        let secret = [7u8; 32];
+        let public = ed25519_dalek::SigningKey::from_bytes(&secret).verifying_key();
+        let mut host = ScriptHost::new(ScriptLimits::default());
+        host.require_signatures(vec![public]);
+        let source = "fn on_frame(frame) { frame }";
+        let signature = crate::signing::sign(source.as_bytes(), &secret);
+        let forged = crate::signing::sign(source.as_bytes(), &[8u8; 32]);
+        let unsigned = host.load_signed("pass", 0, source, None).unwrap_err();
+        assert!(unsigned.contains("unsigned"), "{unsigned}");
+        assert!(host.load_signed("pass", 0, source, Some(&forged)).is_err());
+        let altered = "fn on_frame(frame) { () }";
+        assert!(
+            host.load_signed("pass", 0, altered, Some(&signature))
+                .is_err()
+        );
+        assert!(host.is_empty());
+        // Refusals are reported with their reason.
+        let refused = host.status();
+        assert!(
+            refused
+                .iter()
+                .any(|s| s.name == "pass" && !s.enabled && s.error.is_some())
+        );
+        host.load_signed("pass", 0, source, Some(&signature))
+            .unwrap();
+        assert!(!host.is_empty());
+        // Removing one needs a signature too.
+        assert!(host.unload_signed("pass", None).is_err());
+        assert!(!host.is_empty());
+        let unload = crate::signing::sign(&ScriptHost::unload_message("pass"), &secret);
+        host.unload_signed("pass", Some(&unload)).unwrap();
+        assert!(host.is_empty());
+
+        // A folder's scripts need their `.sig` files.
+        let dir = std::env::temp_dir().join(format!("lydlr-signed-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("pass.rhai"), source).unwrap();
+        let errors = host.load_dir(&dir);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(host.is_empty());
+        std::fs::write(dir.join("pass.rhai.sig"), signature).unwrap();
+        assert!(host.load_dir(&dir).is_empty());
+        assert!(!host.is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

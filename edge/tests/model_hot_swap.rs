@@ -158,6 +158,7 @@ async fn hot_swap_on(url: BrokerUrl, name: &str) {
         name: "spin".into(),
         order: 0,
         source: Some("fn on_frame(frame) { loop { } }".into()),
+        signature: None,
     };
     driver
         .client

@@ -87,6 +87,7 @@ async fn garbage_is_counted_and_compression_goes_on() {
         name: "spin".into(),
         order: 0,
         source: Some("fn on_frame(frame) { loop { } }".into()),
+        signature: None,
     };
     client
         .publish(

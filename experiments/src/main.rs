@@ -112,6 +112,21 @@ enum Command {
         #[command(subcommand)]
         what: BenchCommand,
     },
+    /// Make an operator key pair: PREFIX.key (secret) and PREFIX.pub (for nodes' model_keys).
+    Keygen {
+        /// Path prefix of the two files.
+        #[arg(long, default_value = "operator")]
+        out: PathBuf,
+    },
+    /// Sign a model package folder (writes manifest.sig) or a script (writes SCRIPT.sig).
+    Sign {
+        /// The secret key `lydlr keygen` wrote.
+        #[arg(long)]
+        key: PathBuf,
+        /// Package folders and script files.
+        #[arg(required = true)]
+        targets: Vec<PathBuf>,
+    },
     /// Roll a model package out to a live fleet through its coordinator: canaries first,
     /// then waves; halted and rolled back everywhere when a node fails its health window.
     Rollout {
@@ -260,6 +275,23 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Rollout { broker, what } => rollout(&broker.parse()?, what),
+        Command::Keygen { out } => {
+            let (secret, public) = lydlr_experiments::operator::keygen(&out)?;
+            println!(
+                "secret key {} (keep it off the robots), public key {}: {}",
+                secret.display(),
+                public.display(),
+                std::fs::read_to_string(&public)?.trim()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sign { key, targets } => {
+            for target in targets {
+                let written = lydlr_experiments::operator::sign(&key, &target)?;
+                println!("signed {} -> {}", target.display(), written.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Train {
             config,
             plots,

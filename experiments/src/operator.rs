@@ -177,3 +177,80 @@ pub fn summary(state: &RolloutState) -> String {
     }
     line
 }
+
+/// Writes a new operator key pair: `<prefix>.key` (secret, hex, readable by its owner only)
+/// and `<prefix>.pub` (public, hex: what nodes list in `model_keys`). Refuses to overwrite.
+pub fn keygen(prefix: &Path) -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf)> {
+    let secret_path = prefix.with_extension("key");
+    let public_path = prefix.with_extension("pub");
+    for path in [&secret_path, &public_path] {
+        if path.exists() {
+            bail!("{} exists: not overwriting a key", path.display());
+        }
+    }
+    let (secret, public) = lydlr_edge::signing::generate_key_pair()?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    std::io::Write::write_all(
+        &mut options
+            .open(&secret_path)
+            .with_context(|| format!("creating {}", secret_path.display()))?,
+        format!("{secret}\n").as_bytes(),
+    )?;
+    std::fs::write(&public_path, format!("{public}\n"))
+        .with_context(|| format!("writing {}", public_path.display()))?;
+    Ok((secret_path, public_path))
+}
+
+fn read_secret(key: &Path) -> anyhow::Result<[u8; 32]> {
+    let text =
+        std::fs::read_to_string(key).with_context(|| format!("reading {}", key.display()))?;
+    lydlr_edge::signing::hex_bytes::<32>(&text)
+        .with_context(|| format!("{} is not a secret key (64 hex digits)", key.display()))
+}
+
+/// Signs a model package folder (writes `manifest.sig` over its `manifest.toml`, after
+/// verifying the package) or a script (writes `<script>.sig`). Returns the file written.
+pub fn sign(key: &Path, target: &Path) -> anyhow::Result<std::path::PathBuf> {
+    use lydlr_codec::neural::package::{MANIFEST_FILE, SIGNATURE_FILE};
+    let secret = read_secret(key)?;
+    let (message, out) = if target.is_dir() {
+        lydlr_learn::package::read_package(target)
+            .with_context(|| format!("model package {}", target.display()))?;
+        let manifest = target.join(MANIFEST_FILE);
+        (std::fs::read(&manifest)?, target.join(SIGNATURE_FILE))
+    } else {
+        let mut out = target.as_os_str().to_owned();
+        out.push(lydlr_edge::scripts::SIGNATURE_SUFFIX);
+        let source =
+            std::fs::read(target).with_context(|| format!("reading {}", target.display()))?;
+        (source, std::path::PathBuf::from(out))
+    };
+    let signature = lydlr_edge::signing::sign(&message, &secret);
+    std::fs::write(&out, signature).with_context(|| format!("writing {}", out.display()))?;
+    Ok(out)
+}
+
+/// A script load for `node`'s `.../script/load`: the file's source and, when `<file>.sig`
+/// sits beside it, its signature.
+pub fn script_load(path: &Path) -> anyhow::Result<lydlr_bus::messages::ScriptLoad> {
+    let source =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut signature_path = path.as_os_str().to_owned();
+    signature_path.push(lydlr_edge::scripts::SIGNATURE_SUFFIX);
+    let signature = std::fs::read(&signature_path)
+        .ok()
+        .map(|bytes| lydlr_edge::signing::to_hex(&bytes));
+    Ok(lydlr_bus::messages::ScriptLoad {
+        name: path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("script")
+            .to_owned(),
+        order: 0,
+        source: Some(source),
+        signature,
+    })
+}

@@ -539,22 +539,15 @@ impl EventContext {
                 format!("rollout {id} of {version} sent to the coordinator")
             }
             Event::LoadScript { node, script } => {
-                let path = Path::new(script);
-                let source = std::fs::read_to_string(path)
-                    .with_context(|| format!("reading {}", path.display()))?;
-                let name = path
-                    .file_stem()
-                    .and_then(|s| s.to_str())
-                    .unwrap_or("script")
-                    .to_owned();
-                let load = lydlr_bus::messages::ScriptLoad {
-                    name,
-                    order: 0,
-                    source: Some(source),
-                };
+                let load = crate::operator::script_load(Path::new(script))?;
+                let signed = load.signature.is_some();
                 let topic = Topic::ScriptLoad { node: node.clone() };
                 self.publish(topic, load.to_json()).await?;
-                "sent".to_owned()
+                if signed {
+                    "sent, signed".to_owned()
+                } else {
+                    "sent".to_owned()
+                }
             }
         })
     }
