@@ -70,9 +70,6 @@ impl EmbeddedBroker {
     }
 
     pub fn url(&self) -> BrokerUrl {
-        BrokerUrl {
-            host: Ipv4Addr::LOCALHOST.to_string(),
-            port: self.port,
-        }
+        BrokerUrl::loopback(self.port)
     }
 }

@@ -25,33 +25,168 @@ pub enum BusError {
     Client(#[from] rumqttc::ClientError),
 }
 
-/// `mqtt://host:port`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where a broker is and how to reach it:
+/// `mqtt[s]://[user[:password]@]host:port[?ca=/path/to/ca.pem]`.
+///
+/// `mqtts` is TLS (rustls): the broker's certificate is verified against the CA file, or the
+/// system's roots without one. A user name without a password in the URL takes the password
+/// from `LYDLR_MQTT_PASSWORD`, so that it need not appear in a command line. The password is
+/// never printed.
+#[derive(Clone, PartialEq, Eq, Default)]
 pub struct BrokerUrl {
     pub host: String,
     pub port: u16,
+    pub tls: bool,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+impl BrokerUrl {
+    /// Checks what can be checked before connecting: the CA file of a TLS URL.
+    pub fn check(&self) -> Result<(), BusError> {
+        if self.tls {
+            tls_config(self)?;
+        }
+        Ok(())
+    }
+
+    /// A plain broker on this machine's loopback interface.
+    pub fn loopback(port: u16) -> BrokerUrl {
+        BrokerUrl {
+            host: std::net::Ipv4Addr::LOCALHOST.to_string(),
+            port,
+            ..BrokerUrl::default()
+        }
+    }
+
+    /// The same credentials and TLS settings, at another address (a proxy in front of it).
+    pub fn at(&self, host: &str, port: u16) -> BrokerUrl {
+        BrokerUrl {
+            host: host.to_owned(),
+            port,
+            ..self.clone()
+        }
+    }
+}
+
+impl fmt::Debug for BrokerUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BrokerUrl({self})")
+    }
 }
 
 impl FromStr for BrokerUrl {
     type Err = BusError;
     fn from_str(s: &str) -> Result<Self, BusError> {
-        let err = || BusError::Url(s.to_owned());
-        let rest = s.strip_prefix("mqtt://").ok_or_else(err)?;
-        let (host, port) = rest.rsplit_once(':').ok_or_else(err)?;
+        let err = || BusError::Url(redact(s));
+        let (tls, rest) = match (s.strip_prefix("mqtt://"), s.strip_prefix("mqtts://")) {
+            (Some(rest), _) => (false, rest),
+            (_, Some(rest)) => (true, rest),
+            _ => return Err(err()),
+        };
+        let (rest, query) = match rest.split_once('?') {
+            Some((rest, query)) => (rest, Some(query)),
+            None => (rest, None),
+        };
+        let (user, address) = match rest.rsplit_once('@') {
+            Some((user, address)) => (Some(user), address),
+            None => (None, rest),
+        };
+        let (host, port) = address.rsplit_once(':').ok_or_else(err)?;
         if host.is_empty() || host.contains('/') {
             return Err(err());
+        }
+        let (username, password) = match user {
+            Some(user) => {
+                let (name, password) = match user.split_once(':') {
+                    Some((name, password)) => (name, Some(password.to_owned())),
+                    None => (user, std::env::var("LYDLR_MQTT_PASSWORD").ok()),
+                };
+                if name.is_empty() {
+                    return Err(err());
+                }
+                (Some(name.to_owned()), password)
+            }
+            None => (None, None),
+        };
+        let mut ca_file = None;
+        for pair in query.into_iter().flat_map(|q| q.split('&')) {
+            match pair.split_once('=') {
+                Some(("ca", path)) if !path.is_empty() => ca_file = Some(path.into()),
+                _ => return Err(err()),
+            }
         }
         Ok(BrokerUrl {
             host: host.to_owned(),
             port: port.parse().map_err(|_| err())?,
+            tls,
+            username,
+            password,
+            ca_file,
         })
+    }
+}
+
+/// The URL with any password left out, for messages.
+fn redact(url: &str) -> String {
+    match url.split_once("://").and_then(|(scheme, rest)| {
+        let (user, address) = rest.rsplit_once('@')?;
+        let name = user.split_once(':').map_or(user, |(name, _)| name);
+        Some(format!("{scheme}://{name}@{address}"))
+    }) {
+        Some(redacted) => redacted,
+        None => url.to_owned(),
     }
 }
 
 impl fmt::Display for BrokerUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "mqtt://{}:{}", self.host, self.port)
+        let scheme = if self.tls { "mqtts" } else { "mqtt" };
+        write!(f, "{scheme}://")?;
+        if let Some(user) = &self.username {
+            write!(f, "{user}@")?;
+        }
+        write!(f, "{}:{}", self.host, self.port)?;
+        if let Some(ca) = &self.ca_file {
+            write!(f, "?ca={}", ca.display())?;
+        }
+        Ok(())
     }
+}
+
+/// A rustls client configuration that trusts `ca_file`'s certificates, or the system's roots.
+fn tls_config(url: &BrokerUrl) -> Result<Arc<rustls::ClientConfig>, BusError> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let fail = |m: String| BusError::Broker(format!("TLS for {url}: {m}"));
+    let mut roots = rustls::RootCertStore::empty();
+    match &url.ca_file {
+        Some(path) => {
+            let certs: Vec<CertificateDer> = CertificateDer::pem_file_iter(path)
+                .map_err(|e| fail(format!("{}: {e}", path.display())))?
+                .collect::<Result<_, _>>()
+                .map_err(|e| fail(format!("{}: {e}", path.display())))?;
+            if certs.is_empty() {
+                return Err(fail(format!("{} holds no certificate", path.display())));
+            }
+            for cert in certs {
+                roots.add(cert).map_err(|e| fail(e.to_string()))?;
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| fail(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 /// One incoming publish.
@@ -112,6 +247,27 @@ impl BusClient {
         );
         mqtt.set_inflight(200);
         mqtt.set_clean_session(true);
+        if let Some(user) = &url.username {
+            mqtt.set_credentials(user.clone(), url.password.clone().unwrap_or_default());
+        }
+        if url.tls {
+            let config = tls_config(url).unwrap_or_else(|e| {
+                // Fail closed: a configuration that trusts nothing never connects.
+                tracing::error!("{e}");
+                Arc::new(
+                    rustls::ClientConfig::builder_with_provider(Arc::new(
+                        rustls::crypto::ring::default_provider(),
+                    ))
+                    .with_safe_default_protocol_versions()
+                    .expect("ring supports the default protocol versions")
+                    .with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth(),
+                )
+            });
+            mqtt.set_transport(rumqttc::Transport::tls_with_config(
+                rumqttc::TlsConfiguration::Rustls(config),
+            ));
+        }
         if let Some((topic, payload)) = options.last_will {
             mqtt.set_last_will(LastWill::new(topic, payload, QoS::AtLeastOnce, true));
         }
@@ -239,8 +395,39 @@ mod tests {
             "mqtt://host",
             "mqtt://h:99999",
             "tcp://h:1",
+            "mqtt://@h:1",
+            "mqtts://h:1?cert=x",
         ] {
             assert!(bad.parse::<BrokerUrl>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn credentials_and_tls_parse_and_the_password_is_never_printed() {
+        let url: BrokerUrl = "mqtts://robot-07:s3cret@fleet.example:8883?ca=/etc/lydlr/ca.pem"
+            .parse()
+            .unwrap();
+        assert!(url.tls);
+        assert_eq!(
+            (url.username.as_deref(), url.password.as_deref()),
+            (Some("robot-07"), Some("s3cret"))
+        );
+        assert_eq!(
+            url.ca_file.as_deref(),
+            Some(std::path::Path::new("/etc/lydlr/ca.pem"))
+        );
+        let shown = format!("{url} {url:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert_eq!(
+            url.to_string().parse::<BrokerUrl>().unwrap().ca_file,
+            url.ca_file
+        );
+        let err = "mqtt://robot-07:s3cret@host"
+            .parse::<BrokerUrl>()
+            .unwrap_err();
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+        // A CA file that is not there is an error before any connection.
+        let missing: BrokerUrl = "mqtts://h:8883?ca=/nonexistent/ca.pem".parse().unwrap();
+        assert!(missing.check().is_err());
     }
 }

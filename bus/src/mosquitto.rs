@@ -45,6 +45,14 @@ impl Mosquitto {
 
     /// Starts Mosquitto on a free port of 127.0.0.1 and waits until it accepts connections.
     pub fn start() -> Result<Mosquitto, BusError> {
+        Self::start_with(|_| "allow_anonymous true\n".to_owned())
+    }
+
+    /// Starts Mosquitto with the listener's settings `settings(dir)` returns (TLS files,
+    /// authentication, ACLs), `dir` being the broker's own folder for such files.
+    pub fn start_with(
+        settings: impl FnOnce(&std::path::Path) -> String,
+    ) -> Result<Mosquitto, BusError> {
         let binary =
             Self::binary().ok_or_else(|| BusError::Broker("mosquitto is not installed".into()))?;
         let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
@@ -58,10 +66,11 @@ impl Mosquitto {
         std::fs::write(
             dir.join("mosquitto.conf"),
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+                "listener {port} 127.0.0.1\npersistence false\n\
                  max_queued_messages 1000000\nmax_inflight_messages 0\n\
-                 message_size_limit {}\nlog_dest none\n",
-                crate::broker::MAX_PAYLOAD
+                 message_size_limit {}\nlog_dest none\n{}",
+                crate::broker::MAX_PAYLOAD,
+                settings(&dir),
             ),
         )
         .map_err(|e| BusError::Broker(format!("{}: {e}", dir.display())))?;
@@ -76,10 +85,7 @@ impl Mosquitto {
     }
 
     pub fn url(&self) -> BrokerUrl {
-        BrokerUrl {
-            host: Ipv4Addr::LOCALHOST.to_string(),
-            port: self.port,
-        }
+        BrokerUrl::loopback(self.port)
     }
 
     /// A folder that lives as long as the broker, for the caller's files.

@@ -57,6 +57,7 @@ pub struct LinkProxy {
     port: u16,
     up: Arc<watch::Sender<bool>>,
     target: Arc<Mutex<String>>,
+    upstream: BrokerUrl,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -105,15 +106,16 @@ impl LinkProxy {
             port,
             up,
             target,
+            upstream: upstream.clone(),
             task,
         })
     }
 
+    /// The proxy's address, with the upstream broker's credentials and TLS settings (TLS
+    /// runs end to end through it).
     pub fn url(&self) -> BrokerUrl {
-        BrokerUrl {
-            host: Ipv4Addr::LOCALHOST.to_string(),
-            port: self.port,
-        }
+        self.upstream
+            .at(&Ipv4Addr::LOCALHOST.to_string(), self.port)
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -252,10 +254,7 @@ mod tests {
                 });
             }
         });
-        let upstream = BrokerUrl {
-            host: "127.0.0.1".into(),
-            port,
-        };
+        let upstream = BrokerUrl::loopback(port);
         let quality = LinkQuality {
             latency: Duration::from_millis(20),
             jitter: Duration::from_millis(5),

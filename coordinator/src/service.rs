@@ -41,6 +41,7 @@ pub async fn run_coordinator(
     config: CoordinatorConfig,
     url: &BrokerUrl,
 ) -> Result<CoordinatorHandle, CoordinatorError> {
+    url.check()?;
     let mut coordinator = Coordinator::restore(config.clone())?;
     let (client, mut rx) = BusClient::connect(url, ClientOptions::new("lydlr-coordinator"));
     for kind in ["status", "metrics", "rd", "model/status"] {

@@ -55,6 +55,7 @@ impl NodeHandle {
 /// Connects to `url` and runs the node until stopped. Returns once the node is subscribed
 /// and has announced itself online.
 pub async fn run_node(config: EdgeConfig, url: &BrokerUrl) -> Result<NodeHandle, BusError> {
+    url.check()?;
     let node = config.node_id.clone();
     let status_topic = Topic::Status { node: node.clone() }.to_string();
     let mut compressor = Compressor::new(&config);
@@ -238,6 +239,8 @@ impl NodeLoop {
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut since_metrics = tokio::time::Instant::now();
         let mut connection = self.client.connection();
+        // Connected already (the node waited for its own status); only later changes count.
+        connection.borrow_and_update();
         for message in early {
             let packets = self.handle(message);
             self.publish_packets(packets).await?;
