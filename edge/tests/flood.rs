@@ -78,7 +78,7 @@ async fn a_flood_of_bad_messages_neither_stops_nor_delays_compression() {
                     0 => br#"{"v":1,"#.to_vec(),
                     1 => vec![0xff; 64],
                     2 => wrong_shape.clone(),
-                    3 if sent % 50 == 0 => oversized.clone(),
+                    3 if sent.is_multiple_of(50) => oversized.clone(),
                     _ => br#"{"v":1,"action":"explode","command":"reboot"}"#.to_vec(),
                 };
                 flooder
