@@ -141,18 +141,7 @@ async fn a_rollout_stops_at_a_failing_canary_and_survives_a_coordinator_restart(
         client.subscribe(filter).await.unwrap();
     }
     for node in NODES {
-        let topic = Topic::Schema {
-            node: node.into(),
-            stream: "imu".into(),
-        };
-        client
-            .publish(
-                topic.to_string(),
-                common::imu_model_schema().to_json(),
-                true,
-            )
-            .await
-            .unwrap();
+        common::publish_imu_schema(&client, node).await;
     }
     let mut fleet = Fleet {
         client,

@@ -114,18 +114,7 @@ async fn hot_swap_on(url: BrokerUrl, name: &str) {
         client.subscribe(filter).await.unwrap();
     }
     let node = run_node(config, &url).await.unwrap();
-    let schema_topic = Topic::Schema {
-        node: NODE.into(),
-        stream: "imu".into(),
-    };
-    client
-        .publish(
-            schema_topic.to_string(),
-            common::imu_model_schema().to_json(),
-            true,
-        )
-        .await
-        .unwrap();
+    common::publish_imu_schema(&client, NODE).await;
     let mut driver = Driver {
         client,
         rx,

@@ -230,18 +230,7 @@ async fn tls_passwords_acls_and_signed_models_on_mosquitto() {
     };
     let node = run_node(config, &robot_url).await.unwrap();
     let (driver, _) = BusClient::connect(&robot_url, ClientOptions::new("robot-01-driver"));
-    driver
-        .publish(
-            Topic::Schema {
-                node: ROBOT.into(),
-                stream: "imu".into(),
-            }
-            .to_string(),
-            common::imu_model_schema().to_json(),
-            true,
-        )
-        .await
-        .unwrap();
+    common::publish_imu_schema(&driver, ROBOT).await;
     let frames = imu_frames(4_000, 3, 3.0);
     for batch in frames[..400].chunks(20) {
         common::publish_raw(&driver, ROBOT, "imu", batch).await;

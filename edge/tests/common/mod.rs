@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use lydlr_bus::messages::RawFrames;
+use lydlr_bus::messages::{JsonMessage, RawFrames};
 use lydlr_bus::{BusClient, Topic};
 use lydlr_codec::neural::package::{
     MANIFEST_FILE, MANIFEST_FORMAT, Manifest, ModelEntry, TrainingRecord,
@@ -26,6 +26,18 @@ pub async fn publish_raw(client: &BusClient, node: &str, stream: &str, frames: &
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(5)).await;
+}
+
+/// Announces `node`'s IMU (retained), under the channel names the shipped models know.
+pub async fn publish_imu_schema(client: &BusClient, node: &str) {
+    let topic = Topic::Schema {
+        node: node.into(),
+        stream: "imu".into(),
+    };
+    client
+        .publish(topic.to_string(), imu_model_schema().to_json(), true)
+        .await
+        .unwrap();
 }
 
 /// Two wheel encoders counting ticks at `rate_hz`.
