@@ -1,6 +1,6 @@
 //! A node on Mosquitto configured as a fleet's broker should be: TLS only, a password per
 //! robot, and ACLs that let a robot publish only under `lydlr/v1/<its id>/`. The node
-//! compresses over TLS; a wrong password, a plain connection and a robot writing under
+//! compresses over TLS and the coordinator (as the operator) sees it; a wrong password, a plain connection and a robot writing under
 //! another's name get nowhere; the node accepts a model package only with the operator's
 //! signature. Needs `mosquitto`, `mosquitto_passwd` and `openssl` (CI installs them and sets
 //! `LYDLR_REQUIRE_MOSQUITTO`, which turns a skip into a failure).
@@ -213,6 +213,21 @@ async fn tls_passwords_acls_and_signed_models_on_mosquitto() {
         "plain MQTT got in"
     );
 
+    // The coordinator runs as the operator, over TLS too.
+    let coordinator = lydlr_coordinator::run_coordinator(
+        lydlr_coordinator::CoordinatorConfig {
+            period_ms: 200,
+            ..Default::default()
+        },
+        &operator_url,
+    )
+    .await
+    .unwrap();
+    operator
+        .subscribe(Topic::FleetState.to_string())
+        .await
+        .unwrap();
+
     // The node, with the operator's key.
     let secret = [42u8; 32];
     let public = ed25519_dalek::SigningKey::from_bytes(&secret).verifying_key();
@@ -236,6 +251,14 @@ async fn tls_passwords_acls_and_signed_models_on_mosquitto() {
         common::publish_raw(&driver, ROBOT, "imu", batch).await;
     }
     let packets = drain(&mut seen, Duration::from_millis(500)).await;
+    assert!(
+        packets
+            .iter()
+            .any(|m| m.topic == Topic::FleetState.to_string()
+                && lydlr_bus::messages::FleetState::from_json(&m.payload)
+                    .is_ok_and(|f| f.online.contains(&ROBOT.to_string()))),
+        "the coordinator did not see the node over TLS"
+    );
     assert!(
         packets
             .iter()
@@ -340,4 +363,5 @@ async fn tls_passwords_acls_and_signed_models_on_mosquitto() {
     }
     assert!(active.is_some(), "the signed package was not taken");
     node.stop().await.unwrap();
+    coordinator.stop().await.unwrap();
 }
