@@ -14,7 +14,7 @@ use lydlr_bus::{BrokerUrl, BusClient, BusMessage, ClientOptions, EmbeddedBroker,
 use lydlr_codec::Frame;
 use lydlr_codec::synthetic::imu_frames;
 use lydlr_coordinator::{CoordinatorConfig, CoordinatorHandle, ROLLOUT_FILE, run_coordinator};
-use lydlr_edge::{EdgeConfig, NodeHandle, run_node};
+use lydlr_edge::{NodeHandle, run_node};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 mod common;
@@ -114,22 +114,11 @@ async fn coordinator(url: &BrokerUrl, state: &std::path::Path) -> CoordinatorHan
 async fn a_rollout_stops_at_a_failing_canary_and_survives_a_coordinator_restart() {
     let broker = EmbeddedBroker::start().unwrap();
     let url = broker.url();
-    let models = temp("models");
-    let spool = temp("spool");
+    let work = temp("nodes");
     let state = temp("state");
     let mut nodes: Vec<NodeHandle> = Vec::new();
     for node in NODES {
-        let config = EdgeConfig {
-            node_id: node.into(),
-            broker: url.to_string(),
-            models_dir: models.display().to_string(),
-            spool_dir: spool.display().to_string(),
-            health_blocks: 12,
-            latency_budget_us: 1_000.0,
-            // The shipped models were trained on the simulator, not on this synthetic IMU.
-            health_max_size_ratio: 1.25,
-            ..EdgeConfig::default()
-        };
+        let config = common::model_node_config(node, &url, &work);
         nodes.push(run_node(config, &url).await.unwrap());
     }
     let (client, rx) = BusClient::connect(&url, ClientOptions::new("fleet-driver"));
@@ -263,7 +252,7 @@ async fn a_rollout_stops_at_a_failing_canary_and_survives_a_coordinator_restart(
     for node in nodes {
         node.stop().await.unwrap();
     }
-    for dir in [models, spool, state] {
+    for dir in [work, state] {
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -20,7 +20,7 @@ use lydlr_codec::synthetic::imu_frames;
 use lydlr_codec::{
     CodecId, Frame, ModelPackage, NeuralModel, Packet, StreamSchema, decode_packet_with,
 };
-use lydlr_edge::{EdgeConfig, run_node};
+use lydlr_edge::run_node;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 mod common;
@@ -93,19 +93,9 @@ impl Driver {
 }
 
 async fn hot_swap_on(url: BrokerUrl, name: &str) {
-    let models = temp(&format!("{name}-models"));
-    let spool = temp(&format!("{name}-spool"));
-    let config = EdgeConfig {
-        node_id: NODE.into(),
-        broker: url.to_string(),
-        models_dir: models.display().to_string(),
-        spool_dir: spool.display().to_string(),
-        health_blocks: 12,
-        latency_budget_us: 1_000.0,
-        // The shipped models were trained on the simulator, not on this synthetic IMU.
-        health_max_size_ratio: 1.25,
-        ..EdgeConfig::default()
-    };
+    let work = temp(name);
+    let models = work.join("models");
+    let config = common::model_node_config(NODE, &url, &work);
     let (client, rx) = BusClient::connect(&url, ClientOptions::new(format!("driver-{name}")));
     for filter in [
         format!("lydlr/v1/{NODE}/compressed/+"),
@@ -279,8 +269,7 @@ async fn hot_swap_on(url: BrokerUrl, name: &str) {
     assert!(neural < driver.packets.len(), "classical packets too");
     assert_eq!(decoded.len(), driver.sent);
     assert!(decoded.iter().zip(&driver.frames).all(|(a, b)| a.bit_eq(b)));
-    let _ = std::fs::remove_dir_all(models);
-    let _ = std::fs::remove_dir_all(spool);
+    let _ = std::fs::remove_dir_all(work);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

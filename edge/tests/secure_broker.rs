@@ -232,16 +232,9 @@ async fn tls_passwords_acls_and_signed_models_on_mosquitto() {
     let secret = [42u8; 32];
     let public = ed25519_dalek::SigningKey::from_bytes(&secret).verifying_key();
     let robot_url = url(port, ROBOT, "robot-01-pw", &ca);
-    let work = dir.join("node");
     let config = EdgeConfig {
-        node_id: ROBOT.into(),
-        broker: robot_url.to_string(),
-        models_dir: work.join("models").display().to_string(),
-        spool_dir: work.join("spool").display().to_string(),
         model_keys: vec![lydlr_edge::signing::to_hex(public.as_bytes())],
-        health_blocks: 12,
-        health_max_size_ratio: 1.25,
-        ..EdgeConfig::default()
+        ..common::model_node_config(ROBOT, &robot_url, &dir.join("node"))
     };
     let node = run_node(config, &robot_url).await.unwrap();
     let (driver, _) = BusClient::connect(&robot_url, ClientOptions::new("robot-01-driver"));

@@ -28,6 +28,26 @@ pub async fn publish_raw(client: &BusClient, node: &str, stream: &str, frames: &
     tokio::time::sleep(Duration::from_millis(5)).await;
 }
 
+/// A node that takes model deployments into `work`, with a short health window for tests on
+/// the synthetic IMU (the shipped models were trained on the simulator, hence the size
+/// tolerance).
+pub fn model_node_config(
+    node: &str,
+    url: &lydlr_bus::BrokerUrl,
+    work: &Path,
+) -> lydlr_edge::EdgeConfig {
+    lydlr_edge::EdgeConfig {
+        node_id: node.into(),
+        broker: url.to_string(),
+        models_dir: work.join("models").display().to_string(),
+        spool_dir: work.join("spool").display().to_string(),
+        health_blocks: 12,
+        latency_budget_us: 1_000.0,
+        health_max_size_ratio: 1.25,
+        ..lydlr_edge::EdgeConfig::default()
+    }
+}
+
 /// Announces `node`'s IMU (retained), under the channel names the shipped models know.
 pub async fn publish_imu_schema(client: &BusClient, node: &str) {
     let topic = Topic::Schema {
