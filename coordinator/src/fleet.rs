@@ -18,6 +18,9 @@ use crate::rollout::Rollout;
 use lydlr_bus::{BusMessage, Topic};
 use serde::{Deserialize, Serialize};
 
+/// Headroom a lossless stream gets over its measured rate, as a share of that rate.
+const LOSSLESS_MARGIN: f64 = 0.01;
+
 /// The rollout's state file under `state_dir`.
 pub const ROLLOUT_FILE: &str = "rollout.json";
 
@@ -426,20 +429,46 @@ impl Coordinator {
             AllocatorKind::Equal => allocate_equal_share(&demands, budget),
             AllocatorKind::Proportional => allocate_proportional(&demands, budget),
         };
-        // What the chosen points leave of the budget becomes headroom, in proportion to each
-        // stream's rate: targets then add up to the budget, and a stream whose rate wobbles
-        // above its measured point is not pushed to a coarser rung while the fleet has room.
-        let headroom = if result.over_budget || result.total_rate <= 0.0 {
-            1.0
+        // What the chosen points leave of the budget is handed out as headroom, so that the
+        // targets add up to the budget. A lossless stream can use only its wobble of it; the
+        // rest goes to the lossy streams, in proportion to their rates, which the nodes spend
+        // by alternating with the next finer rung.
+        let spare = if result.over_budget {
+            0.0
         } else {
-            (budget / result.total_rate).max(1.0)
+            (budget - result.total_rate).max(0.0)
+        };
+        let chosen: Vec<OperatingPoint> = demands
+            .iter()
+            .zip(&result.choice)
+            .map(|(d, &i)| d.points[i])
+            .collect();
+        let lossless_rate: f64 = chosen
+            .iter()
+            .filter(|p| p.level == 0)
+            .map(|p| p.bits_per_second)
+            .sum();
+        let lossy_rate = result.total_rate - lossless_rate;
+        let (lossless_scale, lossy_scale) = if lossy_rate > 0.0 {
+            let margin = (LOSSLESS_MARGIN * lossless_rate).min(spare);
+            (
+                1.0 + margin / lossless_rate.max(f64::MIN_POSITIVE),
+                1.0 + (spare - margin) / lossy_rate,
+            )
+        } else {
+            let all = 1.0 + spare / result.total_rate.max(f64::MIN_POSITIVE);
+            (all, all)
         };
         let mut per_node: BTreeMap<String, Vec<StreamAllocation>> = BTreeMap::new();
-        for (((node, stream), demand), &i) in owners.into_iter().zip(&demands).zip(&result.choice) {
-            let point = demand.points[i];
+        for (((node, stream), demand), point) in owners.into_iter().zip(&demands).zip(&chosen) {
+            let scale = if point.level == 0 {
+                lossless_scale
+            } else {
+                lossy_scale
+            };
             per_node.entry(node).or_default().push(StreamAllocation {
                 stream,
-                target_bps: point.bits_per_second * headroom,
+                target_bps: point.bits_per_second * scale,
                 level: point.level,
                 quality_floor: demand.max_level,
             });

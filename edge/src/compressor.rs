@@ -502,7 +502,7 @@ impl Compressor {
         };
         for state in self.streams.values() {
             let mut s = state.counters.clone();
-            s.level = state.rate.level();
+            s.level = state.rate.base_level();
             s.target_bps = state.rate.target_bps();
             s.delivered_bps = state.rate.delivered_bps();
             s.encode_p50_us = state.latency.quantile_us(0.5);

@@ -3,8 +3,13 @@
 //! The coordinator allocates a rate and a rung per stream from the operating points the node
 //! reports; the node measures those points on its recent frames (in its own block size, so
 //! packet overheads count) and corrects the rung when the rate it actually delivers over the
-//! last two seconds strays from the target: a rung coarser when it overshoots, a rung finer
-//! when there is room for it, never coarser than the quality floor.
+//! last two seconds strays from the target, never coarser than the quality floor.
+//!
+//! A target usually falls between two rungs, so blocks alternate: a credit counts the bits
+//! the target allows minus the bits sent, and while it is positive the next block goes one
+//! rung finer than the base rung. When even the finer blocks leave bits unspent for long
+//! (the credit reaches its cap) the base rung steps finer; when even the base blocks spend
+//! too much (the debt reaches its cap) it steps coarser.
 
 use std::collections::VecDeque;
 
@@ -15,16 +20,26 @@ use lydlr_codec::{CodecError, Frame, QualityLadder, RdPoint};
 pub(crate) const WINDOW_NS: i64 = 2_000_000_000;
 /// How often operating points are measured, and on how much recent data.
 const MEASURE_EVERY_NS: i64 = 2_000_000_000;
+/// The first measurement comes sooner: until a node reports its points the allocator can
+/// only share the budget out equally.
+const FIRST_MEASURE_NS: i64 = 500_000_000;
 /// At most one rung change per this much stream time.
 const SETTLE_NS: i64 = 250_000_000;
-/// Overshoot tolerated before stepping to a coarser rung.
-const OVERSHOOT: f64 = 1.03;
+/// Credit and debt caps, in seconds of the target rate: above one block's swing between
+/// two rungs, so that alternation alone never moves the base rung.
+const CREDIT_S: f64 = 0.25;
+/// Off the target by this factor over a whole window, the base rung moves without waiting
+/// for the credit.
+const FAR: f64 = 1.15;
 
 pub(crate) struct RateControl {
     allocation: Option<StreamAllocation>,
     level: u8,
     top_level: u8,
-    sent: VecDeque<(i64, usize)>,
+    /// Packets of the last window: end, bytes, and the bits its rung's point predicted.
+    sent: VecDeque<(i64, usize, f64)>,
+    credit_bits: f64,
+    last_sent_ns: Option<i64>,
     history: VecDeque<Frame>,
     next_measure_ns: Option<i64>,
     last_change_ns: i64,
@@ -46,6 +61,8 @@ impl RateControl {
             level: 0,
             top_level: ladder.rungs.iter().map(|r| r.level).max().unwrap_or(0),
             sent: VecDeque::new(),
+            credit_bits: 0.0,
+            last_sent_ns: None,
             history: VecDeque::new(),
             next_measure_ns: None,
             last_change_ns: i64::MIN,
@@ -57,8 +74,20 @@ impl RateControl {
         }
     }
 
-    /// The rung to encode at now: lossless while a script's boost lasts.
+    /// The rung to encode the next block at: lossless while a script's boost lasts, one
+    /// finer than the base rung while the target has bits to spare.
     pub fn level(&self) -> u8 {
+        if self.boosted {
+            0
+        } else if self.allocation.is_some() && self.credit_bits > 0.0 && self.level > 0 {
+            self.level - 1
+        } else {
+            self.level
+        }
+    }
+
+    /// The rung the controller settled on; blocks go at it or one finer.
+    pub fn base_level(&self) -> u8 {
         if self.boosted { 0 } else { self.level }
     }
 
@@ -82,12 +111,22 @@ impl RateControl {
             .collect()
     }
 
-    /// Takes a new allocation: its rung, within the floor.
+    /// Takes a new allocation. The allocator repeats its choice of rung every period; only a
+    /// new choice (or floor) moves the base rung, so the controller's corrections stand.
     pub fn allocate(&mut self, allocation: StreamAllocation) {
-        self.level = allocation
-            .level
-            .min(allocation.quality_floor)
-            .min(self.top_level);
+        let ceiling = allocation.quality_floor.min(self.top_level);
+        let new_choice = self.allocation.as_ref().is_none_or(|a| {
+            a.level != allocation.level || a.quality_floor != allocation.quality_floor
+        });
+        // A neighbouring rung is the controller's business (the allocator's choice flips
+        // between neighbours while its measured points settle); a jump is a new situation.
+        let jump = allocation.level.abs_diff(self.level) >= 2 || self.allocation.is_none();
+        self.level = if new_choice && jump {
+            self.credit_bits = 0.0;
+            allocation.level.min(ceiling)
+        } else {
+            self.level.min(ceiling)
+        };
         self.allocation = Some(allocation);
     }
 
@@ -125,7 +164,7 @@ impl RateControl {
     ) {
         let due = *self
             .next_measure_ns
-            .get_or_insert(now_ns + MEASURE_EVERY_NS);
+            .get_or_insert(now_ns + FIRST_MEASURE_NS);
         if now_ns < due || self.history.len() < 2 {
             return;
         }
@@ -145,66 +184,85 @@ impl RateControl {
 
     /// The rate delivered over the last window, bits per second.
     pub fn delivered_bps(&self) -> f64 {
-        let bytes: usize = self.sent.iter().map(|(_, b)| b).sum();
+        let bytes: usize = self.sent.iter().map(|(_, b, _)| b).sum();
         bytes as f64 * 8.0 / (WINDOW_NS as f64 * 1e-9)
     }
 
-    /// Records a sent packet and corrects the rung if the delivered rate strays.
+    /// Records a sent packet (coded at [`RateControl::level`]) and corrects the base rung
+    /// when the alternation cannot meet the target.
     pub fn sent(&mut self, end_ns: i64, bytes: usize) {
-        self.sent.push_back((end_ns, bytes));
+        let coded_at = self.level();
+        let span_s = self
+            .last_sent_ns
+            .map_or(0.0, |last| end_ns.saturating_sub(last).max(0) as f64 * 1e-9);
+        self.last_sent_ns = Some(end_ns);
+        let predicted = self
+            .points
+            .iter()
+            .find(|p| p.level == coded_at)
+            .map_or(0.0, |p| p.bits_per_second * span_s);
+        self.sent.push_back((end_ns, bytes, predicted));
         let full = self
             .sent
             .front()
-            .is_some_and(|(t, _)| end_ns - t >= WINDOW_NS * 9 / 10);
+            .is_some_and(|(t, _, _)| end_ns - t >= WINDOW_NS * 9 / 10);
         while self
             .sent
             .front()
-            .is_some_and(|(t, _)| end_ns - t >= WINDOW_NS)
+            .is_some_and(|(t, _, _)| end_ns - t >= WINDOW_NS)
         {
             self.sent.pop_front();
         }
-        if full
-            && !self.boosted
-            && end_ns.saturating_sub(self.last_change_ns) >= WINDOW_NS
-            && let Some(predicted) = self.points.iter().find(|p| p.level == self.level)
-            && predicted.bits_per_second > 0.0
-        {
-            let observed = (self.delivered_bps() / predicted.bits_per_second).clamp(0.5, 2.0);
+        // Calibrate on the packets whose rung had a measured point (the first ones had none).
+        let (predicted, delivered_bits) = self
+            .sent
+            .iter()
+            .filter(|(_, _, p)| *p > 0.0)
+            .fold((0.0, 0.0), |(p, d), (_, b, q)| (p + q, d + *b as f64 * 8.0));
+        let all_predicted = self.sent.iter().all(|(_, _, p)| *p > 0.0);
+        if full && all_predicted && !self.boosted && predicted > 0.0 {
+            let observed = (delivered_bits / predicted).clamp(0.5, 2.0);
             self.calibration = 0.8 * self.calibration + 0.2 * observed;
         }
         let Some(allocation) = &self.allocation else {
             return;
         };
-        if !full || end_ns.saturating_sub(self.last_change_ns) < SETTLE_NS {
+        let target = allocation.target_bps;
+        let cap = target * CREDIT_S;
+        self.credit_bits =
+            (self.credit_bits + target * span_s - bytes as f64 * 8.0).clamp(-cap, cap);
+        if self.boosted || end_ns.saturating_sub(self.last_change_ns) < SETTLE_NS {
             return;
         }
         let ceiling = allocation.quality_floor.min(self.top_level);
         let rate = self.delivered_bps();
-        let target = allocation.target_bps;
-        if rate > target * OVERSHOOT && self.level < ceiling {
+        // Far off the target over a whole window (a new allocation the points misjudged):
+        // move at once. Otherwise the credit decides, which alternation alone never fills.
+        let far_over = full && rate > target * FAR;
+        let far_under = full && rate * FAR < target && self.finer_fits(rate, target);
+        if (far_over || self.credit_bits <= -0.9 * cap) && self.level < ceiling {
             self.level += 1;
+            self.credit_bits = 0.0;
             self.last_change_ns = end_ns;
-        } else if self.level > 0 && rate < target * 0.85 {
-            let finer = self.level - 1;
-            let predicted = self
-                .points
+        } else if (far_under || self.credit_bits >= 0.9 * cap) && self.level > 0 {
+            self.level -= 1;
+            self.credit_bits = 0.0;
+            self.last_change_ns = end_ns;
+        }
+    }
+
+    /// Whether the next finer rung's point, scaled by how the delivered rate compares with
+    /// the current rung's, fits the target.
+    fn finer_fits(&self, rate: f64, target: f64) -> bool {
+        let point = |level: u8| {
+            self.points
                 .iter()
-                .find(|p| p.level == finer)
-                .map(|p| p.bits_per_second);
-            // Only step finer when the measured points say it fits, scaled by how far the
-            // delivered rate is from the current rung's prediction.
-            let current = self
-                .points
-                .iter()
-                .find(|p| p.level == self.level)
-                .map(|p| p.bits_per_second);
-            if let (Some(finer_bps), Some(current_bps)) = (predicted, current)
-                && current_bps > 0.0
-                && finer_bps * rate / current_bps <= target
-            {
-                self.level = finer;
-                self.last_change_ns = end_ns;
-            }
+                .find(|p| p.level == level)
+                .map(|p| p.bits_per_second)
+        };
+        match (self.level.checked_sub(1).and_then(point), point(self.level)) {
+            (Some(finer), Some(current)) if current > 0.0 => finer * rate / current <= target,
+            _ => false,
         }
     }
 }
@@ -236,31 +294,64 @@ mod tests {
         assert!((rc.delivered_bps() - 20_000.0).abs() < 1.0);
     }
 
+    /// 100 ms blocks costing their rung's rate.
+    fn run_blocks(rc: &mut RateControl, rates: &[(u8, f64)], from: i64, blocks: i64) {
+        for i in from..from + blocks {
+            let level = rc.level();
+            let bps = rates.iter().find(|r| r.0 == level).map_or(0.0, |r| r.1);
+            rc.sent(i * 100_000_000, (bps * 0.1 / 8.0) as usize);
+        }
+    }
+
+    fn with_points(rates: &[(u8, f64)]) -> RateControl {
+        let mut rc = RateControl::new(&QualityLadder::standard());
+        rc.points = rates
+            .iter()
+            .map(|&(level, bits_per_second)| RdPointMessage {
+                level,
+                bits_per_second,
+                distortion: f64::from(level),
+            })
+            .collect();
+        rc
+    }
+
     #[test]
-    fn room_steps_finer_only_when_the_points_say_it_fits() {
-        let ladder = QualityLadder::standard();
-        let mut rc = RateControl::new(&ladder);
-        rc.points = vec![
-            RdPointMessage {
-                level: 0,
-                bits_per_second: 30_000.0,
-                distortion: 0.0,
-            },
-            RdPointMessage {
-                level: 1,
-                bits_per_second: 10_000.0,
-                distortion: 0.3,
-            },
-        ];
+    fn the_base_rung_steps_finer_only_when_it_fits() {
+        let rates = [(0, 24_000.0), (1, 8_000.0)];
+        let mut rc = with_points(&rates);
         rc.allocate(allocation(12_000.0, 1, 5));
-        for i in 0..100 {
-            rc.sent(i * 100_000_000, 100); // 8 kbit/s delivered at level 1
-        }
-        assert_eq!(rc.level(), 1, "level 0 would need about 24 kbit/s");
+        run_blocks(&mut rc, &rates, 0, 100);
+        assert_eq!(rc.base_level(), 1, "level 0 alone would need 24 kbit/s");
         rc.allocate(allocation(40_000.0, 1, 5));
-        for i in 100..200 {
-            rc.sent(i * 100_000_000, 100);
+        run_blocks(&mut rc, &rates, 100, 100);
+        assert_eq!(rc.base_level(), 0);
+    }
+
+    #[test]
+    fn alternating_rungs_meet_a_target_between_them() {
+        let rates = [(0, 30_000.0), (1, 10_000.0), (2, 4_000.0)];
+        let mut rc = with_points(&rates);
+        rc.allocate(allocation(20_000.0, 1, 5));
+        let mut finer = 0;
+        for i in 0..200 {
+            finer += usize::from(rc.level() == 0);
+            run_blocks(&mut rc, &rates, i, 1);
+            if i >= 50 {
+                let delivered = rc.delivered_bps();
+                assert!(
+                    (delivered - 20_000.0).abs() <= 0.05 * 20_000.0,
+                    "block {i}: {delivered} bit/s"
+                );
+            }
         }
-        assert_eq!(rc.level(), 0);
+        assert_eq!(rc.base_level(), 1);
+        assert!(
+            (90..=110).contains(&finer),
+            "{finer} of 200 blocks at the finer rung"
+        );
+        // The allocator repeating its choice does not undo the controller.
+        rc.allocate(allocation(20_000.0, 1, 5));
+        assert_eq!(rc.base_level(), 1);
     }
 }
