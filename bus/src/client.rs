@@ -206,6 +206,10 @@ pub struct ClientOptions {
     pub last_will: Option<(String, Vec<u8>)>,
     /// Capacity of the outgoing request queue; publishing waits when it is full.
     pub queue: usize,
+    /// Ask the broker to keep this client's subscriptions and queue its messages while it
+    /// is away (MQTT `clean session` off), so that a restarted client gets what it missed,
+    /// up to the broker's queue bound.
+    pub persistent_session: bool,
 }
 
 impl ClientOptions {
@@ -215,6 +219,7 @@ impl ClientOptions {
             keep_alive: Duration::from_secs(5),
             last_will: None,
             queue: 1024,
+            persistent_session: false,
         }
     }
 }
@@ -246,7 +251,7 @@ impl BusClient {
             crate::broker::MAX_PAYLOAD + 1024,
         );
         mqtt.set_inflight(200);
-        mqtt.set_clean_session(true);
+        mqtt.set_clean_session(!options.persistent_session);
         if let Some(user) = &url.username {
             mqtt.set_credentials(user.clone(), url.password.clone().unwrap_or_default());
         }

@@ -26,6 +26,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct NodeHandle {
     stop: watch::Sender<bool>,
     task: JoinHandle<Result<NodeMetrics, BusError>>,
+    /// Tasks that feed the node from its connections; a crash takes them down with it.
+    feeders: Vec<JoinHandle<()>>,
 }
 
 impl NodeHandle {
@@ -48,6 +50,9 @@ impl NodeHandle {
     /// Kills the node without a goodbye, as a crash or a power cut would: the broker
     /// publishes its last will.
     pub fn abort(self) {
+        for feeder in &self.feeders {
+            feeder.abort();
+        }
         self.task.abort();
     }
 }
@@ -59,6 +64,9 @@ pub async fn run_node(config: EdgeConfig, url: &BrokerUrl) -> Result<NodeHandle,
     let node = config.node_id.clone();
     let status_topic = Topic::Status { node: node.clone() }.to_string();
     let mut compressor = Compressor::new(&config);
+    for (stream, schema) in remembered_schemas(&config) {
+        compressor.set_schema(&stream, schema);
+    }
     let spool = Spool::open(&config.spool_path(), config.spool_max_bytes)
         .map_err(|e| BusError::Broker(format!("node {node}: {e}")))?;
     let (deployed_tx, deployed_rx) = mpsc::unbounded_channel();
@@ -98,7 +106,11 @@ pub async fn run_node(config: EdgeConfig, url: &BrokerUrl) -> Result<NodeHandle,
         // The robot's own broker carries its sensors; `url` is the uplink.
         Some(local) => {
             let local: BrokerUrl = local.parse().map_err(|_| BusError::Url(local.clone()))?;
-            let options = ClientOptions::new(format!("lydlr-edge-{node}-local"));
+            // The robot's broker keeps the sensors' frames for a node that died, until it is
+            // back (its schemas come from the node's own folder then: a resumed session
+            // does not resend retained messages).
+            let mut options = ClientOptions::new(format!("lydlr-edge-{node}-local"));
+            options.persistent_session = true;
             Some(connect_ready(&local, options, &raw_filters, &status_topic, &online, false).await?)
         }
         None => {
@@ -110,11 +122,12 @@ pub async fn run_node(config: EdgeConfig, url: &BrokerUrl) -> Result<NodeHandle,
     options.last_will = Some((status_topic.clone(), offline.to_json()));
     let (client, mut rx, mut early) =
         connect_ready(url, options, &filters, &status_topic, &online, true).await?;
+    let mut feeders = Vec::new();
     if let Some((local_client, mut local_rx, local_early)) = local {
         early.extend(local_early);
         let (merged_tx, merged_rx) = mpsc::unbounded_channel();
         let uplink_tx = merged_tx.clone();
-        tokio::spawn(async move {
+        feeders.push(tokio::spawn(async move {
             // Holding the local client keeps its connection for as long as the node reads.
             let _local_client = local_client;
             while let Some(message) = local_rx.recv().await {
@@ -122,14 +135,14 @@ pub async fn run_node(config: EdgeConfig, url: &BrokerUrl) -> Result<NodeHandle,
                     break;
                 }
             }
-        });
-        tokio::spawn(async move {
+        }));
+        feeders.push(tokio::spawn(async move {
             while let Some(message) = rx.recv().await {
                 if uplink_tx.send(message).is_err() {
                     break;
                 }
             }
-        });
+        }));
         rx = merged_rx;
     }
 
@@ -150,7 +163,44 @@ pub async fn run_node(config: EdgeConfig, url: &BrokerUrl) -> Result<NodeHandle,
         }
         .run(early, rx, deployed_rx, stop_rx, status_topic, offline),
     );
-    Ok(NodeHandle { stop, task })
+    Ok(NodeHandle {
+        stop,
+        task,
+        feeders,
+    })
+}
+
+/// The node's copy of its streams' schemas, beside its offline queue.
+fn schema_dir(config: &EdgeConfig) -> std::path::PathBuf {
+    config.spool_path().join("schemas")
+}
+
+/// Keeps a schema the node was sent, for its next start.
+fn remember_schema(config: &EdgeConfig, stream: &str, json: &[u8]) {
+    let dir = schema_dir(config);
+    let path = dir.join(format!("{stream}.json"));
+    if std::fs::read(&path).is_ok_and(|known| known == json) {
+        return;
+    }
+    let written = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, json));
+    if let Err(e) = written {
+        tracing::warn!(node = %config.node_id, stream, "cannot keep the schema: {e}");
+    }
+}
+
+/// The schemas an earlier run of the node was sent.
+fn remembered_schemas(config: &EdgeConfig) -> Vec<(String, StreamSchema)> {
+    let Ok(entries) = std::fs::read_dir(schema_dir(config)) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter_map(|path| {
+            let stream = path.file_stem()?.to_str()?.to_owned();
+            let schema = StreamSchema::from_json(&std::fs::read(&path).ok()?).ok()?;
+            lydlr_bus::topics::is_valid_name(&stream).then_some((stream, schema))
+        })
+        .collect()
 }
 
 /// Connects, subscribes `filters` and the status topic, and publishes `status` there. The
@@ -333,7 +383,10 @@ impl NodeLoop {
         }
         match topic {
             Topic::Schema { stream, .. } => match StreamSchema::from_json(&message.payload) {
-                Ok(schema) => self.compressor.set_schema(&stream, schema),
+                Ok(schema) => {
+                    remember_schema(&self.config, &stream, &message.payload);
+                    self.compressor.set_schema(&stream, schema)
+                }
                 Err(e) => {
                     tracing::warn!(node = %self.config.node_id, stream, "bad schema: {e}");
                     self.compressor.reject();

@@ -82,7 +82,7 @@ impl RunData<'_> {
                         let lost: u64 = self.rows.iter().filter(|r| &r.node == node).map(|r| r.frames_lost).sum();
                         let detected = self.fleet_after(at, |f| f.offline.contains(node));
                         format!(
-                            "declared offline after {}; {lost} of its frames lost while it was down",
+                            "declared offline after {}; {lost} of its frames lost (what it held in memory: the robot's broker kept the rest for it)",
                             after(detected)
                         )
                     }

@@ -1,5 +1,6 @@
 //! Scheduled faults in short real-time runs: a killed node is declared offline, loses only
-//! its own frames, rejoins after a restart; a budget change reaches the coordinator; a cut
+//! the block it was assembling (the robot's broker keeps the rest for it), rejoins after a
+//! restart; a budget change reaches the coordinator; a cut
 //! uplink and a fleet broker restart lose no frame; a bad model version stops at its canary
 //! while a good one reaches every node; a runaway script is stopped.
 
@@ -49,7 +50,20 @@ fn a_killed_node_is_detected_and_rejoins_and_the_budget_changes() {
     assert_eq!(report.mismatched, 0, "nothing may arrive wrong");
     for row in report.rows.iter().filter(|r| r.node != "TOTAL") {
         if row.node == "robot-01" {
-            assert!(row.frames_lost > 0 && row.frames_delivered > 0, "{row:?}");
+            // The robot's broker kept what the dead node missed; only the block it was
+            // assembling and the batch in its hands when it died are gone.
+            let rate = match row.stream.as_str() {
+                "imu" => 200.0,
+                "battery" => 10.0,
+                _ => 50.0,
+            };
+            let block = f64::from(scenario.edge.min_block_frames)
+                .max(rate * f64::from(scenario.edge.block_ms) / 1000.0);
+            let batch = rate * f64::from(scenario.run.publish_every_ms) / 1000.0;
+            assert!(
+                row.frames_lost > 0 && row.frames_lost as f64 <= block + batch + 1.0,
+                "{row:?}"
+            );
         } else {
             assert_eq!(row.frames_lost, 0, "{row:?}");
         }
