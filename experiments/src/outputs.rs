@@ -449,6 +449,11 @@ impl Recorder {
         self.rec.flush_blocking()?;
         Ok(())
     }
+
+    /// The recording, for the sink to add what it decoded and what the coordinator did.
+    pub fn stream(&self) -> rerun::RecordingStream {
+        self.rec.clone()
+    }
 }
 
 #[cfg(test)]

@@ -148,6 +148,7 @@ async fn run(mut scenario: Scenario, options: RunOptions) -> anyhow::Result<RunR
         truth.clone(),
         clock,
         package.as_ref(),
+        source.recording(),
     )
     .await?;
     let coordinator = run_coordinator(scenario.coordinator.clone(), &url).await?;

@@ -99,6 +99,7 @@ impl Sink {
         truth: Arc<Mutex<GroundTruth>>,
         clock: std::time::Instant,
         models: Option<&ModelPackage>,
+        recording: Option<rerun::RecordingStream>,
     ) -> Result<Sink, BusError> {
         let (client, rx) = BusClient::connect(url, ClientOptions::new("lydlr-sink"));
         for kind in ["compressed/+", "metrics", "status", "rd", "model/status"] {
@@ -125,6 +126,7 @@ impl Sink {
                 })
                 .unwrap_or_default(),
             packages_seen: HashSet::new(),
+            recording,
             truth,
             seen: HashSet::new(),
             online: HashSet::new(),
@@ -155,6 +157,9 @@ struct SinkState {
     models: HashMap<u32, Arc<NeuralModel>>,
     /// sha256 of every deployed manifest already loaded.
     packages_seen: HashSet<String>,
+    /// The run's Rerun recording: decoded signals beside the originals, and the fleet's
+    /// budget, allocation and delivered rate.
+    recording: Option<rerun::RecordingStream>,
     truth: Arc<Mutex<GroundTruth>>,
     seen: HashSet<(String, String, i64)>,
     online: HashSet<String>,
@@ -182,6 +187,9 @@ impl SinkState {
         // Whatever already arrived still counts.
         while let Ok(m) = rx.try_recv() {
             self.handle(m);
+        }
+        if let Some(rec) = &self.recording {
+            let _ = rec.flush_blocking();
         }
         let _ = client.disconnect().await;
         self.report
@@ -217,6 +225,16 @@ impl SinkState {
             },
             Ok(Topic::FleetState) => match FleetState::from_json(&message.payload) {
                 Ok(f) => {
+                    if let Some(rec) = &self.recording {
+                        rec.set_duration_secs("wall_time", self.now());
+                        for (path, bps) in [
+                            ("fleet/budget_kbps", f.fleet_budget_bps),
+                            ("fleet/allocated_kbps", f.allocated_bps),
+                            ("fleet/delivered_kbps", f.delivered_bps),
+                        ] {
+                            let _ = rec.log(path, &rerun::Scalars::new([bps / 1000.0]));
+                        }
+                    }
                     self.report.fleet.push(f);
                     self.report.fleet_at_s.push(self.now());
                 }
@@ -314,6 +332,19 @@ impl SinkState {
         }
         delivery.packets += 1;
         delivery.frames += frames.len() as u64;
+        if let Some(rec) = &self.recording
+            && schema.kind != lydlr_codec::SensorKind::Lidar
+        {
+            // Beside the original (`robots/<node>/<stream>`), on the same timeline.
+            let path = format!("robots/{}/{}/reconstructed", key.0, key.1);
+            for frame in &frames {
+                rec.set_duration_secs("sim_time", frame.timestamp_ns as f64 * 1e-9);
+                let _ = rec.log(
+                    path.as_str(),
+                    &rerun::Scalars::new(frame.values.iter().copied()),
+                );
+            }
+        }
         delivery.compressed_bytes += bytes.len() as u64;
         let truth = self.truth.lock().unwrap_or_else(|e| e.into_inner());
         let original = truth.streams.get(&key).map_or(&[][..], Vec::as_slice);

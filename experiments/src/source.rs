@@ -28,6 +28,10 @@ pub trait Source: Send {
     fn step(&mut self) -> anyhow::Result<Vec<(usize, usize, Frame)>>;
     /// Closes side outputs (the Rerun recording).
     fn finish(&mut self) -> anyhow::Result<()>;
+    /// The Rerun recording the source writes, if any.
+    fn recording(&self) -> Option<rerun::RecordingStream> {
+        None
+    }
 }
 
 /// The simulated swarm, with its Rerun recording when asked for.
@@ -131,6 +135,10 @@ impl Source for SimSource {
             Some(rec) => rec.finish(),
             None => Ok(()),
         }
+    }
+
+    fn recording(&self) -> Option<rerun::RecordingStream> {
+        self.recorder.as_ref().map(Recorder::stream)
     }
 }
 
