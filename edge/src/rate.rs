@@ -23,6 +23,9 @@ const MEASURE_EVERY_NS: i64 = 2_000_000_000;
 /// The first measurement comes sooner: until a node reports its points the allocator can
 /// only share the budget out equally.
 const FIRST_MEASURE_NS: i64 = 500_000_000;
+/// Points measured on fewer frames than this mislead more than they inform (a slow stream
+/// waits for them: 2 s of a 10 Hz lidar).
+const MIN_MEASURE_FRAMES: usize = 20;
 /// At most one rung change per this much stream time.
 const SETTLE_NS: i64 = 250_000_000;
 /// Credit and debt caps, in seconds of the target rate: above one block's swing between
@@ -118,10 +121,12 @@ impl RateControl {
         let new_choice = self.allocation.as_ref().is_none_or(|a| {
             a.level != allocation.level || a.quality_floor != allocation.quality_floor
         });
-        // A neighbouring rung is the controller's business (the allocator's choice flips
-        // between neighbours while its measured points settle); a jump is a new situation.
+        // A coarser neighbouring rung is the controller's business (the allocator's choice
+        // flips between neighbours while its measured points settle); a jump, or a finer
+        // rung (quality the budget now affords), is a new situation.
         let jump = allocation.level.abs_diff(self.level) >= 2 || self.allocation.is_none();
-        self.level = if new_choice && jump {
+        let finer = allocation.level < self.level;
+        self.level = if new_choice && (jump || finer) {
             self.credit_bits = 0.0;
             allocation.level.min(ceiling)
         } else {
@@ -165,7 +170,7 @@ impl RateControl {
         let due = *self
             .next_measure_ns
             .get_or_insert(now_ns + FIRST_MEASURE_NS);
-        if now_ns < due || self.history.len() < 2 {
+        if now_ns < due || self.history.len() < MIN_MEASURE_FRAMES {
             return;
         }
         self.next_measure_ns = Some(now_ns + MEASURE_EVERY_NS);
@@ -231,15 +236,17 @@ impl RateControl {
         let cap = target * CREDIT_S;
         self.credit_bits =
             (self.credit_bits + target * span_s - bytes as f64 * 8.0).clamp(-cap, cap);
-        if self.boosted || end_ns.saturating_sub(self.last_change_ns) < SETTLE_NS {
+        // No move before a whole window of packets: the first allocations share the budget
+        // out blindly, before any point is measured.
+        if !full || self.boosted || end_ns.saturating_sub(self.last_change_ns) < SETTLE_NS {
             return;
         }
         let ceiling = allocation.quality_floor.min(self.top_level);
         let rate = self.delivered_bps();
         // Far off the target over a whole window (a new allocation the points misjudged):
         // move at once. Otherwise the credit decides, which alternation alone never fills.
-        let far_over = full && rate > target * FAR;
-        let far_under = full && rate * FAR < target && self.finer_fits(rate, target);
+        let far_over = rate > target * FAR;
+        let far_under = rate * FAR < target && self.finer_fits(rate, target);
         if (far_over || self.credit_bits <= -0.9 * cap) && self.level < ceiling {
             self.level += 1;
             self.credit_bits = 0.0;
