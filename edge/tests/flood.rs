@@ -43,18 +43,7 @@ async fn a_flood_of_bad_messages_neither_stops_nor_delays_compression() {
     let node = run_node(config, &url).await.unwrap();
     let schema = common::wheels_schema(50.0);
     let (driver, _) = BusClient::connect(&robot_broker.url(), ClientOptions::new("driver"));
-    driver
-        .publish(
-            Topic::Schema {
-                node: NODE.into(),
-                stream: "wheels".into(),
-            }
-            .to_string(),
-            schema.to_json(),
-            true,
-        )
-        .await
-        .unwrap();
+    common::publish_schema(&driver, NODE, &schema).await;
 
     // The flood: every topic the node listens to, malformed or oversized, as fast as the
     // broker takes it, on its own connection.

@@ -63,14 +63,7 @@ impl Harness {
         }
         let (local_client, _) = BusClient::connect(local, ClientOptions::new("driver"));
         let node = run_node(config, uplink).await.unwrap();
-        let topic = Topic::Schema {
-            node: NODE.into(),
-            stream: "wheels".into(),
-        };
-        local_client
-            .publish(topic.to_string(), schema().to_json(), true)
-            .await
-            .unwrap();
+        common::publish_schema(&local_client, NODE, &schema()).await;
         Harness {
             local: local_client,
             observer,

@@ -48,16 +48,21 @@ pub fn model_node_config(
     }
 }
 
-/// Announces `node`'s IMU (retained), under the channel names the shipped models know.
-pub async fn publish_imu_schema(client: &BusClient, node: &str) {
+/// Announces one of `node`'s streams (retained), as its driver would.
+pub async fn publish_schema(client: &BusClient, node: &str, schema: &StreamSchema) {
     let topic = Topic::Schema {
         node: node.into(),
-        stream: "imu".into(),
+        stream: schema.name.clone(),
     };
     client
-        .publish(topic.to_string(), imu_model_schema().to_json(), true)
+        .publish(topic.to_string(), schema.to_json(), true)
         .await
         .unwrap();
+}
+
+/// Announces `node`'s IMU under the channel names the shipped models know.
+pub async fn publish_imu_schema(client: &BusClient, node: &str) {
+    publish_schema(client, node, &imu_model_schema()).await;
 }
 
 /// Two wheel encoders counting ticks at `rate_hz`.
