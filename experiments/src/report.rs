@@ -192,13 +192,28 @@ impl RunData<'_> {
 }
 
 /// A node's last report in one second: sequence, delivered and allocated bit/s, mean rung.
-type NodeSecond = (u64, f64, f64, f64);
+/// One node's latest report in a second: sequence number, delivered and target rates, mean
+/// rung, and whether every stream was at the lossless rung.
+type NodeSecond = (u64, f64, f64, f64, bool);
 
 /// One plotted line: label, colour, points.
 pub type Series<'a> = (&'a str, RGBColor, Vec<(f64, f64)>);
 
+/// The fleet in one second of stream time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct FleetSecond {
+    t: f64,
+    delivered_bps: f64,
+    allocated_bps: f64,
+    mean_level: f64,
+    /// Every live stream was coded losslessly: the fleet sent all it had, whatever the budget.
+    all_lossless: bool,
+    /// Nodes reporting: a node that leaves or joins changes the fleet as a budget change does.
+    nodes: usize,
+}
+
 /// Fleet delivered rate per second of stream time, from each node's latest report in it.
-fn delivered_series(metrics: &[NodeMetrics]) -> Vec<(f64, f64, f64, f64)> {
+fn delivered_series(metrics: &[NodeMetrics]) -> Vec<FleetSecond> {
     let mut by_second: BTreeMap<i64, BTreeMap<&str, NodeSecond>> = BTreeMap::new();
     for m in metrics {
         let second = m.t_stream_s.ceil() as i64;
@@ -206,10 +221,11 @@ fn delivered_series(metrics: &[NodeMetrics]) -> Vec<(f64, f64, f64, f64)> {
         let target: f64 = m.streams.iter().map(|s| s.target_bps).sum();
         let level = m.streams.iter().map(|s| f64::from(s.level)).sum::<f64>()
             / m.streams.len().max(1) as f64;
+        let lossless = m.streams.iter().all(|s| s.level == 0);
         let slot = by_second.entry(second).or_default();
-        let entry = slot.entry(&m.node).or_insert((0, 0.0, 0.0, 0.0));
+        let entry = slot.entry(&m.node).or_insert((0, 0.0, 0.0, 0.0, true));
         if m.seq >= entry.0 {
-            *entry = (m.seq, delivered, target, level);
+            *entry = (m.seq, delivered, target, level, lossless);
         }
     }
     // A node whose report for a second went missing (reports land near second boundaries)
@@ -226,12 +242,85 @@ fn delivered_series(metrics: &[NodeMetrics]) -> Vec<(f64, f64, f64, f64)> {
             .map(|(_, v)| v)
             .collect();
         let n = live.len().max(1) as f64;
-        let (d, t, l) = live
-            .iter()
-            .fold((0.0, 0.0, 0.0), |a, v| (a.0 + v.1, a.1 + v.2, a.2 + v.3));
-        out.push((second as f64, d, t, l / n));
+        out.push(FleetSecond {
+            t: second as f64,
+            delivered_bps: live.iter().map(|v| v.1).sum(),
+            allocated_bps: live.iter().map(|v| v.2).sum(),
+            mean_level: live.iter().map(|v| v.3).sum::<f64>() / n,
+            all_lossless: live.iter().all(|v| v.4),
+            nodes: live.len(),
+        });
     }
     out
+}
+
+/// How the delivered rate kept to the budget, over the trailing 2 s windows that are judged.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct BudgetKeeping {
+    /// Windows in which the budget bound (some stream was coded lossy): lowest and highest
+    /// deviation from the budget, percent.
+    binding: Option<(f64, f64)>,
+    binding_windows: usize,
+    /// Windows in which every stream was lossless throughout (the fleet needed less than the
+    /// budget): highest deviation, which must stay below the tolerance; falling short of the
+    /// budget there is no fault, there was nothing more to send.
+    unbound_highest: Option<f64>,
+    unbound_windows: usize,
+}
+
+/// Judges each second's trailing 2 s window once the first allocation after the start, after
+/// each budget change and after each node that left or joined has had a full window
+/// (`lag_s`) to show.
+fn budget_keeping(
+    series: &[FleetSecond],
+    budget_at: impl Fn(f64) -> f64,
+    budget_changes: &[f64],
+    lag_s: f64,
+) -> BudgetKeeping {
+    let mut keeping = BudgetKeeping {
+        binding: None,
+        binding_windows: 0,
+        unbound_highest: None,
+        unbound_windows: 0,
+    };
+    let Some(first) = series.iter().find(|p| p.allocated_bps > 0.0) else {
+        return keeping;
+    };
+    let membership_changes = series
+        .windows(2)
+        .filter(|w| w[0].nodes != w[1].nodes)
+        .map(|w| w[1].t);
+    let changes: Vec<f64> = budget_changes
+        .iter()
+        .copied()
+        .chain(membership_changes)
+        .collect();
+    let settled =
+        |t: f64| t >= first.t + lag_s && !changes.iter().any(|c| t >= *c && t < c + lag_s);
+    for (i, p) in series.iter().enumerate() {
+        if !settled(p.t) {
+            continue;
+        }
+        let budget = budget_at(p.t);
+        let deviation = (p.delivered_bps - budget) / budget * 100.0;
+        // The window reaches back two seconds: lossless throughout means this second and the
+        // one before it.
+        let unbound = p.all_lossless && i > 0 && series[i - 1].all_lossless;
+        if unbound && deviation < 0.0 {
+            keeping.unbound_windows += 1;
+            keeping.unbound_highest = Some(
+                keeping
+                    .unbound_highest
+                    .map_or(deviation, |h| h.max(deviation)),
+            );
+        } else {
+            keeping.binding_windows += 1;
+            keeping.binding = Some(keeping.binding.map_or((deviation, deviation), |(lo, hi)| {
+                (lo.min(deviation), hi.max(deviation))
+            }));
+        }
+    }
+    keeping
 }
 
 type Chart<'b, 'a, X, Y> = ChartContext<
@@ -396,7 +485,7 @@ pub fn write_report(dir: &Path, run: &RunData) -> anyhow::Result<()> {
     let series = delivered_series(run.metrics);
     let budget: Vec<(f64, f64)> = series
         .iter()
-        .map(|s| (s.0, run.budget_at(s.0) / 1000.0))
+        .map(|s| (s.t, run.budget_at(s.t) / 1000.0))
         .collect();
     line_chart(
         &dir.join("bandwidth.svg"),
@@ -406,12 +495,18 @@ pub fn write_report(dir: &Path, run: &RunData) -> anyhow::Result<()> {
             (
                 "delivered",
                 BLUE,
-                series.iter().map(|s| (s.0, s.1 / 1000.0)).collect(),
+                series
+                    .iter()
+                    .map(|s| (s.t, s.delivered_bps / 1000.0))
+                    .collect(),
             ),
             (
                 "allocated",
                 GREEN,
-                series.iter().map(|s| (s.0, s.2 / 1000.0)).collect(),
+                series
+                    .iter()
+                    .map(|s| (s.t, s.allocated_bps / 1000.0))
+                    .collect(),
             ),
             ("budget", RED, budget),
         ],
@@ -423,7 +518,7 @@ pub fn write_report(dir: &Path, run: &RunData) -> anyhow::Result<()> {
         &[(
             "mean rung",
             MAGENTA,
-            series.iter().map(|s| (s.0, s.3)).collect(),
+            series.iter().map(|s| (s.t, s.mean_level)).collect(),
         )],
     )?;
     line_chart(
@@ -448,7 +543,12 @@ pub fn write_report(dir: &Path, run: &RunData) -> anyhow::Result<()> {
     writeln!(
         md,
         "{} robots, {:.0} s simulated in {:.1} s wall, seed {}, fleet budget {:.1} kbit/s.\n",
-        s.sim.robots.count,
+        run.rows
+            .iter()
+            .filter(|r| r.node != "TOTAL")
+            .map(|r| r.node.as_str())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
         s.sim.duration_s,
         run.wall_s,
         s.sim.seed,
@@ -467,39 +567,30 @@ pub fn write_report(dir: &Path, run: &RunData) -> anyhow::Result<()> {
             total.frames_mismatched
         )?;
     }
-    if let (Some(first), Some(last)) = (series.iter().find(|p| p.2 > 0.0), series.last()) {
-        // Windows that start after the first allocation following a change (the coordinator
-        // answers within a period) are judged: a 2 s window plus one period after it.
-        let changes: Vec<f64> = s
-            .events
-            .iter()
-            .filter(|e| matches!(e.event, Event::SetBudget { .. }))
-            .map(|e| e.at_s)
-            .collect();
-        let lag = 2.0 + f64::from(s.coordinator.period_ms) / 1000.0;
-        let settled =
-            |t: f64| t >= first.0 + lag && !changes.iter().any(|c| t >= *c && t < c + lag);
-        let deviations: Vec<f64> = series
-            .iter()
-            .filter(|p| settled(p.0))
-            .map(|p| {
-                let budget = run.budget_at(p.0);
-                (p.1 - budget) / budget * 100.0
-            })
-            .collect();
-        let high = deviations.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let low = deviations.iter().copied().fold(f64::INFINITY, f64::min);
-        if high.is_finite() {
-            writeln!(
-                md,
-                "Delivered rate over trailing 2 s windows, per second from {:.0} s to {:.0} s, leaving out the first window after the first allocation and after each budget change: between {:+.1} % and {:+.1} % of the budget in force.\n",
-                first.0 + lag,
-                last.0,
-                low,
-                high
-            )?;
-        }
+    let changes: Vec<f64> = s
+        .events
+        .iter()
+        .filter(|e| matches!(e.event, Event::SetBudget { .. }))
+        .map(|e| e.at_s)
+        .collect();
+    // The coordinator answers within a period: a 2 s window plus one period after it.
+    let lag = 2.0 + f64::from(s.coordinator.period_ms) / 1000.0;
+    let keeping = budget_keeping(&series, |t| run.budget_at(t), &changes, lag);
+    if let Some((low, high)) = keeping.binding {
+        writeln!(
+            md,
+            "Delivered rate over trailing 2 s windows, one per second, leaving out the first window after the first allocation and after each budget change or node leaving or joining: between {low:+.1} % and {high:+.1} % of the budget in force in the {} windows where the budget bound.",
+            keeping.binding_windows
+        )?;
     }
+    if let Some(high) = keeping.unbound_highest {
+        writeln!(
+            md,
+            "In {} windows every stream was lossless and the fleet needed less than the budget (at most {high:+.1} % of it): nothing more to send.",
+            keeping.unbound_windows
+        )?;
+    }
+    writeln!(md)?;
     writeln!(md, "## Streams\n")?;
     writeln!(
         md,
@@ -765,6 +856,53 @@ mod tests {
     }
 
     #[test]
+    fn only_windows_where_the_budget_binds_must_reach_it() {
+        let second = |t: f64, delivered: f64, all_lossless: bool| FleetSecond {
+            t,
+            delivered_bps: delivered,
+            allocated_bps: 100.0,
+            mean_level: if all_lossless { 0.0 } else { 1.0 },
+            all_lossless,
+            nodes: if t < 9.0 { 2 } else { 1 },
+        };
+        let series = [
+            second(1.0, 10.0, true), // before the first window is judged
+            second(2.0, 50.0, true),
+            second(3.0, 80.0, true), // lossless for two seconds: short of the budget, no fault
+            second(4.0, 90.0, false),
+            second(5.0, 104.0, false),
+            second(6.0, 60.0, true), // lossless now, lossy a second ago: judged as binding
+            second(7.0, 55.0, false), // inside the lag after the change at 6.5 s
+            second(8.0, 51.0, false),
+        ];
+        let budget = |t: f64| if t < 6.5 { 100.0 } else { 50.0 };
+        let keeping = budget_keeping(&series, budget, &[6.5], 1.5);
+        assert_eq!(keeping.unbound_windows, 1);
+        assert_eq!(keeping.unbound_highest, Some(-20.0));
+        assert_eq!(keeping.binding_windows, 4);
+        let (low, high) = keeping.binding.unwrap();
+        assert!(
+            (low + 40.0).abs() < 1e-9 && (high - 4.0).abs() < 1e-9,
+            "{low} {high}"
+        );
+        // A node that leaves is a change too: its first windows are not judged.
+        let mut left = series.to_vec();
+        left.push(second(9.0, 10.0, false));
+        left.push(second(10.0, 49.0, false));
+        let keeping = budget_keeping(&left, budget, &[6.5], 1.5);
+        assert_eq!(keeping.binding_windows, 4);
+        // Lossless but over the budget is still judged.
+        let over = [
+            second(1.0, 100.0, true),
+            second(3.0, 120.0, true),
+            second(4.0, 120.0, true),
+        ];
+        let keeping = budget_keeping(&over, |_| 100.0, &[], 1.0);
+        assert_eq!(keeping.unbound_windows, 0);
+        assert_eq!(keeping.binding, Some((20.0, 20.0)));
+    }
+
+    #[test]
     fn a_missing_report_is_carried_but_a_dead_node_drops_out() {
         let metrics = vec![
             report("a", 1, 1.0, 100.0),
@@ -775,7 +913,10 @@ mod tests {
             report("a", 4, 4.0, 100.0), // b is dead from here on
             report("a", 5, 5.0, 100.0),
         ];
-        let totals: Vec<f64> = delivered_series(&metrics).iter().map(|p| p.1).collect();
+        let totals: Vec<f64> = delivered_series(&metrics)
+            .iter()
+            .map(|p| p.delivered_bps)
+            .collect();
         assert_eq!(totals, vec![150.0, 150.0, 160.0, 160.0, 100.0]);
     }
 

@@ -120,13 +120,15 @@ async fn run(mut scenario: Scenario, options: RunOptions) -> anyhow::Result<RunR
     )
     .ok();
 
+    let recording = dir.join("recording.rrd");
+    let recording = scenario.run.rerun.then_some(recording.as_path());
     let source: Box<dyn Source> = match &scenario.replay {
-        Some(replay) => Box::new(ReplaySource::new(replay, scenario.sim.duration_s)?),
-        None => {
-            let recording = dir.join("recording.rrd");
-            let recording = scenario.run.rerun.then_some(recording.as_path());
-            Box::new(SimSource::new(&scenario.sim, recording)?)
-        }
+        Some(replay) => Box::new(ReplaySource::new(
+            replay,
+            scenario.sim.duration_s,
+            recording,
+        )?),
+        None => Box::new(SimSource::new(&scenario.sim, recording)?),
     };
     let names = source.names();
     let schemas = source.schemas();

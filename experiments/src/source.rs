@@ -194,13 +194,20 @@ pub struct ReplaySource {
     cursors: Vec<usize>,
     time_ns: i64,
     steps: u64,
+    /// The replayed signals (`robots/<robot>/<stream>`), which the sink's decoded ones join.
+    recording: Option<rerun::RecordingStream>,
 }
 
 const REPLAY_STEP_NS: u64 = 1_000_000;
 
 impl ReplaySource {
-    /// Reads every recording; `duration_s` caps the replay.
-    pub fn new(section: &ReplaySection, duration_s: f64) -> anyhow::Result<ReplaySource> {
+    /// Reads every recording; `duration_s` caps the replay. With `recording`, the replayed
+    /// signals are also written there as a Rerun recording.
+    pub fn new(
+        section: &ReplaySection,
+        duration_s: f64,
+        recording: Option<&Path>,
+    ) -> anyhow::Result<ReplaySource> {
         let mut robots = Vec::new();
         for (i, file) in section.files.iter().enumerate() {
             let path = Path::new(file);
@@ -221,11 +228,19 @@ impl ReplaySource {
             .unwrap_or(0);
         let span_s = (last_ns as f64 * 1e-9).min(duration_s);
         let steps = ((span_s * 1e9) / REPLAY_STEP_NS as f64).ceil() as u64 + 1;
+        let recording = recording
+            .map(|path| {
+                rerun::RecordingStreamBuilder::new("lydlr")
+                    .save(path)
+                    .with_context(|| format!("creating {}", path.display()))
+            })
+            .transpose()?;
         Ok(ReplaySource {
             cursors: vec![0; robots.len()],
             robots,
             time_ns: 0,
             steps,
+            recording,
         })
     }
 }
@@ -257,11 +272,18 @@ impl Source for ReplaySource {
 
     fn step(&mut self) -> anyhow::Result<Vec<(usize, usize, Frame)>> {
         let mut due = Vec::new();
-        for (robot, (_, _, frames)) in self.robots.iter().enumerate() {
+        for (robot, (name, schema, frames)) in self.robots.iter().enumerate() {
             let cursor = &mut self.cursors[robot];
             while let Some(frame) = frames.get(*cursor)
                 && frame.timestamp_ns <= self.time_ns
             {
+                if let Some(rec) = &self.recording {
+                    rec.set_duration_secs("sim_time", frame.timestamp_ns as f64 * 1e-9);
+                    let _ = rec.log(
+                        format!("robots/{name}/{}", schema.name),
+                        &rerun::Scalars::new(frame.values.iter().copied()),
+                    );
+                }
                 // Robot i replays recording i, which is stream slot i.
                 due.push((robot, robot, frame.clone()));
                 *cursor += 1;
@@ -272,6 +294,13 @@ impl Source for ReplaySource {
     }
 
     fn finish(&mut self) -> anyhow::Result<()> {
-        Ok(())
+        match self.recording.take() {
+            Some(rec) => Ok(rec.flush_blocking()?),
+            None => Ok(()),
+        }
+    }
+
+    fn recording(&self) -> Option<rerun::RecordingStream> {
+        self.recording.clone()
     }
 }

@@ -24,6 +24,15 @@ fn replay(scenario: &Scenario, name: &str) -> RunReport {
         ..RunOptions::default()
     };
     let report = run_scenario(scenario, &options).unwrap();
+    if scenario.run.rerun {
+        // The replayed signals and what the sink decoded, in a Rerun file.
+        let rrd = std::fs::read(dir.join("recording.rrd")).unwrap();
+        assert!(
+            rrd.len() > 10_000 && rrd.starts_with(b"RRF2"),
+            "rrd of {} bytes",
+            rrd.len()
+        );
+    }
     let _ = std::fs::remove_dir_all(dir);
     report
 }
@@ -71,6 +80,7 @@ fn written_recordings_replay_as_robots_and_every_sample_arrives() {
         write_recording(&files[1], 90.0, 2),
     ];
     let mut scenario = sim_to_real();
+    scenario.run.rerun = true;
     scenario.replay.as_mut().unwrap().files =
         files.iter().map(|f| f.display().to_string()).collect();
     let report = replay(&scenario, "written");
