@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::column::{Representation, choose_predictor, residuals};
 use crate::entropy::ResidualEncoder;
-use crate::lossless::timestamp_history;
+use crate::lossless::timestamp_ticks;
 use crate::{BoundedCodec, Codec, CodecError, ErrorBound, Frame, LosslessCodec, StreamSchema};
 
 /// One rung: lossless (level 0) or an error bound.
@@ -146,13 +146,12 @@ pub fn entropy_report(schema: &StreamSchema, frames: &[Frame]) -> EntropyReport 
         coded_bits: 0.0,
         entropy_bits: 0.0,
     };
-    let Some(first) = frames.first() else {
+    if frames.is_empty() {
         return report;
-    };
-    let mut columns: Vec<(Vec<i64>, [i64; 3])> = vec![(
-        frames.iter().map(|f| f.timestamp_ns).collect(),
-        timestamp_history(first.timestamp_ns, schema),
-    )];
+    }
+    let times: Vec<i64> = frames.iter().map(|f| f.timestamp_ns).collect();
+    let (_, ticks, history) = timestamp_ticks(&times, schema);
+    let mut columns: Vec<(Vec<i64>, [i64; 3])> = vec![(ticks, history)];
     for c in 0..schema.channels.len() {
         let values: Vec<f64> = frames
             .iter()

@@ -1,4 +1,4 @@
-//! The lossless predictive codec (codec id 1, version 1).
+//! The lossless predictive codec (codec id 1, version 3).
 //!
 //! Per block and per column (the timestamps, then each channel) it picks the cheapest exact
 //! integer representation (integers, ADC-step counts, decimal counts, or the order-preserving
@@ -15,20 +15,22 @@ use crate::entropy::{ResidualDecoder, ResidualEncoder};
 use crate::varint::{Reader, put_uvarint};
 use crate::{Codec, CodecError, Frame, StreamSchema};
 
-const VERSION: u8 = 2;
+const VERSION: u8 = 3;
 /// Descriptor: bits 0-2 predictor, bits 3-5 representation, bit 6 all residuals zero.
 const REPR_SHIFT: u8 = 3;
 const ALL_ZERO_BIT: u8 = 1 << 6;
+/// Representation tags of a timestamp column counted in ticks of a common step given as a
+/// parameter, and of the nominal period (no parameter). Tag 0 (integer) is a tick of 1 ns.
+const TICKS_TAG: u8 = 6;
+const PERIOD_TICKS_TAG: u8 = 7;
 
-/// Timestamps start from the header's first timestamp, extrapolated backwards by the nominal
-/// period, so a regular stream's timestamp residuals are all zero.
-pub(crate) fn timestamp_history(first: i64, schema: &StreamSchema) -> History {
-    let period = if schema.rate_hz > 0.0 && schema.rate_hz.is_finite() {
+/// The stream's nominal sampling period in nanoseconds (0 when it has no rate).
+fn nominal_period_ns(schema: &StreamSchema) -> i64 {
+    if schema.rate_hz > 0.0 && schema.rate_hz.is_finite() {
         (1e9 / schema.rate_hz).round() as i64
     } else {
         0
-    };
-    [1, 2, 3].map(|k| first.wrapping_sub(period.wrapping_mul(k)))
+    }
 }
 
 /// Writes one column: descriptor, parameters, and residuals into the shared coder.
@@ -39,11 +41,25 @@ pub(crate) fn encode_column(
     repr: Representation,
     history: History,
 ) {
+    let mut parameters = Vec::new();
+    write_representation_parameters(&mut parameters, repr);
+    encode_tagged_column(descriptors, encoder, ints, repr.tag(), &parameters, history);
+}
+
+/// [`encode_column`] for any representation tag, its parameters already written.
+fn encode_tagged_column(
+    descriptors: &mut Vec<u8>,
+    encoder: &mut ResidualEncoder,
+    ints: &[i64],
+    repr_tag: u8,
+    parameters: &[u8],
+    history: History,
+) {
     let predictor = choose_predictor(ints, history);
     let all_zero = residuals(ints, predictor, history).all(|r| r == 0);
     descriptors
-        .push(predictor.tag() | repr.tag() << REPR_SHIFT | if all_zero { ALL_ZERO_BIT } else { 0 });
-    write_representation_parameters(descriptors, repr);
+        .push(predictor.tag() | repr_tag << REPR_SHIFT | if all_zero { ALL_ZERO_BIT } else { 0 });
+    descriptors.extend_from_slice(parameters);
     predictor.write_parameters(descriptors);
     if !all_zero {
         encode_residuals(
@@ -52,6 +68,140 @@ pub(crate) fn encode_column(
             predictor.warmup(),
         );
     }
+}
+
+/// The timestamp column (column 0 of every codec): the offsets from the block's first
+/// timestamp counted in ticks of their greatest common divisor (a logger's microsecond
+/// clock, a camera's frame period), predicted from the nominal period in ticks. Jittery
+/// timestamps then cost the jitter, not the nanosecond digits no clock produced.
+pub(crate) fn encode_timestamps(
+    descriptors: &mut Vec<u8>,
+    encoder: &mut ResidualEncoder,
+    times: &[i64],
+    schema: &StreamSchema,
+) {
+    let (tick, ticks, history) = timestamp_ticks(times, schema);
+    let mut parameters = Vec::new();
+    let tag = if tick == nominal_period_ns(schema) {
+        PERIOD_TICKS_TAG
+    } else if tick == 1 {
+        Representation::Integer.tag()
+    } else {
+        put_uvarint(&mut parameters, tick as u64);
+        TICKS_TAG
+    };
+    encode_tagged_column(descriptors, encoder, &ticks, tag, &parameters, history);
+}
+
+/// A block's timestamps as tick counts from the first: the tick, the counts, and the history
+/// they are predicted from.
+pub(crate) fn timestamp_ticks(times: &[i64], schema: &StreamSchema) -> (i64, Vec<i64>, History) {
+    let first = times.first().copied().unwrap_or(0);
+    let tick = timestamp_tick(times);
+    let ticks = times.iter().map(|t| t.wrapping_sub(first) / tick).collect();
+    (tick, ticks, tick_history(schema, tick))
+}
+
+/// The largest step dividing every offset from the first timestamp (wrapping, as the
+/// offsets are taken), 1 when there is none. The common case, offsets that fit an `i64`,
+/// takes the divisor of the successive differences, which skips the division whenever a
+/// difference repeats (a regular stream needs none).
+fn timestamp_tick(times: &[i64]) -> i64 {
+    let first = times.first().copied().unwrap_or(0);
+    let mut divisor = 0u64;
+    let mut previous = first;
+    for &t in times {
+        let offset = i128::from(t) - i128::from(first);
+        if i64::try_from(offset).is_err() {
+            return wrapping_timestamp_tick(times);
+        }
+        let step = (i128::from(t) - i128::from(previous)).unsigned_abs();
+        previous = t;
+        if step != u128::from(divisor) && step != 0 {
+            // Both offsets fit an i64, so their difference fits a u64.
+            divisor = gcd(divisor, step as u64);
+        }
+    }
+    tick_of(divisor)
+}
+
+/// [`timestamp_tick`] over the wrapped offsets, for blocks that span more than an `i64`.
+fn wrapping_timestamp_tick(times: &[i64]) -> i64 {
+    let first = times.first().copied().unwrap_or(0);
+    tick_of(
+        times
+            .iter()
+            .fold(0, |g, t| gcd(g, t.wrapping_sub(first).unsigned_abs())),
+    )
+}
+
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+fn tick_of(divisor: u64) -> i64 {
+    i64::try_from(divisor).ok().filter(|g| *g > 0).unwrap_or(1)
+}
+
+/// The history the tick counts start from: the nominal period, in ticks, extrapolated
+/// backwards from zero (the first timestamp), so a regular stream leaves all-zero residuals.
+fn tick_history(schema: &StreamSchema, tick: i64) -> History {
+    let period_ticks = (nominal_period_ns(schema) as f64 / tick as f64).round() as i64;
+    [1, 2, 3].map(|k| period_ticks.wrapping_mul(-k))
+}
+
+/// The head of a timestamp column: its tick and how its ticks are predicted.
+pub(crate) struct TimestampHead {
+    tick: i64,
+    predictor: Predictor,
+    all_zero: bool,
+}
+
+pub(crate) fn read_timestamp_head(
+    reader: &mut Reader<'_>,
+    schema: &StreamSchema,
+) -> Result<TimestampHead, CodecError> {
+    let d = reader.u8()?;
+    if d & 0x80 != 0 {
+        return Err(CodecError::Corrupt("bad timestamp column descriptor"));
+    }
+    let tick = match d >> REPR_SHIFT & 0b111 {
+        0 => Some(1),
+        TICKS_TAG => i64::try_from(reader.uvarint()?).ok(),
+        PERIOD_TICKS_TAG => Some(nominal_period_ns(schema)),
+        _ => return Err(CodecError::Corrupt("timestamps must be counted in ticks")),
+    }
+    .filter(|t| *t > 0)
+    .ok_or(CodecError::Corrupt("timestamp tick out of range"))?;
+    Ok(TimestampHead {
+        tick,
+        predictor: Predictor::read(d & 0b111, reader)?,
+        all_zero: d & ALL_ZERO_BIT != 0,
+    })
+}
+
+/// Decodes the `n` timestamps of a block whose first is `first`.
+pub(crate) fn decode_timestamps(
+    decoder: &mut ResidualDecoder,
+    n: usize,
+    head: &TimestampHead,
+    first: i64,
+    schema: &StreamSchema,
+) -> Result<Vec<i64>, CodecError> {
+    let ticks = decode_column(
+        decoder,
+        n,
+        head.predictor,
+        tick_history(schema, head.tick),
+        head.all_zero,
+    )?;
+    Ok(ticks
+        .into_iter()
+        .map(|k| first.wrapping_add(k.wrapping_mul(head.tick)))
+        .collect())
 }
 
 /// Parameters that follow a descriptor: decimal digits or the detected quantum.
@@ -180,13 +330,7 @@ impl Codec for LosslessCodec {
         let mut encoder = ResidualEncoder::new();
 
         let times: Vec<i64> = frames.iter().map(|f| f.timestamp_ns).collect();
-        encode_column(
-            &mut descriptors,
-            &mut encoder,
-            &times,
-            Representation::Integer,
-            timestamp_history(first, schema),
-        );
+        encode_timestamps(&mut descriptors, &mut encoder, &times, schema);
         let mut column = Vec::with_capacity(frames.len());
         for ch in 0..channels {
             column.clear();
@@ -220,26 +364,23 @@ impl Codec for LosslessCodec {
         if reader.uvarint()? != channels as u64 + 1 {
             return Err(CodecError::Corrupt("column count differs from the schema"));
         }
-        let heads = (0..=channels)
+        let time_head = read_timestamp_head(&mut reader, schema)?;
+        let heads = (0..channels)
             .map(|_| read_column_head(&mut reader))
             .collect::<Result<Vec<_>, _>>()?;
-        if heads[0].repr != Representation::Integer {
-            return Err(CodecError::Corrupt("timestamps must be integers"));
-        }
         let mut decoder = ResidualDecoder::new(reader.take(reader.remaining())?)?;
-        let t0 = packet.header.first_timestamp_ns;
-        let times = decode_column(
+        let times = decode_timestamps(
             &mut decoder,
             n,
-            heads[0].predictor,
-            timestamp_history(t0, schema),
-            heads[0].all_zero,
+            &time_head,
+            packet.header.first_timestamp_ns,
+            schema,
         )?;
         let mut frames: Vec<Frame> = times
             .into_iter()
             .map(|t| Frame::new(t, Vec::with_capacity(channels)))
             .collect();
-        for (ch, head) in heads[1..].iter().enumerate() {
+        for (ch, head) in heads.iter().enumerate() {
             let lsb = match head.repr {
                 Representation::LsbCounts => schema.lsb(ch).ok_or(CodecError::Corrupt(
                     "ADC-step column for a channel without one",
@@ -316,6 +457,42 @@ mod tests {
             "{} payload bytes",
             packet.payload.len()
         );
+    }
+
+    #[test]
+    fn jittery_microsecond_timestamps_cost_their_jitter_not_their_nanoseconds() {
+        // A logger stamping a 200 Hz sensor with a microsecond clock, +-20 us of jitter.
+        let schema = imu_schema();
+        let mut state = 7u64;
+        let frames: Vec<Frame> = (0..1000i64)
+            .map(|i| {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1);
+                let jitter_us = (state >> 33) as i64 % 41 - 20;
+                Frame::new(
+                    1_700_000_000_000_000 + i * 5_000_000 + jitter_us * 1000,
+                    vec![0.0; 6],
+                )
+            })
+            .collect();
+        let packet = assert_round_trip(&schema, &frames);
+        // Uniform jitter over 41 microseconds holds 5.4 bits, its difference (what a
+        // predictor from the previous stamps sees) 6; the nanosecond digits would add ten.
+        let bits = packet.payload.len() as f64 * 8.0 / frames.len() as f64;
+        assert!(bits < 8.0, "{bits:.2} bits per timestamp");
+    }
+
+    #[test]
+    fn timestamps_at_the_ends_of_the_clock_round_trip() {
+        let schema = imu_schema();
+        for times in [
+            vec![i64::MIN, i64::MAX, 0, -1, 1],
+            vec![i64::MAX, i64::MIN + 3000, 3000],
+            vec![5, 5, 5],
+            vec![-4_000_000_000, 6_000_000_000],
+        ] {
+            let frames: Vec<Frame> = times.iter().map(|&t| Frame::new(t, vec![1.0; 6])).collect();
+            assert_round_trip(&schema, &frames);
+        }
     }
 
     #[test]

@@ -13,13 +13,13 @@ use crate::column::{Predictor, Representation, decode_column, encode_residuals};
 use crate::container::{CodecId, Packet, PacketHeader};
 use crate::entropy::{ResidualContext, ResidualDecoder, ResidualEncoder, zigzag};
 use crate::lossless::{
-    check_block, check_header, encode_column, read_column_head, read_representation,
-    timestamp_history, write_representation_parameters,
+    check_block, check_header, decode_timestamps, encode_column, encode_timestamps,
+    read_column_head, read_representation, read_timestamp_head, write_representation_parameters,
 };
 use crate::varint::{Reader, put_uvarint};
 use crate::{Codec, CodecError, Frame, SampleType, StreamSchema};
 
-const VERSION: u8 = 2;
+const VERSION: u8 = 3;
 const MODE_LOSSLESS: u8 = 0;
 const MODE_UNITS: u8 = 1;
 const MODE_FLOAT: u8 = 2;
@@ -278,13 +278,7 @@ impl Codec for BoundedCodec {
         let mut head = Vec::with_capacity(16 * bounds.len());
         let mut encoder = ResidualEncoder::new();
         let times: Vec<i64> = frames.iter().map(|f| f.timestamp_ns).collect();
-        encode_column(
-            &mut head,
-            &mut encoder,
-            &times,
-            Representation::Integer,
-            timestamp_history(first, schema),
-        );
+        encode_timestamps(&mut head, &mut encoder, &times, schema);
 
         let mut column = Vec::with_capacity(frames.len());
         for (c, &eb) in bounds.iter().enumerate() {
@@ -429,7 +423,7 @@ fn decode_bounded(schema: &StreamSchema, packet: &Packet) -> Result<Vec<Frame>, 
             exceptions: Vec<(usize, f64)>,
         },
     }
-    let time_head = read_column_head(&mut reader)?;
+    let time_head = read_timestamp_head(&mut reader, schema)?;
     let mut heads = Vec::with_capacity(channels);
     for c_index in 0..channels {
         heads.push(match reader.u8()? {
@@ -480,13 +474,7 @@ fn decode_bounded(schema: &StreamSchema, packet: &Packet) -> Result<Vec<Frame>, 
     }
     let mut decoder = ResidualDecoder::new(reader.take(reader.remaining())?)?;
     let t0 = packet.header.first_timestamp_ns;
-    let times = decode_column(
-        &mut decoder,
-        n,
-        time_head.predictor,
-        timestamp_history(t0, schema),
-        time_head.all_zero,
-    )?;
+    let times = decode_timestamps(&mut decoder, n, &time_head, t0, schema)?;
     let mut frames: Vec<Frame> = times
         .into_iter()
         .map(|t| Frame::new(t, Vec::with_capacity(channels)))

@@ -81,6 +81,8 @@ pub struct CodecBench {
     pub bounded_1sigma_ratio: f64,
     pub bounded_encode_mb_s: f64,
     pub bounded_decode_mb_s: f64,
+    /// Lossless ratio in 10-frame packets, the size nodes send (headers included).
+    pub lossless_block10_ratio: f64,
     /// Encode latency of one 10-frame block, microseconds.
     pub block10_p50_us: f64,
     pub block10_p99_us: f64,
@@ -96,7 +98,7 @@ type RobotStreams = (Vec<lydlr_sim::StreamId>, Vec<StreamSchema>, Vec<Vec<Frame>
 fn robot_streams() -> anyhow::Result<RobotStreams> {
     let mut config = SimConfig {
         seed: 7,
-        duration_s: 60.0,
+        duration_s: 400.0,
         ..SimConfig::default()
     };
     config.sensors.lidar = Some(LidarConfig::default());
@@ -265,6 +267,14 @@ pub fn bench_codec() -> anyhow::Result<Vec<CodecBench>> {
         };
         let (lr, le, ld) = throughput(&LosslessCodec)?;
         let (br, be, bd) = throughput(&BoundedCodec::new(ErrorBound::Sigma(1.0)))?;
+        let block10_bytes: usize = frames
+            .chunks(10)
+            .map(|block| {
+                LosslessCodec
+                    .encode(schema, block)
+                    .map(|p| p.to_bytes().len())
+            })
+            .sum::<Result<usize, _>>()?;
         let mut latencies: Vec<f64> = frames
             .chunks_exact(10)
             .cycle()
@@ -289,6 +299,7 @@ pub fn bench_codec() -> anyhow::Result<Vec<CodecBench>> {
             bounded_1sigma_ratio: br,
             bounded_encode_mb_s: be,
             bounded_decode_mb_s: bd,
+            lossless_block10_ratio: raw / block10_bytes as f64,
             block10_p50_us: at(0.5),
             block10_p99_us: at(0.99),
             coded_bits: entropy.coded_bits,
