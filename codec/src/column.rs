@@ -318,6 +318,14 @@ impl Predictor {
             Predictor::Previous => h[0],
             Predictor::Linear => h[0].wrapping_mul(2).wrapping_sub(h[1]),
             Predictor::Fitted { coeffs, intercept } => {
+                // Below 2^46 in magnitude each product is under 2^61 and the sum of three
+                // fits an i64: the same result as the 128-bit arithmetic, several times faster.
+                const SMALL: i64 = 1 << 46;
+                if h.iter().all(|x| (-SMALL..SMALL).contains(x)) {
+                    let sum: i64 = coeffs.iter().zip(h).map(|(&c, &x)| i64::from(c) * x).sum();
+                    let scaled = (sum + (1 << (COEFF_BITS - 1))) >> COEFF_BITS;
+                    return scaled.saturating_add(intercept);
+                }
                 let sum: i128 = coeffs
                     .iter()
                     .zip(h)
@@ -536,6 +544,44 @@ mod tests {
         // -0.0 and NaN have no decimal form: the column falls back to bit patterns.
         let (repr, _) = Representation::choose(&[0.5, -0.0], SampleType::F64, None);
         assert_eq!(repr, Representation::F64Bits);
+    }
+
+    #[test]
+    fn fitted_prediction_is_the_128_bit_result_for_every_magnitude() {
+        let reference = |coeffs: [i16; 3], intercept: i64, h: &History| -> i64 {
+            let sum: i128 = coeffs
+                .iter()
+                .zip(h)
+                .map(|(&c, &x)| i128::from(c) * i128::from(x))
+                .sum();
+            let p = ((sum + (1 << (COEFF_BITS - 1))) >> COEFF_BITS) + i128::from(intercept);
+            p.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
+        };
+        let edge = 1i64 << 46;
+        let values = [
+            0,
+            1,
+            -1,
+            4095,
+            edge - 1,
+            -edge,
+            edge,
+            -edge - 1,
+            i64::MAX,
+            i64::MIN,
+        ];
+        let coefficients = [[i16::MAX, i16::MIN, 1], [4096, 0, 0], [-1, -1, i16::MIN]];
+        for coeffs in coefficients {
+            for intercept in [0, -7, i64::MAX, i64::MIN] {
+                let predictor = Predictor::Fitted { coeffs, intercept };
+                for &a in &values {
+                    for &b in &values {
+                        let h = [a, b, a.wrapping_neg()];
+                        assert_eq!(predictor.predict(&h), reference(coeffs, intercept, &h));
+                    }
+                }
+            }
+        }
     }
 
     #[test]
