@@ -279,6 +279,9 @@ fn unordered_f32(value: i64) -> Result<u32, CodecError> {
     })
 }
 
+/// Longest fitted predictor.
+pub(crate) const MAX_ORDER: usize = 16;
+
 /// How each integer of a column is predicted from the ones before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Predictor {
@@ -286,15 +289,50 @@ pub(crate) enum Predictor {
     Previous,
     /// `2 x[i-1] - x[i-2]`.
     Linear,
-    /// `intercept + (sum_j coeffs[j] x[i-1-j]) / 2^12`, fitted per block by least squares.
+    /// `intercept + (sum_j coeffs[j] x[i-1-j]) / 2^12` over `order` past values, fitted per
+    /// block by least squares (order 3 to follow the signal, longer ones to average noise
+    /// out of a bounded codec's reconstruction).
     Fitted {
-        coeffs: [i16; 3],
+        order: u8,
+        coeffs: [i16; MAX_ORDER],
         intercept: i64,
     },
 }
 
-/// The three values before the current one, newest first.
-pub(crate) type History = [i64; 3];
+/// The values before the current one, newest first.
+pub(crate) type History = [i64; MAX_ORDER];
+
+/// What a predictor looks back on: the synthetic history, oldest first, then every value of
+/// the column so far. Predicting reads the window at its end, so nothing shifts per value.
+pub(crate) struct Past {
+    values: Vec<i64>,
+}
+
+impl Past {
+    pub(crate) fn new(history: &History, capacity: usize) -> Past {
+        let mut values = Vec::with_capacity(MAX_ORDER + capacity);
+        values.extend(history.iter().rev());
+        Past { values }
+    }
+
+    #[inline(always)]
+    pub(crate) fn push(&mut self, x: i64) {
+        self.values.push(x);
+    }
+
+    #[inline(always)]
+    pub(crate) fn predict(&self, predictor: Predictor) -> i64 {
+        let window: &[i64; MAX_ORDER] = self.values[self.values.len() - MAX_ORDER..]
+            .try_into()
+            .expect("the history keeps MAX_ORDER values");
+        predictor.predict_from(window)
+    }
+
+    /// The column's values, the history left out.
+    pub(crate) fn into_values(mut self) -> Vec<i64> {
+        self.values.split_off(MAX_ORDER)
+    }
+}
 
 impl Predictor {
     pub(crate) fn tag(self) -> u8 {
@@ -308,39 +346,53 @@ impl Predictor {
 
     /// Samples at the start of a block whose prediction leans on the synthetic history.
     pub(crate) fn warmup(self) -> usize {
-        self.tag() as usize
+        match self {
+            Predictor::Fitted { order, .. } => usize::from(order),
+            other => other.tag() as usize,
+        }
     }
 
-    #[inline]
+    /// The prediction from `h`, newest first.
+    #[cfg(test)]
     pub(crate) fn predict(self, h: &History) -> i64 {
+        let mut window = *h;
+        window.reverse();
+        self.predict_from(&window)
+    }
+
+    /// The prediction from the last `MAX_ORDER` values, oldest first.
+    #[inline(always)]
+    pub(crate) fn predict_from(self, window: &[i64; MAX_ORDER]) -> i64 {
+        let newest = MAX_ORDER - 1;
         match self {
             Predictor::Zero => 0,
-            Predictor::Previous => h[0],
-            Predictor::Linear => h[0].wrapping_mul(2).wrapping_sub(h[1]),
-            Predictor::Fitted { coeffs, intercept } => {
-                // Below 2^46 in magnitude each product is under 2^61 and the sum of three
-                // fits an i64: the same result as the 128-bit arithmetic, several times faster.
-                const SMALL: i64 = 1 << 46;
-                if h.iter().all(|x| (-SMALL..SMALL).contains(x)) {
-                    let sum: i64 = coeffs.iter().zip(h).map(|(&c, &x)| i64::from(c) * x).sum();
-                    let scaled = (sum + (1 << (COEFF_BITS - 1))) >> COEFF_BITS;
-                    return scaled.saturating_add(intercept);
-                }
-                let sum: i128 = coeffs
-                    .iter()
-                    .zip(h)
-                    .map(|(&c, &x)| i128::from(c) * i128::from(x))
-                    .sum();
-                let scaled = (sum + (1 << (COEFF_BITS - 1))) >> COEFF_BITS;
-                let p = scaled + i128::from(intercept);
-                p.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
-            }
+            Predictor::Previous => window[newest],
+            Predictor::Linear => window[newest]
+                .wrapping_mul(2)
+                .wrapping_sub(window[newest - 1]),
+            Predictor::Fitted {
+                order,
+                coeffs,
+                intercept,
+            } => match order {
+                // The orders the encoders fit get code of their own (unrolled loops).
+                3 => fitted_prediction::<3>(window, &coeffs, intercept),
+                6 => fitted_prediction::<6>(window, &coeffs, intercept),
+                12 => fitted_prediction::<12>(window, &coeffs, intercept),
+                _ => fitted_prediction_of_order(window, &coeffs, intercept, usize::from(order)),
+            },
         }
     }
 
     pub(crate) fn write_parameters(self, out: &mut Vec<u8>) {
-        if let Predictor::Fitted { coeffs, intercept } = self {
-            for c in coeffs {
+        if let Predictor::Fitted {
+            order,
+            coeffs,
+            intercept,
+        } = self
+        {
+            out.push(order);
+            for c in &coeffs[..usize::from(order)] {
                 out.extend_from_slice(&c.to_le_bytes());
             }
             put_uvarint(out, zigzag(intercept));
@@ -353,77 +405,179 @@ impl Predictor {
             1 => Predictor::Previous,
             2 => Predictor::Linear,
             3 => {
-                let mut coeffs = [0i16; 3];
-                for c in &mut coeffs {
+                let order = reader.u8()?;
+                if !(1..=MAX_ORDER as u8).contains(&order) {
+                    return Err(CodecError::Corrupt("fitted predictor order outside 1..=16"));
+                }
+                let mut coeffs = [0i16; MAX_ORDER];
+                for c in &mut coeffs[..usize::from(order)] {
                     *c = i16::from_le_bytes(reader.array()?);
                 }
                 let intercept = crate::entropy::unzigzag(reader.uvarint()?);
-                Predictor::Fitted { coeffs, intercept }
+                Predictor::Fitted {
+                    order,
+                    coeffs,
+                    intercept,
+                }
             }
             _ => return Err(CodecError::Corrupt("unknown predictor")),
         })
     }
 
-    /// Least-squares fit of a third-order predictor with intercept, quantised.
-    pub(crate) fn fit(values: &[i64], history: History) -> Option<Predictor> {
-        if values.len() < 16 {
+    /// Least-squares predictor of order `order` for `values` from their own past.
+    pub(crate) fn fit(values: &[i64], history: &History, order: usize) -> Option<Predictor> {
+        Predictor::fit_from(values, values, history, order)
+    }
+
+    /// Least-squares predictor of `targets[i]` from `inputs[i - 1]`, `inputs[i - 2]`, ...
+    /// (`history` before the first): a bounded codec fits its targets to its own
+    /// reconstruction, which is what the decoder will predict from. Orders 3, 6, 12 and 16
+    /// are fitted (the decoder takes any order up to 16).
+    pub(crate) fn fit_from(
+        targets: &[i64],
+        inputs: &[i64],
+        history: &History,
+        order: usize,
+    ) -> Option<Predictor> {
+        if targets.len() < 16.max(4 * order) || inputs.len() != targets.len() || order > MAX_ORDER {
             return None;
         }
-        let mean = values.iter().map(|&v| v as f64).sum::<f64>() / values.len() as f64;
-        let at = |i: usize, lag: usize| -> f64 {
-            let v = if i >= lag {
-                values[i - lag]
-            } else {
-                history[lag - i - 1]
-            };
-            v as f64 - mean
+        let mean = targets.iter().map(|&v| v as f64).sum::<f64>() / targets.len() as f64;
+        // The inputs after their history, oldest first, centred: the values lag 1, 2, ...
+        // before target `i` are `past[MAX_ORDER + i - 1]`, `past[MAX_ORDER + i - 2]`, ...
+        let past: Vec<f64> = history
+            .iter()
+            .rev()
+            .chain(inputs)
+            .map(|&v| v as f64 - mean)
+            .collect();
+        // The orders in use get code of their own: the loops unroll and vectorise.
+        let (a, b) = match order {
+            3 => normal_equations::<3>(targets, &past, mean).into_parts(),
+            6 => normal_equations::<6>(targets, &past, mean).into_parts(),
+            12 => normal_equations::<12>(targets, &past, mean).into_parts(),
+            16 => normal_equations::<16>(targets, &past, mean).into_parts(),
+            _ => return None,
         };
-        let mut a = [[0.0f64; 3]; 3];
-        let mut b = [0.0f64; 3];
-        for i in 3..values.len() {
-            let x = [at(i, 1), at(i, 2), at(i, 3)];
-            let y = at(i, 0);
-            for r in 0..3 {
-                b[r] += x[r] * y;
-                for c in 0..3 {
-                    a[r][c] += x[r] * x[c];
-                }
-            }
-        }
-        let c = solve3(a, b)?;
+        let c = solve(a, b)?;
         let limit = f64::from(i16::MAX) / f64::from(1u32 << COEFF_BITS);
         if c.iter().any(|v| !v.is_finite() || v.abs() >= limit) {
             return None;
         }
-        let coeffs = c.map(|v| (v * f64::from(1u32 << COEFF_BITS)).round() as i16);
+        let mut coeffs = [0i16; MAX_ORDER];
+        for (q, v) in coeffs.iter_mut().zip(&c) {
+            *q = (v * f64::from(1u32 << COEFF_BITS)).round() as i16;
+        }
+        let order = order as u8;
         // The intercept that centres the residuals, in exact integer arithmetic.
         let probe = Predictor::Fitted {
+            order,
             coeffs,
             intercept: 0,
         };
-        let mut h = history;
+        let mut past = Past::new(history, inputs.len());
         let mut offset = 0i128;
-        for &v in values {
-            offset += i128::from(v) - i128::from(probe.predict(&h));
-            h = [v, h[0], h[1]];
+        for (&y, &x) in targets.iter().zip(inputs) {
+            offset += i128::from(y) - i128::from(past.predict(probe));
+            past.push(x);
         }
-        let intercept = (offset / values.len() as i128)
+        let intercept = (offset / targets.len() as i128)
             .clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
-        Some(Predictor::Fitted { coeffs, intercept })
+        Some(Predictor::Fitted {
+            order,
+            coeffs,
+            intercept,
+        })
+    }
+}
+
+/// A fitted prediction of order `N` from the last `MAX_ORDER` values, oldest first.
+#[inline(always)]
+fn fitted_prediction<const N: usize>(
+    window: &[i64; MAX_ORDER],
+    coeffs: &[i16; MAX_ORDER],
+    intercept: i64,
+) -> i64 {
+    fitted_prediction_of_order(window, coeffs, intercept, N)
+}
+
+#[inline(always)]
+fn fitted_prediction_of_order(
+    window: &[i64; MAX_ORDER],
+    coeffs: &[i16; MAX_ORDER],
+    intercept: i64,
+    order: usize,
+) -> i64 {
+    let past = window.iter().rev().take(order);
+    // Below 2^43 in magnitude each product is under 2^58 and the sum of sixteen fits an
+    // i64: the same result as the 128-bit arithmetic, several times faster.
+    const SMALL: i64 = 1 << 43;
+    if past.clone().all(|x| (-SMALL..SMALL).contains(x)) {
+        let sum: i64 = coeffs
+            .iter()
+            .zip(past)
+            .map(|(&c, &x)| i64::from(c) * x)
+            .sum();
+        let scaled = (sum + (1 << (COEFF_BITS - 1))) >> COEFF_BITS;
+        return scaled.saturating_add(intercept);
+    }
+    let sum: i128 = coeffs
+        .iter()
+        .zip(past)
+        .map(|(&c, &x)| i128::from(c) * i128::from(x))
+        .sum();
+    let scaled = (sum + (1 << (COEFF_BITS - 1))) >> COEFF_BITS;
+    let p = scaled + i128::from(intercept);
+    p.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
+}
+
+/// The least-squares normal equations `A c = b` for predicting each centred target from the
+/// `N` centred values before it (`past`: the history and inputs, oldest first), as rows.
+fn normal_equations<const N: usize>(targets: &[i64], past: &[f64], mean: f64) -> NormalEquations {
+    let mut a = [[0.0f64; N]; N];
+    let mut b = [0.0f64; N];
+    for (i, &y) in targets.iter().enumerate().skip(N) {
+        let y = y as f64 - mean;
+        let window: &[f64; N] = past[MAX_ORDER + i - N..MAX_ORDER + i]
+            .try_into()
+            .expect("a window of N values");
+        for r in 0..N {
+            let xr = window[N - 1 - r];
+            b[r] += xr * y;
+            for c in 0..N {
+                a[r][c] += xr * window[N - 1 - c];
+            }
+        }
+    }
+    NormalEquations {
+        a: a.iter().map(|row| row.to_vec()).collect(),
+        b: b.to_vec(),
+    }
+}
+
+struct NormalEquations {
+    a: Vec<Vec<f64>>,
+    b: Vec<f64>,
+}
+
+impl NormalEquations {
+    fn into_parts(self) -> (Vec<Vec<f64>>, Vec<f64>) {
+        (self.a, self.b)
     }
 }
 
 /// Gaussian elimination with partial pivoting.
-fn solve3(mut a: [[f64; 3]; 3], mut b: [f64; 3]) -> Option<[f64; 3]> {
-    for col in 0..3 {
-        let pivot = (col..3).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
+fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Option<Vec<f64>> {
+    let n = b.len();
+    for col in 0..n {
+        let pivot = (col..n).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
         if a[pivot][col].abs() < 1e-9 * (1.0 + a[col][col].abs()) {
             return None;
         }
         a.swap(col, pivot);
         b.swap(col, pivot);
-        let pivot_row = a[col];
-        for row in col + 1..3 {
+        let pivot_row = a[col].clone();
+        for row in col + 1..n {
             let f = a[row][col] / pivot_row[col];
             for (cell, p) in a[row][col..].iter_mut().zip(&pivot_row[col..]) {
                 *cell -= f * p;
@@ -431,25 +585,30 @@ fn solve3(mut a: [[f64; 3]; 3], mut b: [f64; 3]) -> Option<[f64; 3]> {
             b[row] -= f * b[col];
         }
     }
-    let mut x = [0.0; 3];
-    for row in (0..3).rev() {
-        let s: f64 = (row + 1..3).map(|k| a[row][k] * x[k]).sum();
+    let mut x = vec![0.0; n];
+    for row in (0..n).rev() {
+        let s: f64 = (row + 1..n).map(|k| a[row][k] * x[k]).sum();
         x[row] = (b[row] - s) / a[row][row];
     }
     Some(x)
 }
 
 /// The residuals of `values` under `predictor`, starting from `history`.
-pub(crate) fn residuals(
-    values: &[i64],
-    predictor: Predictor,
-    history: History,
-) -> impl Iterator<Item = i64> + '_ {
-    let mut h = history;
-    values.iter().map(move |&x| {
-        let r = x.wrapping_sub(predictor.predict(&h));
-        h = [x, h[0], h[1]];
-        r
+pub(crate) fn residuals(values: &[i64], predictor: Predictor, history: History) -> Vec<i64> {
+    residuals_of(&with_history(values, &history), predictor).collect()
+}
+
+/// The column after its history, oldest first: what the predictions' windows are read from.
+fn with_history(values: &[i64], history: &History) -> Vec<i64> {
+    history.iter().rev().chain(values).copied().collect()
+}
+
+/// The residuals of a column given [`with_history`].
+fn residuals_of(extended: &[i64], predictor: Predictor) -> impl Iterator<Item = i64> + '_ {
+    extended.windows(MAX_ORDER + 1).map(move |w| {
+        let (window, current) = w.split_at(MAX_ORDER);
+        let window: &[i64; MAX_ORDER] = window.try_into().expect("MAX_ORDER values");
+        current[0].wrapping_sub(predictor.predict_from(window))
     })
 }
 
@@ -464,8 +623,9 @@ fn cost(residuals: impl Iterator<Item = i64>) -> u64 {
 /// Long columns are judged on their first `SAMPLE` values.
 pub(crate) fn choose_predictor(values: &[i64], history: History) -> Predictor {
     let values = &values[..values.len().min(SAMPLE)];
+    let extended = with_history(values, &history);
     let mut best = (Predictor::Previous, u64::MAX);
-    let fitted = Predictor::fit(values, history);
+    let fitted = Predictor::fit(values, &history, 3);
     for (p, overhead) in [
         (Predictor::Zero, 0),
         (Predictor::Previous, 0),
@@ -474,7 +634,7 @@ pub(crate) fn choose_predictor(values: &[i64], history: History) -> Predictor {
     .into_iter()
     .chain(fitted.map(|p| (p, 64)))
     {
-        let c = cost(residuals(values, p, history)) + overhead;
+        let c = cost(residuals_of(&extended, p)) + overhead;
         if c < best.1 {
             best = (p, c);
         }
@@ -504,8 +664,7 @@ pub(crate) fn decode_column(
     all_zero: bool,
 ) -> Result<Vec<i64>, CodecError> {
     let (mut warm, mut main) = (ResidualContext::default(), ResidualContext::default());
-    let mut h = history;
-    let mut out = Vec::with_capacity(n);
+    let mut past = Past::new(&history, n);
     for i in 0..n {
         let r = if all_zero {
             0
@@ -516,11 +675,9 @@ pub(crate) fn decode_column(
                 &mut main
             })?
         };
-        let x = predictor.predict(&h).wrapping_add(r);
-        out.push(x);
-        h = [x, h[0], h[1]];
+        past.push(past.predict(predictor).wrapping_add(r));
     }
-    Ok(out)
+    Ok(past.into_values())
 }
 
 #[cfg(test)]
@@ -548,8 +705,16 @@ mod tests {
 
     #[test]
     fn fitted_prediction_is_the_128_bit_result_for_every_magnitude() {
-        let reference = |coeffs: [i16; 3], intercept: i64, h: &History| -> i64 {
-            let sum: i128 = coeffs
+        let reference = |p: Predictor, h: &History| -> i64 {
+            let Predictor::Fitted {
+                order,
+                coeffs,
+                intercept,
+            } = p
+            else {
+                unreachable!()
+            };
+            let sum: i128 = coeffs[..usize::from(order)]
                 .iter()
                 .zip(h)
                 .map(|(&c, &x)| i128::from(c) * i128::from(x))
@@ -557,7 +722,7 @@ mod tests {
             let p = ((sum + (1 << (COEFF_BITS - 1))) >> COEFF_BITS) + i128::from(intercept);
             p.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
         };
-        let edge = 1i64 << 46;
+        let edge = 1i64 << 43;
         let values = [
             0,
             1,
@@ -570,14 +735,27 @@ mod tests {
             i64::MAX,
             i64::MIN,
         ];
-        let coefficients = [[i16::MAX, i16::MIN, 1], [4096, 0, 0], [-1, -1, i16::MIN]];
-        for coeffs in coefficients {
+        for (order, c) in [
+            (3u8, i16::MAX),
+            (3, i16::MIN),
+            (16, i16::MAX),
+            (16, i16::MIN),
+            (12, -7),
+        ] {
+            let mut coeffs = [0i16; MAX_ORDER];
+            for (j, slot) in coeffs[..usize::from(order)].iter_mut().enumerate() {
+                *slot = if j % 3 == 2 { c / 2 } else { c };
+            }
             for intercept in [0, -7, i64::MAX, i64::MIN] {
-                let predictor = Predictor::Fitted { coeffs, intercept };
+                let predictor = Predictor::Fitted {
+                    order,
+                    coeffs,
+                    intercept,
+                };
                 for &a in &values {
                     for &b in &values {
-                        let h = [a, b, a.wrapping_neg()];
-                        assert_eq!(predictor.predict(&h), reference(coeffs, intercept, &h));
+                        let h: History = std::array::from_fn(|k| if k % 2 == 0 { a } else { b });
+                        assert_eq!(predictor.predict(&h), reference(predictor, &h));
                     }
                 }
             }
@@ -589,11 +767,15 @@ mod tests {
         let values: Vec<i64> = (0..400)
             .map(|i| (1000.0 * (i as f64 * 0.05).sin()).round() as i64 + 500)
             .collect();
-        let p = Predictor::fit(&values, [0; 3]).expect("fit");
-        let fitted_cost = cost(residuals(&values, p, [0; 3]).skip(3));
-        let linear_cost = cost(residuals(&values, Predictor::Linear, [0; 3]).skip(3));
+        let p = Predictor::fit(&values, &[0; MAX_ORDER], 3).expect("fit");
+        let fitted_cost = cost(residuals(&values, p, [0; MAX_ORDER]).into_iter().skip(3));
+        let linear_cost = cost(
+            residuals(&values, Predictor::Linear, [0; MAX_ORDER])
+                .into_iter()
+                .skip(3),
+        );
         assert!(fitted_cost <= linear_cost, "{fitted_cost} > {linear_cost}");
-        assert_eq!(choose_predictor(&values, [0; 3]).tag(), 3);
+        assert_eq!(choose_predictor(&values, [0; MAX_ORDER]).tag(), 3);
     }
 
     #[test]
@@ -607,8 +789,9 @@ mod tests {
                 5000 + ((state >> 40) % 41) as i64 - 20
             })
             .collect();
-        let p = Predictor::fit(&values, [0; 3]).expect("fit");
-        let mean_residual: f64 = residuals(&values, p, [0; 3])
+        let p = Predictor::fit(&values, &[0; MAX_ORDER], 3).expect("fit");
+        let mean_residual: f64 = residuals(&values, p, [0; MAX_ORDER])
+            .into_iter()
             .skip(3)
             .map(|r| r as f64)
             .sum::<f64>()

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::column::{Representation, choose_predictor, residuals};
+use crate::column::{History, MAX_ORDER, Representation, choose_predictor, residuals};
 use crate::entropy::ResidualEncoder;
 use crate::lossless::timestamp_ticks;
 use crate::{BoundedCodec, Codec, CodecError, ErrorBound, Frame, LosslessCodec, StreamSchema};
@@ -151,7 +151,7 @@ pub fn entropy_report(schema: &StreamSchema, frames: &[Frame]) -> EntropyReport 
     }
     let times: Vec<i64> = frames.iter().map(|f| f.timestamp_ns).collect();
     let (_, ticks, history) = timestamp_ticks(&times, schema);
-    let mut columns: Vec<(Vec<i64>, [i64; 3])> = vec![(ticks, history)];
+    let mut columns: Vec<(Vec<i64>, History)> = vec![(ticks, history)];
     for c in 0..schema.channels.len() {
         let values: Vec<f64> = frames
             .iter()
@@ -159,12 +159,12 @@ pub fn entropy_report(schema: &StreamSchema, frames: &[Frame]) -> EntropyReport 
             .collect();
         columns.push((
             Representation::choose(&values, schema.sample_type, schema.lsb(c)).1,
-            [0; 3],
+            [0; MAX_ORDER],
         ));
     }
     for (ints, history) in columns {
         let predictor = choose_predictor(&ints, history);
-        let rs: Vec<i64> = residuals(&ints, predictor, history).collect();
+        let rs = residuals(&ints, predictor, history);
         if rs.iter().all(|r| *r == 0) {
             continue;
         }

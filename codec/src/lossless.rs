@@ -7,8 +7,8 @@
 //! residuals with adaptive binary models (see `entropy`). Layout in `codec/FORMAT.md`.
 
 use crate::column::{
-    History, Predictor, Representation, choose_predictor, decode_column, encode_residuals,
-    residuals,
+    History, MAX_ORDER, Predictor, Representation, choose_predictor, decode_column,
+    encode_residuals, residuals,
 };
 use crate::container::{CodecId, Packet, PacketHeader};
 use crate::entropy::{ResidualDecoder, ResidualEncoder};
@@ -56,17 +56,14 @@ fn encode_tagged_column(
     history: History,
 ) {
     let predictor = choose_predictor(ints, history);
-    let all_zero = residuals(ints, predictor, history).all(|r| r == 0);
+    let residuals = residuals(ints, predictor, history);
+    let all_zero = residuals.iter().all(|r| *r == 0);
     descriptors
         .push(predictor.tag() | repr_tag << REPR_SHIFT | if all_zero { ALL_ZERO_BIT } else { 0 });
     descriptors.extend_from_slice(parameters);
     predictor.write_parameters(descriptors);
     if !all_zero {
-        encode_residuals(
-            encoder,
-            residuals(ints, predictor, history),
-            predictor.warmup(),
-        );
+        encode_residuals(encoder, residuals.into_iter(), predictor.warmup());
     }
 }
 
@@ -150,7 +147,7 @@ fn tick_of(divisor: u64) -> i64 {
 /// backwards from zero (the first timestamp), so a regular stream leaves all-zero residuals.
 fn tick_history(schema: &StreamSchema, tick: i64) -> History {
     let period_ticks = (nominal_period_ns(schema) as f64 / tick as f64).round() as i64;
-    [1, 2, 3].map(|k| period_ticks.wrapping_mul(-k))
+    std::array::from_fn(|k| period_ticks.wrapping_mul(-(k as i64) - 1))
 }
 
 /// The head of a timestamp column: its tick and how its ticks are predicted.
@@ -336,7 +333,7 @@ impl Codec for LosslessCodec {
             column.clear();
             column.extend(frames.iter().map(|f| f.values[ch]));
             let (repr, ints) = Representation::choose(&column, schema.sample_type, schema.lsb(ch));
-            encode_column(&mut descriptors, &mut encoder, &ints, repr, [0; 3]);
+            encode_column(&mut descriptors, &mut encoder, &ints, repr, [0; MAX_ORDER]);
         }
 
         let mut payload = Vec::with_capacity(descriptors.len() + 16 + frames.len() * channels);
@@ -387,7 +384,13 @@ impl Codec for LosslessCodec {
                 ))?,
                 _ => 1.0,
             };
-            let ints = decode_column(&mut decoder, n, head.predictor, [0; 3], head.all_zero)?;
+            let ints = decode_column(
+                &mut decoder,
+                n,
+                head.predictor,
+                [0; MAX_ORDER],
+                head.all_zero,
+            )?;
             for (frame, v) in frames.iter_mut().zip(ints) {
                 frame
                     .values
