@@ -270,8 +270,10 @@ fn ordered_f32(bits: u32) -> i64 {
 }
 
 fn unordered_f32(value: i64) -> Result<u32, CodecError> {
-    let ordered = u32::try_from(value + (1 << 31))
-        .map_err(|_| CodecError::Corrupt("f32 column value out of range"))?;
+    let ordered = value
+        .checked_add(1 << 31)
+        .and_then(|v| u32::try_from(v).ok())
+        .ok_or(CodecError::Corrupt("f32 column value out of range"))?;
     Ok(if ordered >> 31 == 1 {
         ordered & !(1 << 31)
     } else {
@@ -683,6 +685,28 @@ pub(crate) fn decode_column(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by fuzzing (`decode_packet`): a corrupt f32 column can decode to any i64; the
+    /// ones no f32 maps to are an error, not an overflow.
+    #[test]
+    fn f32_bit_patterns_round_trip_and_out_of_range_counts_are_corrupt() {
+        for x in [
+            0.0f32,
+            -0.0,
+            1.5,
+            -3.25e-38,
+            f32::MAX,
+            f32::MIN,
+            f32::INFINITY,
+            f32::NAN,
+        ] {
+            let back = f32::from_bits(unordered_f32(ordered_f32(x.to_bits())).unwrap());
+            assert_eq!(back.to_bits(), x.to_bits());
+        }
+        for v in [i64::MAX, i64::MIN, 1 << 31, -(1 << 31) - 1] {
+            assert!(unordered_f32(v).is_err(), "{v}");
+        }
+    }
 
     #[test]
     fn decimal_text_values_are_found_and_reproduced() {

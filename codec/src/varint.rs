@@ -28,7 +28,7 @@ impl<'a> Reader<'a> {
     pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
         if self.remaining() < n {
             return Err(CodecError::Truncated {
-                needed: self.pos + n,
+                needed: self.pos.saturating_add(n),
                 available: self.bytes.len(),
             });
         }
@@ -66,6 +66,22 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by fuzzing (`neural_decode`): a length read from a corrupt packet can be
+    /// anything; asking for more than there is is `Truncated`, however much it is.
+    #[test]
+    fn taking_an_absurd_length_is_truncated_not_an_overflow() {
+        let mut reader = Reader::new(&[1, 2, 3]);
+        reader.u8().unwrap();
+        assert_eq!(
+            reader.take(usize::MAX),
+            Err(CodecError::Truncated {
+                needed: usize::MAX,
+                available: 3
+            })
+        );
+        assert_eq!(reader.take(2), Ok(&[2u8, 3][..]));
+    }
 
     #[test]
     fn uvarint_round_trips_edges() {

@@ -23,7 +23,14 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let packet = Packet {
-        header: PacketHeader::for_block(CodecId::Neural, 1, 1, &schema, u16::from(count) + 1, 0),
+        header: PacketHeader::for_block(
+            CodecId::Neural,
+            lydlr_codec::neural::VERSION,
+            1,
+            &schema,
+            u16::from(count) + 1,
+            0,
+        ),
         payload: payload.to_vec(),
     };
     let condition: Vec<Frame> = (0..4)

@@ -34,7 +34,8 @@ pub use model::{
     Dense, Layout, ModelShape, NeuralModel, Scratch, format_numbers, keys, shape_metadata,
 };
 
-const VERSION: u8 = 2;
+/// The neural codec's payload layout version (`codec/FORMAT.md`).
+pub const VERSION: u8 = 2;
 const FLAG_CONDITIONED: u8 = 1;
 const FLAG_SCALE_OFFSETS: u8 = 2;
 /// Every timestamp is the first plus a whole number of the schema's nominal periods: the
