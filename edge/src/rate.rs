@@ -128,11 +128,26 @@ impl RateControl {
         let finer = allocation.level < self.level;
         self.level = if new_choice && (jump || finer) {
             self.credit_bits = 0.0;
-            allocation.level.min(ceiling)
+            self.rung_for(allocation.target_bps, allocation.level)
+                .min(ceiling)
         } else {
             self.level.min(ceiling)
         };
         self.allocation = Some(allocation);
+    }
+
+    /// The base rung for a new target: the finest whose calibrated point fits it, never
+    /// coarser than the allocator's `chosen` rung. The allocator hands the budget its chosen
+    /// points leave over to the lossy streams, which can reach past the next finer rung;
+    /// alternating with that one alone would leave the rest unspent until the credit filled
+    /// (measured: a 2 s window 7 % short after a budget drop).
+    fn rung_for(&self, target_bps: f64, chosen: u8) -> u8 {
+        self.points
+            .iter()
+            .filter(|p| p.bits_per_second * self.calibration <= target_bps)
+            .map(|p| p.level)
+            .min()
+            .map_or(chosen, |finest| finest.min(chosen))
     }
 
     /// Advances the stream clock: a script's boost lasts until its time has passed.
@@ -333,6 +348,26 @@ mod tests {
         rc.allocate(allocation(40_000.0, 1, 5));
         run_blocks(&mut rc, &rates, 100, 100);
         assert_eq!(rc.base_level(), 0);
+    }
+
+    #[test]
+    fn spare_budget_past_the_next_rung_takes_a_finer_base_at_once() {
+        let rates = [(0, 30_000.0), (1, 10_000.0), (2, 6_000.0), (3, 3_000.0)];
+        let mut rc = with_points(&rates);
+        // The allocator chose rung 3 and handed this stream spare budget up to 12 kbit/s:
+        // rung 1 fits it, rung 0 does not.
+        rc.allocate(allocation(12_000.0, 3, 5));
+        assert_eq!(rc.base_level(), 1);
+        run_blocks(&mut rc, &rates, 0, 40);
+        let delivered = rc.delivered_bps();
+        assert!(
+            (delivered - 12_000.0).abs() <= 0.05 * 12_000.0,
+            "{delivered} bit/s"
+        );
+        // Without points the allocator's choice stands.
+        let mut blind = RateControl::new(&QualityLadder::standard());
+        blind.allocate(allocation(12_000.0, 3, 5));
+        assert_eq!(blind.base_level(), 3);
     }
 
     #[test]
