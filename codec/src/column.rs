@@ -317,6 +317,13 @@ impl Past {
         Past { values }
     }
 
+    /// The history followed by a whole column.
+    fn of(history: &History, column: &[i64]) -> Past {
+        let mut past = Past::new(history, column.len());
+        past.values.extend_from_slice(column);
+        past
+    }
+
     #[inline(always)]
     pub(crate) fn push(&mut self, x: i64) {
         self.values.push(x);
@@ -455,10 +462,10 @@ impl Predictor {
             .collect();
         // The orders in use get code of their own: the loops unroll and vectorise.
         let (a, b) = match order {
-            3 => normal_equations::<3>(targets, &past, mean).into_parts(),
-            6 => normal_equations::<6>(targets, &past, mean).into_parts(),
-            12 => normal_equations::<12>(targets, &past, mean).into_parts(),
-            16 => normal_equations::<16>(targets, &past, mean).into_parts(),
+            3 => normal_equations::<3>(targets, &past, mean),
+            6 => normal_equations::<6>(targets, &past, mean),
+            12 => normal_equations::<12>(targets, &past, mean),
+            16 => normal_equations::<16>(targets, &past, mean),
             _ => return None,
         };
         let c = solve(a, b)?;
@@ -535,7 +542,11 @@ fn fitted_prediction_of_order(
 
 /// The least-squares normal equations `A c = b` for predicting each centred target from the
 /// `N` centred values before it (`past`: the history and inputs, oldest first), as rows.
-fn normal_equations<const N: usize>(targets: &[i64], past: &[f64], mean: f64) -> NormalEquations {
+fn normal_equations<const N: usize>(
+    targets: &[i64],
+    past: &[f64],
+    mean: f64,
+) -> (Vec<Vec<f64>>, Vec<f64>) {
     let mut a = [[0.0f64; N]; N];
     let mut b = [0.0f64; N];
     for (i, &y) in targets.iter().enumerate().skip(N) {
@@ -551,21 +562,7 @@ fn normal_equations<const N: usize>(targets: &[i64], past: &[f64], mean: f64) ->
             }
         }
     }
-    NormalEquations {
-        a: a.iter().map(|row| row.to_vec()).collect(),
-        b: b.to_vec(),
-    }
-}
-
-struct NormalEquations {
-    a: Vec<Vec<f64>>,
-    b: Vec<f64>,
-}
-
-impl NormalEquations {
-    fn into_parts(self) -> (Vec<Vec<f64>>, Vec<f64>) {
-        (self.a, self.b)
-    }
+    (a.iter().map(|row| row.to_vec()).collect(), b.to_vec())
 }
 
 /// Gaussian elimination with partial pivoting.
@@ -597,17 +594,12 @@ fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Option<Vec<f64>> {
 
 /// The residuals of `values` under `predictor`, starting from `history`.
 pub(crate) fn residuals(values: &[i64], predictor: Predictor, history: History) -> Vec<i64> {
-    residuals_of(&with_history(values, &history), predictor).collect()
+    residuals_of(&Past::of(&history, values), predictor).collect()
 }
 
-/// The column after its history, oldest first: what the predictions' windows are read from.
-fn with_history(values: &[i64], history: &History) -> Vec<i64> {
-    history.iter().rev().chain(values).copied().collect()
-}
-
-/// The residuals of a column given [`with_history`].
-fn residuals_of(extended: &[i64], predictor: Predictor) -> impl Iterator<Item = i64> + '_ {
-    extended.windows(MAX_ORDER + 1).map(move |w| {
+/// The residuals of the values after the history in `past`.
+fn residuals_of(past: &Past, predictor: Predictor) -> impl Iterator<Item = i64> + '_ {
+    past.values.windows(MAX_ORDER + 1).map(move |w| {
         let (window, current) = w.split_at(MAX_ORDER);
         let window: &[i64; MAX_ORDER] = window.try_into().expect("MAX_ORDER values");
         current[0].wrapping_sub(predictor.predict_from(window))
@@ -625,7 +617,7 @@ fn cost(residuals: impl Iterator<Item = i64>) -> u64 {
 /// Long columns are judged on their first `SAMPLE` values.
 pub(crate) fn choose_predictor(values: &[i64], history: History) -> Predictor {
     let values = &values[..values.len().min(SAMPLE)];
-    let extended = with_history(values, &history);
+    let past = Past::of(&history, values);
     let mut best = (Predictor::Previous, u64::MAX);
     let fitted = Predictor::fit(values, &history, 3);
     for (p, overhead) in [
@@ -636,7 +628,7 @@ pub(crate) fn choose_predictor(values: &[i64], history: History) -> Predictor {
     .into_iter()
     .chain(fitted.map(|p| (p, 64)))
     {
-        let c = cost(residuals_of(&extended, p)) + overhead;
+        let c = cost(residuals_of(&past, p)) + overhead;
         if c < best.1 {
             best = (p, c);
         }
