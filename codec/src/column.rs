@@ -386,7 +386,6 @@ impl Predictor {
             } => match order {
                 // The orders the encoders fit get code of their own (unrolled loops).
                 3 => fitted_prediction::<3>(window, &coeffs, intercept),
-                6 => fitted_prediction::<6>(window, &coeffs, intercept),
                 12 => fitted_prediction::<12>(window, &coeffs, intercept),
                 _ => fitted_prediction_of_order(window, &coeffs, intercept, usize::from(order)),
             },
@@ -440,8 +439,8 @@ impl Predictor {
 
     /// Least-squares predictor of `targets[i]` from `inputs[i - 1]`, `inputs[i - 2]`, ...
     /// (`history` before the first): a bounded codec fits its targets to its own
-    /// reconstruction, which is what the decoder will predict from. Orders 3, 6, 12 and 16
-    /// are fitted (the decoder takes any order up to 16).
+    /// reconstruction, which is what the decoder will predict from. Orders 3 and 12, the ones
+    /// the encoders use, are fitted (the decoder takes any order up to 16).
     pub(crate) fn fit_from(
         targets: &[i64],
         inputs: &[i64],
@@ -463,9 +462,7 @@ impl Predictor {
         // The orders in use get code of their own: the loops unroll and vectorise.
         let (a, b) = match order {
             3 => normal_equations::<3>(targets, &past, mean),
-            6 => normal_equations::<6>(targets, &past, mean),
             12 => normal_equations::<12>(targets, &past, mean),
-            16 => normal_equations::<16>(targets, &past, mean),
             _ => return None,
         };
         let c = solve(a, b)?;

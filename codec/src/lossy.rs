@@ -371,14 +371,13 @@ impl Codec for BoundedCodec {
                         })
                         .map(|p| quantise_units(&column, &ints, p, e, None))
                         .collect();
-                    let chosen = refits
+                    let predictor = refits
                         .into_iter()
                         .chain([first])
                         .min_by_key(UnitsQuantised::cost)
                         .expect("at least the first")
                         .predictor;
-                    let quantised = quantise_units(&column, &ints, chosen, e, Some(bound));
-                    let predictor = quantised.predictor;
+                    let quantised = quantise_units(&column, &ints, predictor, e, Some(bound));
                     head.push(MODE_UNITS);
                     head.push(predictor.tag() | repr.tag() << 3);
                     write_representation_parameters(&mut head, repr);
