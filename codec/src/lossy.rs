@@ -215,8 +215,8 @@ impl UnitsQuantised {
 /// bits on a simulated IMU than order 3).
 const RECONSTRUCTION_ORDERS: [usize; 1] = [12];
 /// Values the reconstruction's predictors are fitted on: a whole 1000-frame block (fitting
-/// its first 512 values only gave 2 % fewer bits away at one sigma on simulated IMUs, for
-/// 15 % faster encoding).
+/// only its first 512 values cost 2 % more bits at one sigma on simulated IMUs, for 15 %
+/// faster encoding).
 const FIT_SAMPLE: usize = 1024;
 
 /// Integer-unit quantisation in one pass: each reconstruction is converted back to a value
