@@ -15,7 +15,7 @@ use crate::entropy::{ResidualDecoder, ResidualEncoder};
 use crate::varint::{Reader, put_uvarint};
 use crate::{Codec, CodecError, Frame, StreamSchema};
 
-const VERSION: u8 = 3;
+const VERSION: u8 = 4;
 /// Descriptor: bits 0-2 predictor, bits 3-5 representation, bit 6 all residuals zero.
 const REPR_SHIFT: u8 = 3;
 const ALL_ZERO_BIT: u8 = 1 << 6;

@@ -20,7 +20,7 @@ use crate::lossless::{
 use crate::varint::{Reader, put_uvarint};
 use crate::{Codec, CodecError, Frame, SampleType, StreamSchema};
 
-const VERSION: u8 = 3;
+const VERSION: u8 = 4;
 const MODE_LOSSLESS: u8 = 0;
 const MODE_UNITS: u8 = 1;
 const MODE_FLOAT: u8 = 2;
