@@ -92,33 +92,27 @@ impl Representation {
     }
 
     /// The cheapest exact representation of `values`, trying the forms the sample type
-    /// allows from most to least compact.
+    /// allows from most to least compact (each looked for only when the ones before fail).
     pub(crate) fn choose(
         values: &[f64],
         ty: SampleType,
         lsb: Option<f64>,
     ) -> (Representation, Vec<i64>) {
         let step = lsb.unwrap_or(1.0);
-        let mut candidates = Vec::with_capacity(6);
-        candidates.push(Representation::Integer);
-        if lsb.is_some() {
-            candidates.push(Representation::LsbCounts);
-        } else if !ty.is_integer()
-            && let Some(q) = detect_quantum(values, ty)
-        {
-            candidates.push(Representation::Quantum(q));
-        }
-        if ty == SampleType::F64
-            && let Some(digits) = decimal_digits(values)
-        {
-            candidates.push(Representation::Decimal(digits));
-        }
-        if ty == SampleType::F32 {
-            candidates.push(Representation::F32Bits);
-        }
-        candidates
-            .into_iter()
-            .find_map(|r| r.to_integers(values, step, ty).map(|ints| (r, ints)))
+        let exact = |r: Representation| r.to_integers(values, step, ty).map(|ints| (r, ints));
+        exact(Representation::Integer)
+            .or_else(|| match lsb {
+                Some(_) => exact(Representation::LsbCounts),
+                None if !ty.is_integer() => detect_quantum(values, ty),
+                None => None,
+            })
+            .or_else(|| {
+                (ty == SampleType::F64)
+                    .then(|| decimal_digits(values))
+                    .flatten()
+                    .and_then(|digits| exact(Representation::Decimal(digits)))
+            })
+            .or_else(|| (ty == SampleType::F32).then(|| exact(Representation::F32Bits))?)
             .unwrap_or_else(|| {
                 let ints = values.iter().map(|x| ordered_f64(x.to_bits())).collect();
                 (Representation::F64Bits, ints)
@@ -134,8 +128,8 @@ const POW10: [f64; MAX_DECIMAL_DIGITS as usize + 1] = [
 /// type. The smallest gap between distinct values estimates it, least squares over the counts
 /// refines it, and the exact answer is the intersection, over all values, of the intervals
 /// of `q` that round `count * q` to that value (the estimate alone is too coarse once values
-/// have been rounded to `f32`).
-fn detect_quantum(values: &[f64], ty: SampleType) -> Option<f64> {
+/// have been rounded to `f32`). Returns the representation with the counts.
+fn detect_quantum(values: &[f64], ty: SampleType) -> Option<(Representation, Vec<i64>)> {
     if values.len() < 8 || values.iter().any(|v| !v.is_finite()) {
         return None;
     }
@@ -209,12 +203,11 @@ fn detect_quantum(values: &[f64], ty: SampleType) -> Option<f64> {
             return None;
         }
     }
-    let candidates = [(lo + hi) / 2.0, q];
-    candidates.into_iter().find(|&q| {
-        q > 0.0
-            && values
-                .iter()
-                .all(|&x| Representation::Quantum(q).to_integer(x, 1.0, ty).is_some())
+    [(lo + hi) / 2.0, q].into_iter().find_map(|q| {
+        let quantum = Representation::Quantum(q);
+        (q > 0.0)
+            .then(|| quantum.to_integers(values, 1.0, ty))?
+            .map(|counts| (quantum, counts))
     })
 }
 
