@@ -324,15 +324,10 @@ impl Past {
 
     #[inline(always)]
     pub(crate) fn predict(&self, predictor: Predictor) -> i64 {
-        predictor.predict_from(self.window())
-    }
-
-    /// The last `MAX_ORDER` values, oldest first.
-    #[inline(always)]
-    fn window(&self) -> &[i64; MAX_ORDER] {
-        self.values[self.values.len() - MAX_ORDER..]
+        let window: &[i64; MAX_ORDER] = self.values[self.values.len() - MAX_ORDER..]
             .try_into()
-            .expect("the history keeps MAX_ORDER values")
+            .expect("the history keeps MAX_ORDER values");
+        predictor.predict_from(window)
     }
 
     /// The column's values, the history left out.
@@ -652,57 +647,21 @@ pub(crate) fn decode_column(
     history: History,
     all_zero: bool,
 ) -> Result<Vec<i64>, CodecError> {
+    let (mut warm, mut main) = (ResidualContext::default(), ResidualContext::default());
     let mut past = Past::new(&history, n);
-    if all_zero {
-        for _ in 0..n {
-            past.push(past.predict(predictor));
-        }
-        return Ok(past.into_values());
-    }
-    // One loop per predictor kind, so that the prediction is inlined in it.
-    match predictor {
-        Predictor::Zero => decode_predicted(decoder, n, &mut past, predictor.warmup(), |_| 0)?,
-        Predictor::Previous => decode_predicted(decoder, n, &mut past, predictor.warmup(), |w| {
-            w[MAX_ORDER - 1]
-        })?,
-        Predictor::Linear => decode_predicted(decoder, n, &mut past, predictor.warmup(), |w| {
-            Predictor::Linear.predict_from(w)
-        })?,
-        Predictor::Fitted {
-            order,
-            coeffs,
-            intercept,
-        } => match order {
-            3 => decode_predicted(decoder, n, &mut past, 3, |w| {
-                fitted_prediction::<3>(w, &coeffs, intercept)
-            })?,
-            12 => decode_predicted(decoder, n, &mut past, 12, |w| {
-                fitted_prediction::<12>(w, &coeffs, intercept)
-            })?,
-            _ => decode_predicted(decoder, n, &mut past, usize::from(order), |w| {
-                predictor.predict_from(w)
-            })?,
-        },
+    for i in 0..n {
+        let r = if all_zero {
+            0
+        } else {
+            decoder.decode(if i < predictor.warmup() {
+                &mut warm
+            } else {
+                &mut main
+            })?
+        };
+        past.push(past.predict(predictor).wrapping_add(r));
     }
     Ok(past.into_values())
-}
-
-/// The warm-up residuals have a context of their own, as the encoder's did.
-#[inline(always)]
-fn decode_predicted(
-    decoder: &mut ResidualDecoder,
-    n: usize,
-    past: &mut Past,
-    warmup: usize,
-    predict: impl Fn(&[i64; MAX_ORDER]) -> i64,
-) -> Result<(), CodecError> {
-    let (mut warm, mut main) = (ResidualContext::default(), ResidualContext::default());
-    for i in 0..n {
-        let ctx = if i < warmup { &mut warm } else { &mut main };
-        let r = decoder.decode(ctx)?;
-        past.push(predict(past.window()).wrapping_add(r));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

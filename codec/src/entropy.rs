@@ -225,8 +225,8 @@ impl AdaptiveDistances {
     #[inline(always)]
     fn find(&self, slot: u32) -> usize {
         let slot = slot as i16;
-        // The starts ascend, so the ones at or below the slot are a prefix: its length is
-        // the highest set bit of their mask (starts[0] = 0 is always in).
+        // The starts ascend, so the symbol is the count of those at or below the slot, less
+        // one (starts[0] = 0 always counts). Counting vectorises; a search would branch.
         let mut below = 0i16;
         for &s in &self.starts {
             below += i16::from(s <= slot);
@@ -581,7 +581,6 @@ impl<'a> ResidualDecoder<'a> {
         })
     }
 
-    #[inline(always)]
     pub(crate) fn decode(&mut self, ctx: &mut ResidualContext) -> Result<i64, CodecError> {
         let k = ctx.expected_bucket();
         let model = ctx.distances(k);
