@@ -273,7 +273,8 @@ impl Default for ResidualContext {
 
 impl ResidualContext {
     /// The bit length of `sum / count` (integer division), without dividing: with `m` the
-    /// difference of the two bit lengths, the quotient has `m` or `m + 1` bits.
+    /// difference of the two bit lengths, the quotient has `m` or `m + 1` bits, and `m + 1`
+    /// exactly when `sum >> m >= count`.
     #[inline]
     fn expected_bucket(&self) -> u32 {
         if self.count == 0 || self.sum < u64::from(self.count) {
@@ -281,11 +282,7 @@ impl ResidualContext {
         }
         let count = u64::from(self.count);
         let m = bucket_of(self.sum) - bucket_of(count);
-        if u128::from(self.sum) >= u128::from(count) << m {
-            m + 1
-        } else {
-            m
-        }
+        m + u32::from(self.sum >> m >= count)
     }
 
     #[inline(always)]

@@ -310,6 +310,16 @@ pub(crate) fn check_block(schema: &StreamSchema, frames: &[Frame]) -> Result<u16
     Ok(count)
 }
 
+/// Frames from their timestamps and their values, row-major (decoders fill a column at a
+/// time into one buffer, then allocate each frame once).
+pub(crate) fn frames_of_rows(times: Vec<i64>, rows: &[f64], channels: usize) -> Vec<Frame> {
+    times
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| Frame::new(t, rows[i * channels..(i + 1) * channels].to_vec()))
+        .collect()
+}
+
 /// Per-channel prediction with adaptive range coding; exact for every `f64` bit pattern.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct LosslessCodec;
@@ -373,10 +383,8 @@ impl Codec for LosslessCodec {
             packet.header.first_timestamp_ns,
             schema,
         )?;
-        let mut frames: Vec<Frame> = times
-            .into_iter()
-            .map(|t| Frame::new(t, Vec::with_capacity(channels)))
-            .collect();
+        // Row-major values, then one allocation per frame.
+        let mut rows = vec![0.0f64; n * channels];
         for (ch, head) in heads.iter().enumerate() {
             let lsb = match head.repr {
                 Representation::LsbCounts => schema.lsb(ch).ok_or(CodecError::Corrupt(
@@ -391,13 +399,11 @@ impl Codec for LosslessCodec {
                 [0; MAX_ORDER],
                 head.all_zero,
             )?;
-            for (frame, v) in frames.iter_mut().zip(ints) {
-                frame
-                    .values
-                    .push(head.repr.value_of(v, lsb, schema.sample_type)?);
+            for (slot, v) in rows.iter_mut().skip(ch).step_by(channels).zip(ints) {
+                *slot = head.repr.value_of(v, lsb, schema.sample_type)?;
             }
         }
-        Ok(frames)
+        Ok(frames_of_rows(times, &rows, channels))
     }
 }
 

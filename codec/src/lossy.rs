@@ -14,7 +14,7 @@ use crate::column::{MAX_ORDER, Past, Predictor, Representation, decode_column, e
 use crate::container::{CodecId, Packet, PacketHeader};
 use crate::entropy::{ResidualContext, ResidualDecoder, ResidualEncoder, zigzag};
 use crate::lossless::{
-    check_block, check_header, decode_timestamps, encode_column, encode_timestamps,
+    check_block, check_header, decode_timestamps, encode_column, encode_timestamps, frames_of_rows,
     read_column_head, read_representation, read_timestamp_head, write_representation_parameters,
 };
 use crate::varint::{Reader, put_uvarint};
@@ -543,10 +543,7 @@ fn decode_bounded(schema: &StreamSchema, packet: &Packet) -> Result<Vec<Frame>, 
     let mut decoder = ResidualDecoder::new(reader.take(reader.remaining())?)?;
     let t0 = packet.header.first_timestamp_ns;
     let times = decode_timestamps(&mut decoder, n, &time_head, t0, schema)?;
-    let mut frames: Vec<Frame> = times
-        .into_iter()
-        .map(|t| Frame::new(t, Vec::with_capacity(channels)))
-        .collect();
+    let mut rows = vec![0.0f64; n * channels];
     for (c, head) in heads.into_iter().enumerate() {
         let lsb = schema.lsb(c).unwrap_or(1.0);
         let values: Vec<f64> = match head {
@@ -595,11 +592,11 @@ fn decode_bounded(schema: &StreamSchema, packet: &Packet) -> Result<Vec<Frame>, 
                 exceptions,
             } => dequantise_float(&mut decoder, n, order, eb, ty, &exceptions)?,
         };
-        for (frame, v) in frames.iter_mut().zip(values) {
-            frame.values.push(v);
+        for (slot, v) in rows.iter_mut().skip(c).step_by(channels).zip(values) {
+            *slot = v;
         }
     }
-    Ok(frames)
+    Ok(frames_of_rows(times, &rows, channels))
 }
 
 #[cfg(test)]
