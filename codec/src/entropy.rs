@@ -3,8 +3,8 @@
 //! A residual `r` is zigzag-mapped to `z`, split into a bucket `b` (the bit length of `z`) and
 //! `b - 1` mantissa bits below the implicit leading one. The bucket is coded relative to the
 //! bit length `k` of the running mean of recent `z` (as LOCO-I estimates its Golomb
-//! parameter): the symbol is the distance `b - k`, one of 32 (30 distances and an escape on
-//! either side, followed by the bucket in 7 raw bits), from an adaptive distribution of its
+//! parameter): the symbol is one of 32 (bucket 0, 29 distances `b - k`, and an escape on
+//! either side followed by the bucket in 7 raw bits), from an adaptive distribution of its
 //! own for every `k`. The top mantissa bit has an adaptive probability per bucket; the rest
 //! are uniform and go around the coder.
 //!
@@ -12,7 +12,7 @@
 //! learns in a few symbols), then at a fixed rate (so a long block keeps tracking). An update
 //! moves the whole cumulative table towards the one of the symbol just seen, 32 lanes at
 //! once, so it vectorises; finding a symbol is counting the table entries at or below a
-//! slot, which vectorises too: no data-dependent branches, one multiply per symbol. All
+//! slot, which vectorises too: no branch on a coded decision, one multiply per symbol. All
 //! arithmetic is integer, so encoder and decoder stay in lockstep on every machine, and
 //! models start afresh in every packet, so packets decode independently.
 //!
@@ -90,6 +90,12 @@ impl AdaptiveBit {
         p0: SCALE / 2,
         seen: 0,
     };
+
+    /// The bit whose interval holds `slot`.
+    #[inline(always)]
+    fn find(&self, slot: u32) -> bool {
+        slot >= self.p0
+    }
 
     #[inline(always)]
     fn interval(&self, bit: bool) -> (u32, u32) {
@@ -325,7 +331,7 @@ fn bucket_of(z: u64) -> u32 {
     64 - z.leading_zeros()
 }
 
-/// Uniform bits go around the range coder, packed LSB-first into 64-bit words: they cost
+/// Uniform bits go around the rANS coder, packed LSB-first into 64-bit words: they cost
 /// exactly their width either way, and shifting is far cheaper than coding.
 #[derive(Default)]
 struct RawBitWriter {
@@ -597,7 +603,7 @@ impl<'a> ResidualDecoder<'a> {
             2..=64 => {
                 let below_top = bucket - 1;
                 let model = &mut ctx.top_mantissa[bucket as usize];
-                let top = self.coder.slot() >= model.p0;
+                let top = model.find(self.coder.slot());
                 self.coder.advance(model.interval(top));
                 model.update(top);
                 let rest = self.raw.get(below_top - 1)?;

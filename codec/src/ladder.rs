@@ -133,7 +133,7 @@ impl QualityLadder {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EntropyReport {
     pub residuals: usize,
-    /// Bits the range coder spent on the residuals (headers excluded).
+    /// Bits the entropy coder spent on the residuals (headers excluded).
     pub coded_bits: f64,
     /// `n * H`, with `H` the entropy of each column's residual histogram.
     pub entropy_bits: f64,

@@ -1,10 +1,10 @@
-//! The lossless predictive codec (codec id 1, version 3).
+//! The lossless predictive codec (codec id 1, version 4).
 //!
 //! Per block and per column (the timestamps, then each channel) it picks the cheapest exact
 //! integer representation (integers, ADC-step counts, decimal counts, or the order-preserving
 //! bit pattern of the float) and the cheapest predictor (none, previous value, linear
-//! extrapolation, or a fitted third-order predictor), then range-codes the prediction
-//! residuals with adaptive binary models (see `entropy`). Layout in `codec/FORMAT.md`.
+//! extrapolation, or a fitted third-order predictor), then codes the prediction residuals
+//! with rANS over adaptive models (see `entropy`). Layout in `codec/FORMAT.md`.
 
 use crate::column::{
     History, MAX_ORDER, Predictor, Representation, choose_predictor, decode_column,
@@ -320,7 +320,7 @@ pub(crate) fn frames_of_rows(times: Vec<i64>, rows: &[f64], channels: usize) -> 
         .collect()
 }
 
-/// Per-channel prediction with adaptive range coding; exact for every `f64` bit pattern.
+/// Per-channel prediction with adaptive rANS coding; exact for every `f64` bit pattern.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct LosslessCodec;
 

@@ -1,4 +1,4 @@
-//! The error-bounded codec (codec id 2, version 3): every decoded value lies within the bound
+//! The error-bounded codec (codec id 2, version 4): every decoded value lies within the bound
 //! of its original, always.
 //!
 //! Prediction runs on the reconstructed values (what the decoder will have), the prediction

@@ -1,4 +1,4 @@
-//! The neural codec (codec id 3, version 1): a learned predictor and a learned residual
+//! The neural codec (codec id 3, version 3): a learned predictor and a learned residual
 //! distribution, with the error bound of the classical bounded codec.
 //!
 //! For every frame, the [`NeuralModel`] sees the stream's last reconstructed frames (what the
