@@ -3,13 +3,13 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
 
 use lydlr_bus::messages::{
     Allocation, ModelState, ModelStatus, NodeMetrics, RawFrames, RdReport, StreamMetrics, StreamRd,
 };
 use lydlr_codec::{Codec, CodecId, Frame, QualityLadder, StreamSchema};
 
+use crate::latency::Stopwatch;
 use crate::models::{
     ActiveModel, DeployRequest, Health, HealthVerdict, ModelSlot, StreamCodec, first_miss,
 };
@@ -395,12 +395,12 @@ impl Compressor {
         let schema = state.schema.clone();
         self.sync_model();
         let codec = StreamCodec::new(self.running.as_deref(), &schema, &self.ladder, level)?;
-        let started = Instant::now();
+        let stopwatch = Stopwatch::start();
         let mut encoded = codec.encode(&schema, &frames);
-        let encode_ns = started.elapsed().as_nanos() as u64;
+        let took = stopwatch.stop();
         if let Ok(packet) = &encoded
             && packet.header.codec == CodecId::Neural
-            && let Some(failure) = self.check_health(&codec, &schema, &frames, packet, encode_ns)
+            && let Some(failure) = self.check_health(&codec, &schema, &frames, packet, took.cpu_ns)
         {
             // The block goes out classically; the model is gone for the next one.
             encoded = codec.classical.encode(&schema, &frames);
@@ -408,7 +408,7 @@ impl Compressor {
         }
         let encoded = encoded.map(|p| p.to_bytes());
         let state = self.streams.get_mut(stream)?;
-        state.latency.record(encode_ns);
+        state.latency.record(took.wall_ns);
         match encoded {
             Ok(bytes) => {
                 state.counters.frames_out += frames.len() as u64;

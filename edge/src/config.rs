@@ -50,8 +50,9 @@ pub struct EdgeConfig {
     /// any is set, model packages and scripts (pushed or in the scripts folder) must carry a
     /// signature one of them verifies; unsigned or mis-signed ones are refused and reported.
     pub model_keys: Vec<String>,
-    /// Blocks coded by a new model before it counts as healthy, its encode p99 budget, and
-    /// the largest size it may give sampled blocks relative to the classical codec.
+    /// Blocks coded by a new model before it counts as healthy, its encode p99 budget (the
+    /// encoding thread's CPU time: the model's cost, not the scheduler's), and the largest
+    /// size it may give sampled blocks relative to the classical codec.
     pub health_blocks: u32,
     pub latency_budget_us: f64,
     pub health_max_size_ratio: f64,

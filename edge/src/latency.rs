@@ -1,4 +1,7 @@
-//! A log-linear latency histogram: 1/32-octave buckets from 1 ns, exact count and max.
+//! A log-linear latency histogram: 1/32-octave buckets from 1 ns, exact count and max, and
+//! the stopwatch that times encodes by the wall clock and by the encoding thread's CPU clock.
+
+use std::time::Instant;
 
 const SUB_BUCKETS: u32 = 32;
 
@@ -74,9 +77,74 @@ impl LatencyHistogram {
     }
 }
 
+/// Times one piece of work both ways: the wall clock is what the robot waits for; the
+/// thread's CPU clock is what the work itself costs, without the time other processes held
+/// the core. A model's health is judged on the latter: on a busy two-core robot one
+/// preemption made a 250 us model's p99 over a 12-block window read 1.4 ms.
+pub struct Stopwatch {
+    wall: Instant,
+    cpu_ns: Option<u64>,
+}
+
+/// Elapsed times, in nanoseconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Elapsed {
+    pub wall_ns: u64,
+    /// The thread's CPU time; the wall time where the platform has no thread clock.
+    pub cpu_ns: u64,
+}
+
+impl Stopwatch {
+    pub fn start() -> Stopwatch {
+        Stopwatch {
+            cpu_ns: thread_cpu_ns(),
+            wall: Instant::now(),
+        }
+    }
+
+    pub fn stop(&self) -> Elapsed {
+        let wall_ns = self.wall.elapsed().as_nanos() as u64;
+        let cpu_ns = match (self.cpu_ns, thread_cpu_ns()) {
+            (Some(start), Some(end)) => end.saturating_sub(start),
+            _ => wall_ns,
+        };
+        Elapsed { wall_ns, cpu_ns }
+    }
+}
+
+#[cfg(unix)]
+fn thread_cpu_ns() -> Option<u64> {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Some(t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64)
+}
+
+#[cfg(not(unix))]
+fn thread_cpu_ns() -> Option<u64> {
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn the_cpu_clock_counts_work_but_not_waiting() {
+        let stopwatch = Stopwatch::start();
+        std::thread::sleep(std::time::Duration::from_millis(60));
+        let slept = stopwatch.stop();
+        assert!(slept.wall_ns >= 60_000_000, "{slept:?}");
+        assert!(slept.cpu_ns < 20_000_000, "{slept:?}");
+
+        let stopwatch = Stopwatch::start();
+        let mut x = 1u64;
+        while stopwatch.wall.elapsed() < std::time::Duration::from_millis(60) {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+        let worked = stopwatch.stop();
+        assert!(worked.cpu_ns > 5_000_000, "{worked:?}");
+        assert!(worked.cpu_ns <= worked.wall_ns + 1_000_000, "{worked:?}");
+    }
 
     #[test]
     fn quantiles_are_within_a_few_percent() {
