@@ -532,24 +532,45 @@ fn fitted_prediction_of_order(
 
 /// The least-squares normal equations `A c = b` for predicting each centred target from the
 /// `N` centred values before it (`past`: the history and inputs, oldest first), as rows.
+///
+/// `A[r][c]` sums the products of the inputs `r + 1` and `c + 1` before each target; one
+/// row further down and to the right is the same sum one target earlier, so only row 0 is
+/// summed over the block and the rest follows by adding the product that enters and taking
+/// off the one that leaves: 2N products per target instead of N(N + 1).
 fn normal_equations<const N: usize>(
     targets: &[i64],
     past: &[f64],
     mean: f64,
 ) -> (Vec<Vec<f64>>, Vec<f64>) {
-    let mut a = [[0.0f64; N]; N];
+    // The input `lag` values before target `i`.
+    let input = |i: usize, lag: usize| past[MAX_ORDER + i - lag];
+    let mut first_row = [0.0f64; N];
     let mut b = [0.0f64; N];
     for (i, &y) in targets.iter().enumerate().skip(N) {
         let y = y as f64 - mean;
         let window: &[f64; N] = past[MAX_ORDER + i - N..MAX_ORDER + i]
             .try_into()
             .expect("a window of N values");
-        for r in 0..N {
-            let xr = window[N - 1 - r];
-            b[r] += xr * y;
-            for c in 0..N {
-                a[r][c] += xr * window[N - 1 - c];
-            }
+        let newest = window[N - 1];
+        for c in 0..N {
+            let x = window[N - 1 - c];
+            b[c] += x * y;
+            first_row[c] += newest * x;
+        }
+    }
+    let mut a = [[0.0f64; N]; N];
+    a[0] = first_row;
+    for (row, &sum) in a.iter_mut().zip(&first_row).skip(1) {
+        row[0] = sum;
+    }
+    let last = targets.len() - 1;
+    for r in 1..N {
+        for c in r..N {
+            // Targets N..=last for row r, c are targets N-1..=last-1 for row r-1, c-1.
+            let sum = a[r - 1][c - 1] + input(N - 1, r) * input(N - 1, c)
+                - input(last, r) * input(last, c);
+            a[r][c] = sum;
+            a[c][r] = sum;
         }
     }
     (a.iter().map(|row| row.to_vec()).collect(), b.to_vec())
@@ -764,6 +785,38 @@ mod tests {
                         assert_eq!(predictor.predict(&h), reference(predictor, &h));
                     }
                 }
+            }
+        }
+    }
+
+    /// The normal equations built from row 0 alone equal the ones summed product by product.
+    #[test]
+    fn normal_equations_match_the_direct_sums() {
+        let mut state = 12345u64;
+        let mut noise = || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 40) as i64 % 2001 - 1000
+        };
+        let targets: Vec<i64> = (0..300).map(|i| (i * i % 97) * 40 + noise()).collect();
+        let past: Vec<f64> = (0..MAX_ORDER as i64 + 300)
+            .map(|_| noise() as f64 * 3.5)
+            .collect();
+        let mean = 17.0;
+        let (a, b) = normal_equations::<12>(&targets, &past, mean);
+        let lag = |i: usize, k: usize| past[MAX_ORDER + i - k];
+        for (r, (row, &br)) in a.iter().zip(&b).enumerate() {
+            let direct_b: f64 = (12..300)
+                .map(|i| lag(i, r + 1) * (targets[i] as f64 - mean))
+                .sum();
+            assert!((br - direct_b).abs() <= 1e-9 * direct_b.abs().max(1.0));
+            for (c, &arc) in row.iter().enumerate() {
+                let direct: f64 = (12..300).map(|i| lag(i, r + 1) * lag(i, c + 1)).sum();
+                assert!(
+                    (arc - direct).abs() <= 1e-9 * direct.abs().max(1.0),
+                    "A[{r}][{c}] = {arc} against {direct}"
+                );
             }
         }
     }

@@ -210,10 +210,10 @@ impl UnitsQuantised {
     }
 }
 
-/// Orders of the predictors fitted to a first reconstruction: long enough to average the
+/// Order of the predictor fitted to a first reconstruction: long enough to average the
 /// noise the bound lets through out of the prediction (at one noise sigma, 10 % fewer
 /// bits on a simulated IMU than order 3).
-const RECONSTRUCTION_ORDERS: [usize; 1] = [12];
+const RECONSTRUCTION_ORDER: usize = 12;
 /// Values the reconstruction's predictors are fitted on: a whole 1000-frame block (fitting
 /// only its first 512 values cost 2 % more bits at one sigma on simulated IMUs, for 15 %
 /// faster encoding).
@@ -229,39 +229,57 @@ fn quantise_units(
     eb_units: i64,
     bound: Option<Bound<'_>>,
 ) -> UnitsQuantised {
+    let [quantised] = quantise_units_together(column, ints, [predictor], eb_units, bound);
+    quantised
+}
+
+/// [`quantise_units`] with several predictors in one loop: each sample's quantisation waits
+/// on the previous reconstruction (a division and a prediction), so one chain leaves the
+/// core idle where `K` independent ones keep it busy.
+fn quantise_units_together<const K: usize>(
+    column: &[f64],
+    ints: &[i64],
+    predictors: [Predictor; K],
+    eb_units: i64,
+    bound: Option<Bound<'_>>,
+) -> [UnitsQuantised; K] {
     let step = 2 * eb_units + 1;
-    let mut past = Past::new(&[0; MAX_ORDER], ints.len());
-    let mut out = UnitsQuantised {
+    let mut pasts: [Past; K] = std::array::from_fn(|_| Past::new(&[0; MAX_ORDER], ints.len()));
+    let mut out = predictors.map(|predictor| UnitsQuantised {
         predictor,
         indices: Vec::with_capacity(ints.len()),
         exceptions: Vec::new(),
         reconstruction: Vec::new(),
-    };
+    });
     for (i, (&x, &value)) in ints.iter().zip(column).enumerate() {
-        let p = past.predict(predictor);
-        let q = quantisation_index(x, p, eb_units);
-        let r = i128::from(p) + q * i128::from(step);
-        let fits = i64::try_from(r).ok().filter(|&r| {
-            bound.is_none_or(|bound| {
-                bound
-                    .repr
-                    .value_of(r, bound.lsb, bound.ty)
-                    .is_ok_and(|v| v.is_finite() && (value - v).abs() <= bound.eb)
-            })
-        });
-        let r = match (fits, i64::try_from(q)) {
-            (Some(r), Ok(q)) => {
-                out.indices.push(q);
-                r
-            }
-            _ => {
-                out.exceptions.push((i, x));
-                x
-            }
-        };
-        past.push(r);
+        for (past, out) in pasts.iter_mut().zip(&mut out) {
+            let p = past.predict(out.predictor);
+            let q = quantisation_index(x, p, eb_units);
+            let r = i128::from(p) + q * i128::from(step);
+            let fits = i64::try_from(r).ok().filter(|&r| {
+                bound.is_none_or(|bound| {
+                    bound
+                        .repr
+                        .value_of(r, bound.lsb, bound.ty)
+                        .is_ok_and(|v| v.is_finite() && (value - v).abs() <= bound.eb)
+                })
+            });
+            let r = match (fits, i64::try_from(q)) {
+                (Some(r), Ok(q)) => {
+                    out.indices.push(q);
+                    r
+                }
+                _ => {
+                    out.exceptions.push((i, x));
+                    x
+                }
+            };
+            past.push(r);
+        }
     }
-    out.reconstruction = past.into_values();
+    for (past, out) in pasts.into_iter().zip(&mut out) {
+        out.reconstruction = past.into_values();
+    }
     out
 }
 
@@ -349,37 +367,34 @@ impl Codec for BoundedCodec {
                     };
                     // A predictor fitted to the originals serves the reconstruction as well:
                     // the two differ by at most the bound.
-                    let candidates = [Predictor::Zero, Predictor::Previous, Predictor::Linear]
-                        .into_iter()
-                        .chain(Predictor::fit(&ints, &[0; MAX_ORDER], 3));
+                    // (Without a fit, Linear stands in twice: the first of equals is taken.)
+                    let candidates = [
+                        Predictor::Zero,
+                        Predictor::Previous,
+                        Predictor::Linear,
+                        Predictor::fit(&ints, &[0; MAX_ORDER], 3).unwrap_or(Predictor::Linear),
+                    ];
                     // Candidates are ranked without checking the bound in value space (the
-                    // rare rounding misses it finds barely move a ranking); the chosen one is
-                    // quantised again with the check.
-                    let first = candidates
-                        .map(|p| quantise_units(&column, &ints, p, e, None))
+                    // rare rounding misses it finds barely move a ranking).
+                    let first = quantise_units_together(&column, &ints, candidates, e, None)
+                        .into_iter()
                         .min_by_key(UnitsQuantised::cost)
                         .expect("four candidates");
-                    // Long blocks are fitted on their start, which fits about as well.
+                    // Long blocks are fitted on their start, which fits about as well. The
+                    // refit is quantised with the check at once: it usually wins.
                     let n = ints.len().min(FIT_SAMPLE);
-                    let refits: Vec<UnitsQuantised> = RECONSTRUCTION_ORDERS
-                        .iter()
-                        .filter_map(|&order| {
-                            Predictor::fit_from(
-                                &ints[..n],
-                                &first.reconstruction[..n],
-                                &[0; MAX_ORDER],
-                                order,
-                            )
-                        })
-                        .map(|p| quantise_units(&column, &ints, p, e, None))
-                        .collect();
-                    let predictor = refits
-                        .into_iter()
-                        .chain([first])
-                        .min_by_key(UnitsQuantised::cost)
-                        .expect("at least the first")
-                        .predictor;
-                    let quantised = quantise_units(&column, &ints, predictor, e, Some(bound));
+                    let refit = Predictor::fit_from(
+                        &ints[..n],
+                        &first.reconstruction[..n],
+                        &[0; MAX_ORDER],
+                        RECONSTRUCTION_ORDER,
+                    )
+                    .map(|p| quantise_units(&column, &ints, p, e, Some(bound)))
+                    .filter(|refit| refit.cost() <= first.cost());
+                    let quantised = refit.unwrap_or_else(|| {
+                        quantise_units(&column, &ints, first.predictor, e, Some(bound))
+                    });
+                    let predictor = quantised.predictor;
                     head.push(MODE_UNITS);
                     head.push(predictor.tag() | repr.tag() << 3);
                     write_representation_parameters(&mut head, repr);
