@@ -57,7 +57,7 @@ impl Representation {
         match self {
             Representation::Integer => as_exact_integer(x),
             Representation::LsbCounts => {
-                let count = as_exact_integer((x / lsb).round())?;
+                let count = as_exact_integer(round_to_integer(x / lsb))?;
                 (lsb_multiple(count, lsb, ty).to_bits() == x.to_bits()).then_some(count)
             }
             Representation::F32Bits => {
@@ -67,7 +67,7 @@ impl Representation {
             Representation::F64Bits => Some(ordered_f64(x.to_bits())),
             Representation::Decimal(digits) => {
                 let scale = POW10[usize::from(digits)];
-                let count = (x * scale).round();
+                let count = round_to_integer(x * scale);
                 if count.abs() >= 9.007_199_254_740_992e15 {
                     return None;
                 }
@@ -106,12 +106,7 @@ impl Representation {
                 None if !ty.is_integer() => detect_quantum(values, ty),
                 None => None,
             })
-            .or_else(|| {
-                (ty == SampleType::F64)
-                    .then(|| decimal_digits(values))
-                    .flatten()
-                    .and_then(|digits| exact(Representation::Decimal(digits)))
-            })
+            .or_else(|| (ty == SampleType::F64).then(|| decimal_counts(values))?)
             .or_else(|| (ty == SampleType::F32).then(|| exact(Representation::F32Bits))?)
             .unwrap_or_else(|| {
                 let ints = values.iter().map(|x| ordered_f64(x.to_bits())).collect();
@@ -225,7 +220,7 @@ fn exact_quantum(values: &[f64], q: f64, ty: SampleType) -> Option<(Representati
 fn quantum_interval(values: &[f64], q: f64, ty: SampleType) -> Option<f64> {
     let (mut lo, mut hi) = (0.0f64, f64::INFINITY);
     for &x in values {
-        let c = (x / q).round();
+        let c = round_to_integer(x / q);
         if c == 0.0 {
             if x != 0.0 {
                 return None;
@@ -249,23 +244,43 @@ fn quantum_interval(values: &[f64], q: f64, ty: SampleType) -> Option<f64> {
     Some((lo + hi) / 2.0)
 }
 
-/// The fewest decimal digits that represent every value exactly, if any do.
-fn decimal_digits(values: &[f64]) -> Option<u8> {
+/// The fewest decimal digits that represent every value exactly, if any do, with the counts.
+fn decimal_counts(values: &[f64]) -> Option<(Representation, Vec<i64>)> {
     let mut digits = 0u8;
+    let mut counts = Vec::with_capacity(values.len());
     for &x in values {
-        while Representation::Decimal(digits)
-            .to_integer(x, 1.0, SampleType::F64)
-            .is_none()
-        {
+        let count = loop {
+            if let Some(count) = Representation::Decimal(digits).to_integer(x, 1.0, SampleType::F64)
+            {
+                break count;
+            }
             digits += 1;
             if digits > MAX_DECIMAL_DIGITS {
                 return None;
             }
-        }
+            // The values before hold at the extra digit too: `c / 10^d` and `10 c / 10^(d+1)`
+            // are the same decimal, so they round to the same double.
+            for c in &mut counts {
+                *c = i64::checked_mul(*c, 10).filter(|c| c.unsigned_abs() < 1 << 53)?;
+            }
+        };
+        counts.push(count);
     }
-    // A later value may have raised the digit count; the earlier ones still fit, since a
-    // value exact at d digits is exact at d + 1.
-    Some(digits)
+    Some((Representation::Decimal(digits), counts))
+}
+
+/// `x` rounded to an integer (ties either way), inline: without SSE4.1 `f64::round` is a
+/// library call, and the conversions that use this check their results anyway.
+#[inline(always)]
+fn round_to_integer(x: f64) -> f64 {
+    if x.abs() < (1u64 << 52) as f64 {
+        let truncated = x as i64;
+        let fraction = x - truncated as f64;
+        (truncated + i64::from(fraction >= 0.5) - i64::from(fraction <= -0.5)) as f64
+    } else {
+        // Integral already, infinite or not a number.
+        x
+    }
 }
 
 fn as_exact_integer(x: f64) -> Option<i64> {
