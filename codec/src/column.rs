@@ -46,9 +46,26 @@ impl Representation {
 
     /// Converts every value, or `None` if one of them has no exact integer in this form.
     pub(crate) fn to_integers(self, values: &[f64], lsb: f64, ty: SampleType) -> Option<Vec<i64>> {
+        let step = match self {
+            Representation::LsbCounts => lsb,
+            Representation::Quantum(q) => q,
+            _ => {
+                return values
+                    .iter()
+                    .map(|&x| self.to_integer(x, lsb, ty))
+                    .collect();
+            }
+        };
+        // Counts of a step: multiplying by its reciprocal instead of dividing may only move
+        // a quotient that is not near an integer, and every count is checked by converting
+        // it back.
+        let reciprocal = 1.0 / step;
         values
             .iter()
-            .map(|&x| self.to_integer(x, lsb, ty))
+            .map(|&x| {
+                let count = as_exact_integer(round_to_integer(x * reciprocal))?;
+                (lsb_multiple(count, step, ty).to_bits() == x.to_bits()).then_some(count)
+            })
             .collect()
     }
 
@@ -219,8 +236,9 @@ fn exact_quantum(values: &[f64], q: f64, ty: SampleType) -> Option<(Representati
 /// have one in common.
 fn quantum_interval(values: &[f64], q: f64, ty: SampleType) -> Option<f64> {
     let (mut lo, mut hi) = (0.0f64, f64::INFINITY);
+    let reciprocal = 1.0 / q;
     for &x in values {
-        let c = round_to_integer(x / q);
+        let c = round_to_integer(x * reciprocal);
         if c == 0.0 {
             if x != 0.0 {
                 return None;
@@ -234,7 +252,8 @@ fn quantum_interval(values: &[f64], q: f64, ty: SampleType) -> Option<f64> {
             }
             _ => (x.next_down(), x.next_up()),
         };
-        let (a, b) = ((x + below) / 2.0 / c, (x + above) / 2.0 / c);
+        let half_over_c = 0.5 / c;
+        let (a, b) = ((x + below) * half_over_c, (x + above) * half_over_c);
         lo = lo.max(a.min(b));
         hi = hi.min(a.max(b));
         if lo > hi {
