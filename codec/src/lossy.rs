@@ -1,4 +1,4 @@
-//! The error-bounded codec (codec id 2, version 4): every decoded value lies within the bound
+//! The error-bounded codec (codec id 2, version 5): every decoded value lies within the bound
 //! of its original, always.
 //!
 //! Prediction runs on the reconstructed values (what the decoder will have), the prediction
@@ -20,7 +20,9 @@ use crate::lossless::{
 use crate::varint::{Reader, put_uvarint};
 use crate::{Codec, CodecError, Frame, SampleType, StreamSchema};
 
-const VERSION: u8 = 4;
+const VERSION: u8 = 5;
+/// Units column representation: a detected quantum given as an `f32`.
+const QUANTUM_F32_TAG: u8 = 6;
 const MODE_LOSSLESS: u8 = 0;
 const MODE_UNITS: u8 = 1;
 const MODE_FLOAT: u8 = 2;
@@ -256,14 +258,9 @@ fn quantise_units_together<const K: usize>(
             let p = past.predict(out.predictor);
             let q = quantisation_index(x, p, eb_units);
             let r = i128::from(p) + q * i128::from(step);
-            let fits = i64::try_from(r).ok().filter(|&r| {
-                bound.is_none_or(|bound| {
-                    bound
-                        .repr
-                        .value_of(r, bound.lsb, bound.ty)
-                        .is_ok_and(|v| v.is_finite() && (value - v).abs() <= bound.eb)
-                })
-            });
+            let fits = i64::try_from(r)
+                .ok()
+                .filter(|&r| bound.is_none_or(|bound| bound.holds(r, value)));
             let r = match (fits, i64::try_from(q)) {
                 (Some(r), Ok(q)) => {
                     out.indices.push(q);
@@ -307,6 +304,64 @@ struct Bound<'a> {
     lsb: f64,
     ty: SampleType,
     eb: f64,
+}
+
+impl Bound<'_> {
+    /// Whether `units` decode to a value within the bound of `value`.
+    fn holds(&self, units: i64, value: f64) -> bool {
+        self.repr
+            .value_of(units, self.lsb, self.ty)
+            .is_ok_and(|v| v.is_finite() && (value - v).abs() <= self.eb)
+    }
+}
+
+/// Quantises a units column with the predictor that codes it cheapest: none, previous,
+/// linear and an order-3 fit, ranked without checking the bound in value space (the rare
+/// rounding misses it finds barely move a ranking), then an order-12 fit to the winner's
+/// reconstruction, which is what the decoder will predict from, quantised with the check and
+/// kept when it is cheaper (it usually is).
+fn choose_units_quantisation(
+    column: &[f64],
+    ints: &[i64],
+    e: i64,
+    bound: Bound<'_>,
+) -> UnitsQuantised {
+    // A predictor fitted to the originals serves the reconstruction as well: the two differ
+    // by at most the bound. (Without a fit, Linear stands in twice: the first of equals is
+    // taken.)
+    let candidates = [
+        Predictor::Zero,
+        Predictor::Previous,
+        Predictor::Linear,
+        Predictor::fit(ints, &[0; MAX_ORDER], 3).unwrap_or(Predictor::Linear),
+    ];
+    let first = quantise_units_together(column, ints, candidates, e, None)
+        .into_iter()
+        .min_by_key(UnitsQuantised::cost)
+        .expect("four candidates");
+    // Long blocks are fitted on their start, which fits about as well.
+    let n = ints.len().min(FIT_SAMPLE);
+    Predictor::fit_from(
+        &ints[..n],
+        &first.reconstruction[..n],
+        &[0; MAX_ORDER],
+        RECONSTRUCTION_ORDER,
+    )
+    .map(|p| quantise_units(column, ints, p, e, Some(bound)))
+    .filter(|refit| refit.cost() <= first.cost())
+    .unwrap_or_else(|| quantise_units(column, ints, first.predictor, e, Some(bound)))
+}
+
+/// `repr`'s quantum rounded to an `f32`, when it is a quantum and that is a positive normal
+/// number.
+fn narrowed_quantum(repr: Representation) -> Option<Representation> {
+    match repr {
+        Representation::Quantum(q) => {
+            let narrow = q as f32;
+            (narrow.is_normal() && narrow > 0.0).then(|| Representation::Quantum(f64::from(narrow)))
+        }
+        _ => None,
+    }
 }
 
 fn cost(indices: &[i64]) -> u64 {
@@ -359,45 +414,48 @@ impl Codec for BoundedCodec {
                     encode_column(&mut head, &mut encoder, &ints, repr, [0; MAX_ORDER]);
                 }
                 Some(e) => {
-                    let bound = Bound {
-                        repr: &repr,
-                        lsb,
-                        ty,
-                        eb,
-                    };
-                    // A predictor fitted to the originals serves the reconstruction as well:
-                    // the two differ by at most the bound.
-                    // (Without a fit, Linear stands in twice: the first of equals is taken.)
-                    let candidates = [
-                        Predictor::Zero,
-                        Predictor::Previous,
-                        Predictor::Linear,
-                        Predictor::fit(&ints, &[0; MAX_ORDER], 3).unwrap_or(Predictor::Linear),
-                    ];
-                    // Candidates are ranked without checking the bound in value space (the
-                    // rare rounding misses it finds barely move a ranking).
-                    let first = quantise_units_together(&column, &ints, candidates, e, None)
-                        .into_iter()
-                        .min_by_key(UnitsQuantised::cost)
-                        .expect("four candidates");
-                    // Long blocks are fitted on their start, which fits about as well. The
-                    // refit is quantised with the check at once: it usually wins.
-                    let n = ints.len().min(FIT_SAMPLE);
-                    let refit = Predictor::fit_from(
-                        &ints[..n],
-                        &first.reconstruction[..n],
-                        &[0; MAX_ORDER],
-                        RECONSTRUCTION_ORDER,
-                    )
-                    .map(|p| quantise_units(&column, &ints, p, e, Some(bound)))
-                    .filter(|refit| refit.cost() <= first.cost());
-                    let quantised = refit.unwrap_or_else(|| {
-                        quantise_units(&column, &ints, first.predictor, e, Some(bound))
+                    // A units column needs its quantum only as finely as its bound: as an
+                    // f32 it takes 4 bytes instead of 8, where every sample, exceptions
+                    // included, still meets the bound with it.
+                    let narrowed = narrowed_quantum(repr).and_then(|narrow| {
+                        let e = units(narrow, None)
+                            .map(|u| bound_in_units(eb, u))
+                            .filter(|&e| e >= 1)?;
+                        let bound = Bound {
+                            repr: &narrow,
+                            lsb,
+                            ty,
+                            eb,
+                        };
+                        let quantised = choose_units_quantisation(&column, &ints, e, bound);
+                        quantised
+                            .exceptions
+                            .iter()
+                            .all(|&(i, x)| bound.holds(x, column[i]))
+                            .then_some((narrow, e, quantised))
+                    });
+                    let is_narrowed = narrowed.is_some();
+                    let (repr, e, quantised) = narrowed.unwrap_or_else(|| {
+                        let bound = Bound {
+                            repr: &repr,
+                            lsb,
+                            ty,
+                            eb,
+                        };
+                        (repr, e, choose_units_quantisation(&column, &ints, e, bound))
                     });
                     let predictor = quantised.predictor;
                     head.push(MODE_UNITS);
-                    head.push(predictor.tag() | repr.tag() << 3);
-                    write_representation_parameters(&mut head, repr);
+                    match repr {
+                        Representation::Quantum(q) if is_narrowed => {
+                            head.push(predictor.tag() | QUANTUM_F32_TAG << 3);
+                            head.extend_from_slice(&(q as f32).to_le_bytes());
+                        }
+                        _ => {
+                            head.push(predictor.tag() | repr.tag() << 3);
+                            write_representation_parameters(&mut head, repr);
+                        }
+                    }
                     predictor.write_parameters(&mut head);
                     put_uvarint(&mut head, e as u64);
                     write_exception_positions(&mut head, quantised.exceptions.iter().map(|e| e.0));
@@ -513,7 +571,16 @@ fn decode_bounded(schema: &StreamSchema, packet: &Packet) -> Result<Vec<Frame>, 
             MODE_LOSSLESS => Head::Lossless(read_column_head(&mut reader)?),
             MODE_UNITS => {
                 let d = reader.u8()?;
-                let repr = read_representation(d >> 3, &mut reader)?;
+                let repr = match d >> 3 {
+                    QUANTUM_F32_TAG => {
+                        let q = f32::from_le_bytes(reader.array()?);
+                        if !(q.is_finite() && q > 0.0) {
+                            return Err(CodecError::Corrupt("quantum must be a positive number"));
+                        }
+                        Representation::Quantum(f64::from(q))
+                    }
+                    tag => read_representation(tag, &mut reader)?,
+                };
                 if units(repr, schema.lsb(c_index)).is_none() {
                     return Err(CodecError::Corrupt("units column without integer units"));
                 }
@@ -792,6 +859,36 @@ mod tests {
         let decoded = codec
             .decode(&schema, &codec.encode(&schema, &frames).unwrap())
             .unwrap();
+        for c in 0..6 {
+            assert!(max_error(&frames, &decoded, c) <= eb, "channel {c}");
+        }
+    }
+
+    /// A detected quantum costs a units column 4 bytes as an f32 instead of 8, and the bound
+    /// still holds on every sample decoded with it.
+    #[test]
+    fn a_detected_quantum_is_sent_as_an_f32() {
+        let mut schema = imu_schema();
+        schema.lsb = vec![None; 6];
+        let step = 0.004_785_156_f32;
+        let frames: Vec<Frame> = (0..1000)
+            .map(|i| {
+                let values = (0..6)
+                    .map(|c| {
+                        let x = 900.0 * (i as f64 * 0.01 + c as f64).sin() + (i * 7 % 13) as f64;
+                        quantize_to_lsb(x * f64::from(step), f64::from(step), SampleType::F32)
+                    })
+                    .collect();
+                Frame::new(i as i64 * 2_500_000, values)
+            })
+            .collect();
+        let eb = 0.05;
+        let codec = BoundedCodec::new(ErrorBound::Absolute(eb));
+        let packet = codec.encode(&schema, &frames).unwrap();
+        let narrow = step.to_le_bytes();
+        let quanta = packet.payload.windows(4).filter(|w| *w == narrow).count();
+        assert_eq!(quanta, 6, "one f32 quantum per channel");
+        let decoded = codec.decode(&schema, &packet).unwrap();
         for c in 0..6 {
             assert!(max_error(&frames, &decoded, c) <= eb, "channel {c}");
         }
