@@ -740,6 +740,48 @@ mod tests {
         }
     }
 
+    /// Against a source whose entropy is known, rather than the histogram of a short column
+    /// (which underestimates a wide distribution's entropy: by 9 % for 4000 samples of a
+    /// Laplacian of scale 800), the coder comes within 2.5 % at every scale (measured: 1.1,
+    /// 2.1, 1.0, 0.8 and 0.6 % at scales 0.3, 1, 5, 50 and 800; the adaptive models' estimation
+    /// noise and the raw mantissa bits cost most where residuals are small).
+    #[test]
+    fn laplacian_residuals_cost_within_a_few_percent_of_their_entropy() {
+        let mut state = 99u64;
+        let mut uniform = || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+        };
+        for scale in [0.3f64, 1.0, 5.0, 50.0, 800.0] {
+            // A continuous Laplacian rounded to integers: P(k) for |k| >= 1 is half the
+            // mass of |x| in [|k| - 1/2, |k| + 1/2).
+            let tail = |m: f64| (-m.max(0.0) / scale).exp();
+            let probability = |k: i64| match k {
+                0 => 1.0 - tail(0.5),
+                _ => (tail(k.abs() as f64 - 0.5) - tail(k.abs() as f64 + 0.5)) / 2.0,
+            };
+            let entropy: f64 = (-40_000..=40_000)
+                .map(probability)
+                .filter(|&p| p > 0.0)
+                .map(|p| -p * p.log2())
+                .sum();
+            let residuals: Vec<i64> = (0..40_000)
+                .map(|_| {
+                    let u = uniform() - 0.5;
+                    let magnitude = (-scale * (1.0 - 2.0 * u.abs()).ln()).round() as i64;
+                    if u < 0.0 { -magnitude } else { magnitude }
+                })
+                .collect();
+            let bits = round_trip(&residuals) as f64 * 8.0 / residuals.len() as f64;
+            assert!(
+                bits < entropy * 1.025,
+                "scale {scale}: {bits:.3} bits per residual, entropy {entropy:.3}"
+            );
+        }
+    }
+
     #[test]
     fn constant_zero_residuals_are_nearly_free() {
         let bytes = round_trip(&vec![0; 10_000]);
