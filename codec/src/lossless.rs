@@ -316,7 +316,7 @@ pub(crate) fn frames_of_rows(times: Vec<i64>, rows: &[f64], channels: usize) -> 
     times
         .into_iter()
         .enumerate()
-        .map(|(i, t)| Frame::new(t, rows[i * channels..(i + 1) * channels].to_vec()))
+        .map(|(i, t)| Frame::from_slice(t, &rows[i * channels..(i + 1) * channels]))
         .collect()
 }
 

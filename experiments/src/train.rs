@@ -680,7 +680,7 @@ mod tests {
         let series = recorded_series(&schema, &path).unwrap();
         assert_eq!(series.len(), 1);
         assert_eq!(series[0].frames.len(), 3);
-        assert_eq!(series[0].frames[2].values, vec![24.0, 12.0]);
+        assert_eq!(series[0].frames[2].values.as_slice(), [24.0, 12.0]);
         assert_eq!(series[0].frames[1].timestamp_ns, 20_000_000);
         std::fs::write(&path, "t,left_ticks\n0,1\n").unwrap();
         let err = recorded_series(&schema, &path).unwrap_err().to_string();

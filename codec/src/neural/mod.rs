@@ -813,7 +813,7 @@ mod tests {
         ];
         assert_eq!(merged.len(), expected.len());
         for (f, (t, v)) in merged.iter().zip(expected) {
-            assert_eq!((f.timestamp_ns, &f.values), (t, &v));
+            assert_eq!((f.timestamp_ns, f.values.as_slice()), (t, v.as_slice()));
         }
         assert_eq!(
             condition_names(&[&cmd, &ticks]),
