@@ -864,13 +864,8 @@ mod tests {
     /// The normal equations built from row 0 alone equal the ones summed product by product.
     #[test]
     fn normal_equations_match_the_direct_sums() {
-        let mut state = 12345u64;
-        let mut noise = || {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (state >> 40) as i64 % 2001 - 1000
-        };
+        let mut uniform = crate::synthetic::uniform_source(12345);
+        let mut noise = || (uniform() * 2001.0) as i64 - 1000;
         let targets: Vec<i64> = (0..300).map(|i| (i * i % 97) * 40 + noise()).collect();
         let past: Vec<f64> = (0..MAX_ORDER as i64 + 300)
             .map(|_| noise() as f64 * 3.5)

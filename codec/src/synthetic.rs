@@ -34,13 +34,7 @@ pub fn imu_schema() -> StreamSchema {
 /// `n` frames from `seed`; the noise is uniform over `noise` times each channel's sigma.
 pub fn imu_frames(n: usize, seed: u64, noise: f64) -> Vec<Frame> {
     let schema = imu_schema();
-    let mut state = seed;
-    let mut uniform = move || {
-        state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (state >> 11) as f64 / (1u64 << 53) as f64 - 0.5
-    };
+    let mut uniform = uniform_source(seed);
     (0..n)
         .map(|i| {
             let t = i as f64 / schema.rate_hz;
@@ -52,11 +46,23 @@ pub fn imu_frames(n: usize, seed: u64, noise: f64) -> Vec<Frame> {
                         5 => 0.5 * (t * 2.0).cos(),
                         _ => 0.0,
                     };
-                    let x = signal + noise * schema.noise_sigma[c] * uniform();
+                    let x = signal + noise * schema.noise_sigma[c] * (uniform() - 0.5);
                     quantize_to_lsb(x, schema.lsb[c].unwrap_or(1.0), SampleType::F32)
                 })
                 .collect();
             Frame::new(1_000_000_000 + i as i64 * 5_000_000, values)
         })
         .collect()
+}
+
+/// Reproducible uniform numbers in `[0, 1)` from `seed` (a 64-bit linear congruential
+/// generator: enough for test data, no statistics claimed beyond that).
+pub fn uniform_source(seed: u64) -> impl FnMut() -> f64 {
+    let mut state = seed;
+    move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 11) as f64 / (1u64 << 53) as f64
+    }
 }
