@@ -56,16 +56,10 @@ impl Representation {
                     .collect();
             }
         };
-        // Counts of a step: multiplying by its reciprocal instead of dividing may only move
-        // a quotient that is not near an integer, and every count is checked by converting
-        // it back.
         let reciprocal = 1.0 / step;
         values
             .iter()
-            .map(|&x| {
-                let count = as_exact_integer(round_to_integer(x * reciprocal))?;
-                (lsb_multiple(count, step, ty).to_bits() == x.to_bits()).then_some(count)
-            })
+            .map(|&x| step_count(x, step, reciprocal, ty))
             .collect()
     }
 
@@ -73,10 +67,7 @@ impl Representation {
     pub(crate) fn to_integer(self, x: f64, lsb: f64, ty: SampleType) -> Option<i64> {
         match self {
             Representation::Integer => as_exact_integer(x),
-            Representation::LsbCounts => {
-                let count = as_exact_integer(round_to_integer(x / lsb))?;
-                (lsb_multiple(count, lsb, ty).to_bits() == x.to_bits()).then_some(count)
-            }
+            Representation::LsbCounts => step_count(x, lsb, 1.0 / lsb, ty),
             Representation::F32Bits => {
                 let narrow = x as f32;
                 (f64::from(narrow).to_bits() == x.to_bits()).then(|| ordered_f32(narrow.to_bits()))
@@ -300,6 +291,15 @@ fn round_to_integer(x: f64) -> f64 {
         // Integral already, infinite or not a number.
         x
     }
+}
+
+/// The count of `step` that `x` is exactly (the count times the step, rounded to the sample
+/// type, gives `x` back), from `reciprocal = 1 / step`: multiplying instead of dividing may
+/// only move a quotient that is not near an integer, and the count is checked anyway.
+#[inline]
+fn step_count(x: f64, step: f64, reciprocal: f64, ty: SampleType) -> Option<i64> {
+    let count = as_exact_integer(round_to_integer(x * reciprocal))?;
+    (lsb_multiple(count, step, ty).to_bits() == x.to_bits()).then_some(count)
 }
 
 fn as_exact_integer(x: f64) -> Option<i64> {
