@@ -228,15 +228,17 @@ pub(crate) fn read_representation(
             }
             Representation::Decimal(digits)
         }
-        5 => {
-            let q = f64::from_le_bytes(reader.array()?);
-            if !(q.is_finite() && q > 0.0) {
-                return Err(CodecError::Corrupt("quantum must be a positive number"));
-            }
-            Representation::Quantum(q)
-        }
+        5 => quantum(f64::from_le_bytes(reader.array()?))?,
         _ => return Err(CodecError::Corrupt("unknown column representation")),
     })
+}
+
+/// A quantum read from a packet: a positive finite number.
+pub(crate) fn quantum(q: f64) -> Result<Representation, CodecError> {
+    if !(q.is_finite() && q > 0.0) {
+        return Err(CodecError::Corrupt("quantum must be a positive number"));
+    }
+    Ok(Representation::Quantum(q))
 }
 
 /// The parsed head of one column.

@@ -15,7 +15,8 @@ use crate::container::{CodecId, Packet, PacketHeader};
 use crate::entropy::{ResidualContext, ResidualDecoder, ResidualEncoder, zigzag};
 use crate::lossless::{
     check_block, check_header, decode_timestamps, encode_column, encode_timestamps, frames_of_rows,
-    read_column_head, read_representation, read_timestamp_head, write_representation_parameters,
+    quantum, read_column_head, read_representation, read_timestamp_head,
+    write_representation_parameters,
 };
 use crate::varint::{Reader, put_uvarint};
 use crate::{Codec, CodecError, Frame, SampleType, StreamSchema};
@@ -574,13 +575,7 @@ fn decode_bounded(schema: &StreamSchema, packet: &Packet) -> Result<Vec<Frame>, 
             MODE_UNITS => {
                 let d = reader.u8()?;
                 let repr = match d >> 3 {
-                    QUANTUM_F32_TAG => {
-                        let q = f32::from_le_bytes(reader.array()?);
-                        if !(q.is_finite() && q > 0.0) {
-                            return Err(CodecError::Corrupt("quantum must be a positive number"));
-                        }
-                        Representation::Quantum(f64::from(q))
-                    }
+                    QUANTUM_F32_TAG => quantum(f64::from(f32::from_le_bytes(reader.array()?)))?,
                     tag => read_representation(tag, &mut reader)?,
                 };
                 if units(repr, schema.lsb(c_index)).is_none() {
