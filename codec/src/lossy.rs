@@ -352,7 +352,21 @@ fn choose_units_quantisation(
     )
     .map(|p| quantise_units(column, ints, p, e, Some(bound)))
     .filter(|refit| refit.cost() <= first.cost())
-    .unwrap_or_else(|| quantise_units(column, ints, first.predictor, e, Some(bound)))
+    .unwrap_or_else(|| {
+        // The ranking quantised without the check. Where every reconstruction meets the bound
+        // anyway (misses are rare), quantising with the check makes the same choices at every
+        // sample: checking the result replaces a second pass along the prediction chain.
+        let holds = first
+            .reconstruction
+            .iter()
+            .zip(column)
+            .all(|(&r, &value)| bound.holds(r, value));
+        if holds {
+            first
+        } else {
+            quantise_units(column, ints, first.predictor, e, Some(bound))
+        }
+    })
 }
 
 /// `repr`'s quantum rounded to an `f32`, when it is a quantum and that is a positive normal
