@@ -218,8 +218,10 @@ fn exact_quantum(values: &[f64], q: f64, ty: SampleType) -> Option<(Representati
     };
     let sample = &values[..values.len().min(SAMPLE)];
     let refined = quantum_interval(sample, q, ty)?;
+    // A column no longer than the sample has no more intervals to intersect.
+    let longer = values.len() > sample.len();
     counts_with(refined)
-        .or_else(|| counts_with(quantum_interval(values, q, ty)?))
+        .or_else(|| longer.then(|| counts_with(quantum_interval(values, q, ty)?))?)
         .or_else(|| counts_with(q))
 }
 
