@@ -99,6 +99,44 @@ impl Representation {
         })
     }
 
+    /// Writes the value of every integer of `ints` to every `stride`-th slot of `rows` from
+    /// `column` on (a column of a row-major block); the form is chosen once, not per value.
+    pub(crate) fn fill_column(
+        self,
+        ints: &[i64],
+        lsb: f64,
+        ty: SampleType,
+        rows: &mut [f64],
+        column: usize,
+        stride: usize,
+    ) -> Result<(), CodecError> {
+        let slots = rows.iter_mut().skip(column).step_by(stride).zip(ints);
+        match self {
+            Representation::F32Bits => {
+                for (slot, &v) in slots {
+                    *slot = f64::from(f32::from_bits(unordered_f32(v)?));
+                }
+            }
+            Representation::LsbCounts | Representation::Quantum(_) => {
+                let step = if let Representation::Quantum(q) = self {
+                    q
+                } else {
+                    lsb
+                };
+                slots.for_each(|(slot, &v)| *slot = lsb_multiple(v, step, ty));
+            }
+            Representation::Integer => slots.for_each(|(slot, &v)| *slot = v as f64),
+            Representation::F64Bits => {
+                slots.for_each(|(slot, &v)| *slot = f64::from_bits(unordered_f64(v)))
+            }
+            Representation::Decimal(digits) => {
+                let scale = POW10[usize::from(digits)];
+                slots.for_each(|(slot, &v)| *slot = v as f64 / scale)
+            }
+        }
+        Ok(())
+    }
+
     /// The cheapest exact representation of `values`, trying the forms the sample type
     /// allows from most to least compact (each looked for only when the ones before fail).
     pub(crate) fn choose(
@@ -742,20 +780,38 @@ pub(crate) fn decode_column(
     history: History,
     all_zero: bool,
 ) -> Result<Vec<i64>, CodecError> {
-    let (mut warm, mut main) = (ResidualContext::default(), ResidualContext::default());
+    crate::entropy::with_popcount(
+        #[inline(always)]
+        || decode_column_portable(decoder, n, predictor, history, all_zero),
+    )
+}
+
+#[inline(always)]
+fn decode_column_portable(
+    decoder: &mut ResidualDecoder,
+    n: usize,
+    predictor: Predictor,
+    history: History,
+    all_zero: bool,
+) -> Result<Vec<i64>, CodecError> {
     let mut past = Past::new(&history, n);
-    for i in 0..n {
-        let r = if all_zero {
-            0
-        } else {
-            decoder.decode(if i < predictor.warmup() {
-                &mut warm
-            } else {
-                &mut main
-            })?
-        };
-        past.push(past.predict(predictor).wrapping_add(r));
+    if all_zero {
+        for _ in 0..n {
+            past.push(past.predict(predictor));
+        }
+        return Ok(past.into_values());
     }
+    // A local copy of the coder's position keeps it in registers through the loop.
+    let mut local = *decoder;
+    let warmup = predictor.warmup().min(n);
+    for contexts in [(0..warmup), (warmup..n)] {
+        let mut ctx = ResidualContext::default();
+        for _ in contexts {
+            let r = local.decode(&mut ctx)?;
+            past.push(past.predict(predictor).wrapping_add(r));
+        }
+    }
+    *decoder = local;
     Ok(past.into_values())
 }
 

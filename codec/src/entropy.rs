@@ -374,6 +374,7 @@ impl RawBitWriter {
     }
 }
 
+#[derive(Clone, Copy)]
 struct RawBitReader<'a> {
     bytes: &'a [u8],
     /// Next bit to read.
@@ -503,7 +504,27 @@ impl ResidualEncoder {
     }
 }
 
+/// Runs `decode` compiled for the CPU's population count where it has one: finding a symbol
+/// counts table entries, and without the instruction (x86-64's baseline lacks it) the count
+/// takes a dozen instructions on the decoder's critical path. `decode` must be inlined (mark
+/// the closure `#[inline(always)]`) to be compiled for the feature.
+#[inline(always)]
+pub(crate) fn with_popcount<R>(decode: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("popcnt") {
+        #[target_feature(enable = "popcnt")]
+        fn with_feature<R>(decode: impl FnOnce() -> R) -> R {
+            decode()
+        }
+        #[allow(unsafe_code)]
+        // SAFETY: the CPU has just been checked for the feature.
+        return unsafe { with_feature(decode) };
+    }
+    decode()
+}
+
 /// rANS decoder over 16-bit words; reads past the end see zeros and mark the section corrupt.
+#[derive(Clone, Copy)]
 struct RansDecoder<'a> {
     bytes: &'a [u8],
     position: usize,
@@ -558,6 +579,7 @@ impl<'a> RansDecoder<'a> {
     }
 }
 
+#[derive(Clone, Copy)]
 pub(crate) struct ResidualDecoder<'a> {
     coder: RansDecoder<'a>,
     raw: RawBitReader<'a>,
@@ -584,6 +606,7 @@ impl<'a> ResidualDecoder<'a> {
         })
     }
 
+    #[inline(always)]
     pub(crate) fn decode(&mut self, ctx: &mut ResidualContext) -> Result<i64, CodecError> {
         let k = ctx.expected_bucket();
         let model = ctx.distances(k);

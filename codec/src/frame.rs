@@ -15,7 +15,10 @@ pub struct Frame {
 /// A frame's values: up to eight are kept inline, so that a decoder making thousands of
 /// frames of a few channels allocates none of them (a fifth of decoding a two-channel stream
 /// went to allocating and freeing one `Vec` per frame).
-pub type FrameValues = smallvec::SmallVec<[f64; 8]>;
+pub type FrameValues = smallvec::SmallVec<[f64; INLINE_VALUES]>;
+
+/// How many values a frame holds without allocating.
+pub(crate) const INLINE_VALUES: usize = 8;
 
 impl Frame {
     pub fn new(timestamp_ns: i64, values: Vec<f64>) -> Self {

@@ -12,8 +12,9 @@ use crate::column::{
 };
 use crate::container::{CodecId, Packet, PacketHeader};
 use crate::entropy::{ResidualDecoder, ResidualEncoder};
+use crate::frame::INLINE_VALUES;
 use crate::varint::{Reader, put_uvarint};
-use crate::{Codec, CodecError, Frame, StreamSchema};
+use crate::{Codec, CodecError, Frame, FrameValues, StreamSchema};
 
 const VERSION: u8 = 4;
 /// Descriptor: bits 0-2 predictor, bits 3-5 representation, bit 6 all residuals zero.
@@ -312,13 +313,33 @@ pub(crate) fn check_block(schema: &StreamSchema, frames: &[Frame]) -> Result<u16
     Ok(count)
 }
 
+/// A zeroed row-major buffer for `n` frames of `channels` values, with room past the last
+/// row for [`frames_of_rows`] to copy every frame's inline values whole.
+pub(crate) fn row_buffer(n: usize, channels: usize) -> Vec<f64> {
+    vec![0.0; n * channels + INLINE_VALUES]
+}
+
 /// Frames from their timestamps and their values, row-major (decoders fill a column at a
-/// time into one buffer, then allocate each frame once).
+/// time into one buffer, then build each frame once).
 pub(crate) fn frames_of_rows(times: Vec<i64>, rows: &[f64], channels: usize) -> Vec<Frame> {
     times
         .into_iter()
         .enumerate()
-        .map(|(i, t)| Frame::from_slice(t, &rows[i * channels..(i + 1) * channels]))
+        .map(|(i, t)| {
+            let start = i * channels;
+            // A fixed-size copy of the inline capacity (values past the row are not part
+            // of the frame) is a few vector moves; a copy of the row's length is a call.
+            match rows.get(start..start + INLINE_VALUES) {
+                Some(inline) if channels <= INLINE_VALUES => Frame {
+                    timestamp_ns: t,
+                    values: FrameValues::from_buf_and_len(
+                        inline.try_into().expect("a slice of the inline length"),
+                        channels,
+                    ),
+                },
+                _ => Frame::from_slice(t, &rows[start..start + channels]),
+            }
+        })
         .collect()
 }
 
@@ -386,7 +407,7 @@ impl Codec for LosslessCodec {
             schema,
         )?;
         // Row-major values, then one allocation per frame.
-        let mut rows = vec![0.0f64; n * channels];
+        let mut rows = row_buffer(n, channels);
         for (ch, head) in heads.iter().enumerate() {
             let lsb = match head.repr {
                 Representation::LsbCounts => schema.lsb(ch).ok_or(CodecError::Corrupt(
@@ -401,9 +422,8 @@ impl Codec for LosslessCodec {
                 [0; MAX_ORDER],
                 head.all_zero,
             )?;
-            for (slot, v) in rows.iter_mut().skip(ch).step_by(channels).zip(ints) {
-                *slot = head.repr.value_of(v, lsb, schema.sample_type)?;
-            }
+            head.repr
+                .fill_column(&ints, lsb, schema.sample_type, &mut rows, ch, channels)?;
         }
         Ok(frames_of_rows(times, &rows, channels))
     }

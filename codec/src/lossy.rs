@@ -15,7 +15,7 @@ use crate::container::{CodecId, Packet, PacketHeader};
 use crate::entropy::{ResidualContext, ResidualDecoder, ResidualEncoder, zigzag};
 use crate::lossless::{
     check_block, check_header, decode_timestamps, encode_column, encode_timestamps, frames_of_rows,
-    quantum, read_column_head, read_representation, read_timestamp_head,
+    quantum, read_column_head, read_representation, read_timestamp_head, row_buffer,
     write_representation_parameters,
 };
 use crate::varint::{Reader, put_uvarint};
@@ -146,26 +146,34 @@ fn dequantise<T: Copy>(
     mut reconstruct: impl FnMut(i64) -> T,
     mut observe: impl FnMut(T),
 ) -> Result<Vec<T>, CodecError> {
-    let (mut warm, mut main) = (ResidualContext::default(), ResidualContext::default());
-    let mut next = exceptions.iter().peekable();
-    let mut coded = 0usize;
-    let mut out = Vec::with_capacity(n);
-    for i in 0..n {
-        let value = match next.peek() {
-            Some((at, v)) if *at == i => {
-                next.next();
-                *v
+    crate::entropy::with_popcount(
+        #[inline(always)]
+        || {
+            let (mut warm, mut main) = (ResidualContext::default(), ResidualContext::default());
+            let mut next = exceptions.iter().peekable();
+            let mut coded = 0usize;
+            let mut out = Vec::with_capacity(n);
+            // A local copy of the coder's position keeps it in registers through the loop.
+            let mut local = *decoder;
+            for i in 0..n {
+                let value = match next.peek() {
+                    Some((at, v)) if *at == i => {
+                        next.next();
+                        *v
+                    }
+                    _ => {
+                        let ctx = if coded < warmup { &mut warm } else { &mut main };
+                        coded += 1;
+                        reconstruct(local.decode(ctx)?)
+                    }
+                };
+                observe(value);
+                out.push(value);
             }
-            _ => {
-                let ctx = if coded < warmup { &mut warm } else { &mut main };
-                coded += 1;
-                reconstruct(decoder.decode(ctx)?)
-            }
-        };
-        observe(value);
-        out.push(value);
-    }
-    Ok(out)
+            *decoder = local;
+            Ok(out)
+        },
+    )
 }
 
 fn dequantise_float(
@@ -636,20 +644,18 @@ fn decode_bounded(schema: &StreamSchema, packet: &Packet) -> Result<Vec<Frame>, 
     let mut decoder = ResidualDecoder::new(reader.take(reader.remaining())?)?;
     let t0 = packet.header.first_timestamp_ns;
     let times = decode_timestamps(&mut decoder, n, &time_head, t0, schema)?;
-    let mut rows = vec![0.0f64; n * channels];
+    let mut rows = row_buffer(n, channels);
     for (c, head) in heads.into_iter().enumerate() {
         let lsb = schema.lsb(c).unwrap_or(1.0);
-        let values: Vec<f64> = match head {
+        match head {
             Head::Lossless(h) => {
                 if h.repr == Representation::LsbCounts && schema.lsb(c).is_none() {
                     return Err(CodecError::Corrupt(
                         "ADC-step column for a channel without one",
                     ));
                 }
-                decode_column(&mut decoder, n, h.predictor, [0; MAX_ORDER], h.all_zero)?
-                    .into_iter()
-                    .map(|v| h.repr.value_of(v, lsb, ty))
-                    .collect::<Result<_, _>>()?
+                let ints = decode_column(&mut decoder, n, h.predictor, [0; MAX_ORDER], h.all_zero)?;
+                h.repr.fill_column(&ints, lsb, ty, &mut rows, c, channels)?;
             }
             Head::Units {
                 predictor,
@@ -664,7 +670,7 @@ fn decode_bounded(schema: &StreamSchema, packet: &Packet) -> Result<Vec<Frame>, 
                 }
                 let step = i128::from(2 * eb + 1);
                 let past = std::cell::RefCell::new(Past::new(&[0; MAX_ORDER], n));
-                dequantise(
+                let ints = dequantise(
                     &mut decoder,
                     n,
                     predictor.warmup(),
@@ -674,19 +680,19 @@ fn decode_bounded(schema: &StreamSchema, packet: &Packet) -> Result<Vec<Frame>, 
                         r.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
                     },
                     |r| past.borrow_mut().push(r),
-                )?
-                .into_iter()
-                .map(|r| repr.value_of(r, lsb, ty))
-                .collect::<Result<Vec<f64>, _>>()?
+                )?;
+                repr.fill_column(&ints, lsb, ty, &mut rows, c, channels)?;
             }
             Head::Float {
                 order,
                 eb,
                 exceptions,
-            } => dequantise_float(&mut decoder, n, order, eb, ty, &exceptions)?,
-        };
-        for (slot, v) in rows.iter_mut().skip(c).step_by(channels).zip(values) {
-            *slot = v;
+            } => {
+                let values = dequantise_float(&mut decoder, n, order, eb, ty, &exceptions)?;
+                for (slot, v) in rows.iter_mut().skip(c).step_by(channels).zip(values) {
+                    *slot = v;
+                }
+            }
         }
     }
     Ok(frames_of_rows(times, &rows, channels))
