@@ -413,33 +413,49 @@ pub(crate) type History = [i64; MAX_ORDER];
 /// the column so far. Predicting reads the window at its end, so nothing shifts per value.
 pub(crate) struct Past {
     values: Vec<i64>,
+    /// One past the last value that is not [`is_small`] (0 for none): a window that ends
+    /// `MAX_ORDER` or more values after it takes the 64-bit prediction without checking.
+    large_end: usize,
 }
 
 impl Past {
     pub(crate) fn new(history: &History, capacity: usize) -> Past {
-        let mut values = Vec::with_capacity(MAX_ORDER + capacity);
-        values.extend(history.iter().rev());
-        Past { values }
+        let mut past = Past {
+            values: Vec::with_capacity(MAX_ORDER + capacity),
+            large_end: 0,
+        };
+        past.extend(history.iter().rev().copied());
+        past
     }
 
     /// The history followed by a whole column.
     fn of(history: &History, column: &[i64]) -> Past {
         let mut past = Past::new(history, column.len());
-        past.values.extend_from_slice(column);
+        past.extend(column.iter().copied());
         past
+    }
+
+    fn extend(&mut self, values: impl Iterator<Item = i64>) {
+        for x in values {
+            self.push(x);
+        }
     }
 
     #[inline(always)]
     pub(crate) fn push(&mut self, x: i64) {
         self.values.push(x);
+        if !is_small(x) {
+            self.large_end = self.values.len();
+        }
     }
 
     #[inline(always)]
     pub(crate) fn predict(&self, predictor: Predictor) -> i64 {
-        let window: &[i64; MAX_ORDER] = self.values[self.values.len() - MAX_ORDER..]
+        let end = self.values.len();
+        let window: &[i64; MAX_ORDER] = self.values[end - MAX_ORDER..]
             .try_into()
             .expect("the history keeps MAX_ORDER values");
-        predictor.predict_from(window)
+        predictor.predict_within(window, end >= self.large_end + MAX_ORDER)
     }
 
     /// The column's values, the history left out.
@@ -477,6 +493,13 @@ impl Predictor {
     /// The prediction from the last `MAX_ORDER` values, oldest first.
     #[inline(always)]
     pub(crate) fn predict_from(self, window: &[i64; MAX_ORDER]) -> i64 {
+        self.predict_within(window, false)
+    }
+
+    /// [`Predictor::predict_from`] where `known_small` says that every value of the window
+    /// [`is_small`] (otherwise the values a fitted prediction uses are checked).
+    #[inline(always)]
+    fn predict_within(self, window: &[i64; MAX_ORDER], known_small: bool) -> i64 {
         let newest = MAX_ORDER - 1;
         match self {
             Predictor::Zero => 0,
@@ -490,9 +513,15 @@ impl Predictor {
                 intercept,
             } => match order {
                 // The orders the encoders fit get code of their own (unrolled loops).
-                3 => fitted_prediction::<3>(window, &coeffs, intercept),
-                12 => fitted_prediction::<12>(window, &coeffs, intercept),
-                _ => fitted_prediction_of_order(window, &coeffs, intercept, usize::from(order)),
+                3 => fitted_prediction::<3>(window, &coeffs, intercept, known_small),
+                12 => fitted_prediction::<12>(window, &coeffs, intercept, known_small),
+                _ => fitted_prediction_of_order(
+                    window,
+                    &coeffs,
+                    intercept,
+                    usize::from(order),
+                    known_small,
+                ),
             },
         }
     }
@@ -608,8 +637,18 @@ fn fitted_prediction<const N: usize>(
     window: &[i64; MAX_ORDER],
     coeffs: &[i16; MAX_ORDER],
     intercept: i64,
+    known_small: bool,
 ) -> i64 {
-    fitted_prediction_of_order(window, coeffs, intercept, N)
+    fitted_prediction_of_order(window, coeffs, intercept, N, known_small)
+}
+
+/// Below 2^43 in magnitude each product of a value and a coefficient is under 2^58 and the
+/// sum of sixteen fits an `i64`: the same result as the 128-bit arithmetic, several times
+/// faster.
+#[inline(always)]
+fn is_small(x: i64) -> bool {
+    const SMALL: i64 = 1 << 43;
+    (-SMALL..SMALL).contains(&x)
 }
 
 #[inline(always)]
@@ -618,12 +657,10 @@ fn fitted_prediction_of_order(
     coeffs: &[i16; MAX_ORDER],
     intercept: i64,
     order: usize,
+    known_small: bool,
 ) -> i64 {
     let past = window.iter().rev().take(order);
-    // Below 2^43 in magnitude each product is under 2^58 and the sum of sixteen fits an
-    // i64: the same result as the 128-bit arithmetic, several times faster.
-    const SMALL: i64 = 1 << 43;
-    if past.clone().all(|x| (-SMALL..SMALL).contains(x)) {
+    if known_small || past.clone().all(|&x| is_small(x)) {
         let sum: i64 = coeffs
             .iter()
             .zip(past)
@@ -914,6 +951,24 @@ mod tests {
                         let h: History = std::array::from_fn(|k| if k % 2 == 0 { a } else { b });
                         assert_eq!(predictor.predict(&h), reference(predictor, &h));
                     }
+                }
+                // Along a column, where each large value leaves the window MAX_ORDER
+                // values after it entered and the check is skipped from then on.
+                let mut past = Past::new(&[0; MAX_ORDER], 0);
+                let mut newest_first = [0i64; MAX_ORDER];
+                for i in 0..120usize {
+                    assert_eq!(
+                        past.predict(predictor),
+                        reference(predictor, &newest_first),
+                        "at {i}"
+                    );
+                    let x = match i % 37 {
+                        5 => values[i % values.len()],
+                        _ => i as i64 % 9 - 4,
+                    };
+                    past.push(x);
+                    newest_first.rotate_right(1);
+                    newest_first[0] = x;
                 }
             }
         }

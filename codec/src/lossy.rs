@@ -85,8 +85,14 @@ impl BoundedCodec {
 /// hair so that a bound that is an exact multiple of the unit does not turn every extreme
 /// reconstruction into a miss after rounding. Every codec and the training use this rule.
 pub fn bound_in_units(eb: f64, unit: f64) -> i64 {
-    (eb / unit - 1e-6).floor().max(0.0) as i64
+    (eb / unit - 1e-6)
+        .floor()
+        .clamp(0.0, MAX_UNITS_BOUND as f64) as i64
 }
+
+/// The widest bound in units a packet names; wider ones are tightened to it (still a
+/// quantisation step of 2^53 units).
+const MAX_UNITS_BOUND: i64 = (1 << 52) - 1;
 
 pub(crate) fn round_to_type(v: f64, ty: SampleType) -> f64 {
     match ty {
@@ -254,7 +260,7 @@ fn quantise_units_together<const K: usize>(
     eb_units: i64,
     bound: Option<Bound<'_>>,
 ) -> [UnitsQuantised; K] {
-    let step = 2 * eb_units + 1;
+    let quantiser = Quantiser::new(eb_units);
     let mut pasts: [Past; K] = std::array::from_fn(|_| Past::new(&[0; MAX_ORDER], ints.len()));
     let mut out = predictors.map(|predictor| UnitsQuantised {
         predictor,
@@ -264,18 +270,15 @@ fn quantise_units_together<const K: usize>(
     });
     for (i, (&x, &value)) in ints.iter().zip(column).enumerate() {
         for (past, out) in pasts.iter_mut().zip(&mut out) {
-            let p = past.predict(out.predictor);
-            let q = quantisation_index(x, p, eb_units);
-            let r = i128::from(p) + q * i128::from(step);
-            let fits = i64::try_from(r)
-                .ok()
-                .filter(|&r| bound.is_none_or(|bound| bound.holds(r, value)));
-            let r = match (fits, i64::try_from(q)) {
-                (Some(r), Ok(q)) => {
+            let r = match quantiser
+                .quantise(x, past.predict(out.predictor))
+                .filter(|&(_, r)| bound.is_none_or(|bound| bound.holds(r, value)))
+            {
+                Some((q, r)) => {
                     out.indices.push(q);
                     r
                 }
-                _ => {
+                None => {
                     out.exceptions.push((i, x));
                     x
                 }
@@ -289,20 +292,50 @@ fn quantise_units_together<const K: usize>(
     out
 }
 
-/// `trunc((x - p ± e) / (2e + 1))`, the sign that of `x - p`: the step whose reconstruction
-/// lies within `e` units of `x`. In 64-bit arithmetic when the difference allows it.
-#[inline]
-fn quantisation_index(x: i64, p: i64, e: i64) -> i128 {
-    let step = 2 * e + 1;
-    match x.checked_sub(p) {
-        Some(d) if d.unsigned_abs() < 1 << 62 && e < 1 << 61 => {
-            i128::from((d + if d >= 0 { e } else { -e }) / step)
+/// Quantisation at steps of `2e + 1` units.
+#[derive(Clone, Copy)]
+struct Quantiser {
+    e: i64,
+    step: i64,
+    /// `ceil(2^64 / step)`, for dividing 32-bit numerators exactly by one multiplication
+    /// (Lemire, Kaser and Kurz, "Faster remainder by direct computation", 2019); 0 where
+    /// the step is too wide for it.
+    reciprocal: u64,
+}
+
+impl Quantiser {
+    fn new(e: i64) -> Self {
+        let step = 2 * e + 1;
+        let reciprocal = match u32::try_from(step) {
+            Ok(step) if step > 1 => u64::MAX / u64::from(step) + 1,
+            _ => 0,
+        };
+        Self {
+            e,
+            step,
+            reciprocal,
         }
-        _ => {
-            let d = i128::from(x) - i128::from(p);
-            let (e, step) = (i128::from(e), i128::from(step));
-            (d + if d >= 0 { e } else { -e }) / step
+    }
+
+    /// The index `q = trunc((x - p ± e) / (2e + 1))`, the sign that of `x - p` (the step
+    /// whose reconstruction lies within `e` units of `x`), and the reconstruction
+    /// `p + q (2e + 1)`; `None` where either leaves the `i64` range.
+    #[inline(always)]
+    fn quantise(&self, x: i64, p: i64) -> Option<(i64, i64)> {
+        if let Some(d) = x.checked_sub(p) {
+            let magnitude = d.unsigned_abs().wrapping_add(self.e as u64);
+            if magnitude < 1 << 32 && self.reciprocal != 0 {
+                let q = ((u128::from(self.reciprocal) * u128::from(magnitude)) >> 64) as i64;
+                let q = if d < 0 { -q } else { q };
+                // |q step| <= |d| + e < 2^32.
+                return Some((q, p.checked_add(q * self.step)?));
+            }
         }
+        let d = i128::from(x) - i128::from(p);
+        let (e, step) = (i128::from(self.e), i128::from(self.step));
+        let q = (d + if d >= 0 { e } else { -e }) / step;
+        let r = i128::from(p) + q * step;
+        Some((i64::try_from(q).ok()?, i64::try_from(r).ok()?))
     }
 }
 
@@ -606,7 +639,7 @@ fn decode_bounded(schema: &StreamSchema, packet: &Packet) -> Result<Vec<Frame>, 
                 let predictor = Predictor::read(d & 0b111, &mut reader)?;
                 let eb =
                     i64::try_from(reader.uvarint()?).map_err(|_| CodecError::Corrupt("bound"))?;
-                if !(1..1 << 52).contains(&eb) {
+                if !(1..=MAX_UNITS_BOUND).contains(&eb) {
                     return Err(CodecError::Corrupt("bad units column"));
                 }
                 let positions = read_exception_positions(&mut reader, n)?;
@@ -778,6 +811,67 @@ mod tests {
         let packet = codec.encode(&schema, &frames).unwrap();
         let decoded = codec.decode(&schema, &packet).unwrap();
         assert!(max_error(&frames, &decoded, 0) <= eb);
+    }
+
+    /// A bound of more units than a packet can name is tightened to the widest it can, so
+    /// that the packet decodes (and still holds the bound asked for).
+    #[test]
+    fn a_bound_wider_than_the_format_names_still_decodes() {
+        let schema = imu_schema();
+        let frames = noisy_imu(300, 4);
+        for eb in [1e12, 1e300] {
+            let codec = BoundedCodec::new(ErrorBound::Absolute(eb));
+            let packet = codec.encode(&schema, &frames).unwrap();
+            let decoded = codec.decode(&schema, &packet).unwrap();
+            for c in 0..schema.channels.len() {
+                assert!(max_error(&frames, &decoded, c) <= eb, "channel {c}");
+            }
+        }
+    }
+
+    /// The quantiser's 64-bit shortcut (division by multiplying with a reciprocal) gives the
+    /// 128-bit arithmetic's index and reconstruction, or `None` exactly where those leave
+    /// the `i64` range.
+    #[test]
+    fn quantisation_matches_the_128_bit_arithmetic() {
+        let reference = |x: i64, p: i64, e: i64| -> Option<(i64, i64)> {
+            let d = i128::from(x) - i128::from(p);
+            let step = 2 * i128::from(e) + 1;
+            let q = (d + if d >= 0 {
+                i128::from(e)
+            } else {
+                -i128::from(e)
+            }) / step;
+            let r = i128::from(p) + q * step;
+            Some((i64::try_from(q).ok()?, i64::try_from(r).ok()?))
+        };
+        let mut uniform = crate::synthetic::uniform_source(3);
+        let edges = [
+            0i64,
+            1,
+            -1,
+            7,
+            (1 << 31) - 1,
+            1 << 31,
+            (1 << 32) - 5,
+            1 << 32,
+            i64::MAX,
+            i64::MIN,
+        ];
+        for e in [1i64, 2, 3, 1000, (1 << 31) - 1, 1 << 31, (1 << 52) - 1] {
+            let quantiser = Quantiser::new(e);
+            for _ in 0..2000 {
+                let scale = 2f64.powi((uniform() * 40.0) as i32);
+                let x = ((uniform() - 0.5) * scale) as i64;
+                let p = ((uniform() - 0.5) * scale) as i64;
+                assert_eq!(quantiser.quantise(x, p), reference(x, p, e), "{x} {p} {e}");
+            }
+            for &x in &edges {
+                for &p in &edges {
+                    assert_eq!(quantiser.quantise(x, p), reference(x, p, e), "{x} {p} {e}");
+                }
+            }
+        }
     }
 
     #[test]
