@@ -141,24 +141,29 @@ fn quantise_float(values: &[f64], order: u8, eb: f64, ty: SampleType) -> FloatQu
     out
 }
 
-/// Decodes `n` samples of a quantised column: each is either an exception (sent exactly)
-/// or a coded index, which `reconstruct` turns into a value from its own history. The first
-/// `warmup` coded indices have a context of their own, as the encoder's did.
-fn dequantise<T: Copy>(
+/// A quantised column's reconstruction as a decoder builds it: each sample is either an
+/// exception (sent exactly) or a coded index, turned into a value from the ones before.
+trait Reconstruction {
+    type Value: Copy;
+    fn reconstruct(&self, index: i64) -> Self::Value;
+    fn push(&mut self, value: Self::Value);
+}
+
+/// Decodes `n` samples into `column`. The first `warmup` coded indices have a context of
+/// their own, as the encoder's did.
+fn dequantise<C: Reconstruction>(
     decoder: &mut ResidualDecoder,
     n: usize,
     warmup: usize,
-    exceptions: &[(usize, T)],
-    mut reconstruct: impl FnMut(i64) -> T,
-    mut observe: impl FnMut(T),
-) -> Result<Vec<T>, CodecError> {
+    exceptions: &[(usize, C::Value)],
+    column: &mut C,
+) -> Result<(), CodecError> {
     crate::entropy::with_popcount(
         #[inline(always)]
         || {
             let (mut warm, mut main) = (ResidualContext::default(), ResidualContext::default());
             let mut next = exceptions.iter().peekable();
             let mut coded = 0usize;
-            let mut out = Vec::with_capacity(n);
             // A local copy of the coder's position keeps it in registers through the loop.
             let mut local = *decoder;
             for i in 0..n {
@@ -170,16 +175,69 @@ fn dequantise<T: Copy>(
                     _ => {
                         let ctx = if coded < warmup { &mut warm } else { &mut main };
                         coded += 1;
-                        reconstruct(local.decode(ctx)?)
+                        column.reconstruct(local.decode(ctx)?)
                     }
                 };
-                observe(value);
-                out.push(value);
+                column.push(value);
             }
             *decoder = local;
-            Ok(out)
+            Ok(())
         },
     )
+}
+
+/// A units column: the prediction plus the index's multiple of the step, in units.
+struct UnitsReconstruction {
+    past: Past,
+    predictor: Predictor,
+    step: i64,
+}
+
+impl Reconstruction for UnitsReconstruction {
+    type Value = i64;
+
+    #[inline(always)]
+    fn reconstruct(&self, index: i64) -> i64 {
+        let p = self.past.predict(self.predictor);
+        index
+            .checked_mul(self.step)
+            .and_then(|offset| p.checked_add(offset))
+            .unwrap_or_else(|| {
+                let r = i128::from(p) + i128::from(index) * i128::from(self.step);
+                r.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
+            })
+    }
+
+    #[inline(always)]
+    fn push(&mut self, value: i64) {
+        self.past.push(value);
+    }
+}
+
+/// A column without integer units, predicted in floating point.
+struct FloatReconstruction {
+    values: Vec<f64>,
+    /// The last two values, newest first.
+    history: [f64; 2],
+    order: u8,
+    eb: f64,
+    ty: SampleType,
+}
+
+impl Reconstruction for FloatReconstruction {
+    type Value = f64;
+
+    fn reconstruct(&self, index: i64) -> f64 {
+        round_to_type(
+            predict_float(self.order, self.history) + index as f64 * 2.0 * self.eb,
+            self.ty,
+        )
+    }
+
+    fn push(&mut self, value: f64) {
+        self.history = [value, self.history[0]];
+        self.values.push(value);
+    }
 }
 
 fn dequantise_float(
@@ -190,20 +248,15 @@ fn dequantise_float(
     ty: SampleType,
     exceptions: &[(usize, f64)],
 ) -> Result<Vec<f64>, CodecError> {
-    let history = std::cell::Cell::new([0.0f64; 2]);
-    dequantise(
-        decoder,
-        n,
-        usize::from(order),
-        exceptions,
-        |q| {
-            round_to_type(
-                predict_float(order, history.get()) + q as f64 * 2.0 * eb,
-                ty,
-            )
-        },
-        |r| history.set([r, history.get()[0]]),
-    )
+    let mut column = FloatReconstruction {
+        values: Vec::with_capacity(n),
+        history: [0.0; 2],
+        order,
+        eb,
+        ty,
+    };
+    dequantise(decoder, n, usize::from(order), exceptions, &mut column)?;
+    Ok(column.values)
 }
 
 /// A units column quantised at `2 eb + 1` units, predicted from the reconstruction.
@@ -701,19 +754,19 @@ fn decode_bounded(schema: &StreamSchema, packet: &Packet) -> Result<Vec<Frame>, 
                         "ADC-step column for a channel without one",
                     ));
                 }
-                let step = i128::from(2 * eb + 1);
-                let past = std::cell::RefCell::new(Past::new(&[0; MAX_ORDER], n));
-                let ints = dequantise(
+                let mut column = UnitsReconstruction {
+                    past: Past::new(&[0; MAX_ORDER], n),
+                    predictor,
+                    step: 2 * eb + 1,
+                };
+                dequantise(
                     &mut decoder,
                     n,
                     predictor.warmup(),
                     &exceptions,
-                    |q| {
-                        let r = i128::from(past.borrow().predict(predictor)) + i128::from(q) * step;
-                        r.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
-                    },
-                    |r| past.borrow_mut().push(r),
+                    &mut column,
                 )?;
+                let ints = column.past.into_values();
                 repr.fill_column(&ints, lsb, ty, &mut rows, c, channels)?;
             }
             Head::Float {
