@@ -468,15 +468,17 @@ impl ResidualEncoder {
         } else {
             1
         };
-        let mut words = Vec::with_capacity(self.intervals.len() / 2 + 2);
+        // At most one word per symbol.
+        let mut words = vec![0u16; self.intervals.len()];
         let mut state = STATE_LOW;
+        let mut written = 0;
         for start in STATE_LOW..STATE_LOW + tries {
-            words.clear();
-            state = self.code_backwards(start, &mut words);
+            (state, written) = self.code_backwards(start, &mut words);
             if state < 1 << 24 {
                 break;
             }
         }
+        words.truncate(written);
         let raw = self.raw.finish();
         let mut out = Vec::with_capacity(words.len() * 2 + raw.len() + 14);
         let state_bytes = if state < 1 << 24 { 3 } else { 4 };
@@ -487,20 +489,33 @@ impl ResidualEncoder {
         out
     }
 
-    /// Codes the recorded symbols, last first, from state `start`; the words come out in
-    /// reverse reading order. Returns the final state.
-    fn code_backwards(&self, start: u32, words: &mut Vec<u16>) -> u32 {
+    /// Codes the recorded symbols, last first, from state `start`, into `words` (one per
+    /// symbol at most) in reverse reading order. Returns the final state and the number of
+    /// words written.
+    fn code_backwards(&self, start: u32, words: &mut [u16]) -> (u32, usize) {
         let mut state = start;
-        for &interval in self.intervals.iter().rev() {
+        let mut written = 0;
+        for (&interval, slot) in self.intervals.iter().rev().zip(0..) {
             let (start, frequency) = (interval & 0xFFFF, interval >> 16);
-            // Renormalise so that coding keeps the state below 2^32.
-            if u64::from(state) >= u64::from(frequency) << (32 - SCALE_BITS) {
-                words.push(state as u16);
-                state >>= 16;
-            }
-            state = ((state / frequency) << SCALE_BITS) + state % frequency + start;
+            // Renormalise so that coding keeps the state below 2^32. Branch-free: whether a
+            // word is due is close to a coin flip. The slot is free: `written <= slot`.
+            let due = u64::from(state) >= u64::from(frequency) << (32 - SCALE_BITS);
+            words[written.min(slot)] = state as u16;
+            written += usize::from(due);
+            state >>= 16 * u32::from(due);
+            // Division by multiplying with `ceil(2^64 / frequency)`, exact for 32-bit
+            // states (Lemire, Kaser and Kurz 2019); its reciprocal does not wait on the
+            // state, so it leaves the chain from one symbol to the next.
+            let quotient = match frequency {
+                1 => state,
+                _ => {
+                    let reciprocal = u64::MAX / u64::from(frequency) + 1;
+                    ((u128::from(reciprocal) * u128::from(state)) >> 64) as u32
+                }
+            };
+            state = (quotient << SCALE_BITS) + (state - quotient * frequency) + start;
         }
-        state
+        (state, written)
     }
 }
 
