@@ -503,16 +503,7 @@ impl ResidualEncoder {
             words[written.min(slot)] = state as u16;
             written += usize::from(due);
             state >>= 16 * u32::from(due);
-            // Division by multiplying with `ceil(2^64 / frequency)`, exact for 32-bit
-            // states (Lemire, Kaser and Kurz 2019); its reciprocal does not wait on the
-            // state, so it leaves the chain from one symbol to the next.
-            let quotient = match frequency {
-                1 => state,
-                _ => {
-                    let reciprocal = u64::MAX / u64::from(frequency) + 1;
-                    ((u128::from(reciprocal) * u128::from(state)) >> 64) as u32
-                }
-            };
+            let quotient = quotient_of(state, frequency);
             state = (quotient << SCALE_BITS) + (state - quotient * frequency) + start;
         }
         (state, written)
@@ -536,6 +527,21 @@ pub(crate) fn with_popcount<R>(decode: impl FnOnce() -> R) -> R {
         return unsafe { with_feature(decode) };
     }
     decode()
+}
+
+/// `state / frequency`, by multiplying with `ceil(2^64 / frequency)`: exact for 32-bit
+/// numerators (Lemire, Kaser and Kurz, "Faster remainder by direct computation", 2019). The
+/// reciprocal does not wait on the state, so the division leaves the coder's chain from one
+/// symbol to the next.
+#[inline(always)]
+fn quotient_of(state: u32, frequency: u32) -> u32 {
+    match frequency {
+        1 => state,
+        _ => {
+            let reciprocal = u64::MAX / u64::from(frequency) + 1;
+            ((u128::from(reciprocal) * u128::from(state)) >> 64) as u32
+        }
+    }
 }
 
 /// rANS decoder over 16-bit words; reads past the end see zeros and mark the section corrupt.
@@ -723,6 +729,27 @@ mod tests {
             matches!(outcome, Err(CodecError::Corrupt(_))),
             "{outcome:?}"
         );
+    }
+
+    #[test]
+    fn the_reciprocal_division_is_exact_for_every_frequency() {
+        let mut uniform = crate::synthetic::uniform_source(8);
+        for frequency in 1..=SCALE {
+            let multiples = [1, 2, 3, u32::MAX / frequency].map(|k| k * frequency);
+            let random = (0..8).map(|_| (uniform() * f64::from(u32::MAX)) as u32);
+            for state in multiples
+                .into_iter()
+                .flat_map(|m| [m - 1, m, m.saturating_add(1)])
+                .chain([0, STATE_LOW, u32::MAX])
+                .chain(random)
+            {
+                assert_eq!(
+                    quotient_of(state, frequency),
+                    state / frequency,
+                    "{state} / {frequency}"
+                );
+            }
+        }
     }
 
     #[test]
