@@ -75,13 +75,9 @@ impl Representation {
             Representation::F64Bits => Some(ordered_f64(x.to_bits())),
             Representation::Decimal(digits) => {
                 let scale = POW10[usize::from(digits)];
-                let count = round_to_integer(x * scale);
-                if count.abs() >= 9.007_199_254_740_992e15 {
-                    return None;
-                }
+                let count = nearest_integer(x * scale).filter(|c| c.unsigned_abs() < 1 << 53)?;
                 // Division by an exact power of ten is correctly rounded, so it reproduces the
                 // double nearest to the decimal text, which is what a parser produced.
-                let count = count as i64;
                 ((count as f64 / scale).to_bits() == x.to_bits()).then_some(count)
             }
             Representation::Quantum(q) => Representation::LsbCounts.to_integer(x, q, ty),
@@ -333,12 +329,25 @@ fn round_to_integer(x: f64) -> f64 {
     }
 }
 
+/// The integer nearest `x` (ties either way), if an `i64` holds it. Below 2^51 in magnitude,
+/// adding 1.5 * 2^52 rounds `x` into the sum's low mantissa bits: an addition instead of
+/// conversions (SSE2 converts to integers only by truncating).
+#[inline(always)]
+fn nearest_integer(x: f64) -> Option<i64> {
+    const SHIFTER: f64 = 6_755_399_441_055_744.0;
+    if x.abs() < (1u64 << 51) as f64 {
+        Some((x + SHIFTER).to_bits() as i64 - SHIFTER.to_bits() as i64)
+    } else {
+        as_exact_integer(round_to_integer(x))
+    }
+}
+
 /// The count of `step` that `x` is exactly (the count times the step, rounded to the sample
 /// type, gives `x` back), from `reciprocal = 1 / step`: multiplying instead of dividing may
 /// only move a quotient that is not near an integer, and the count is checked anyway.
 #[inline]
 fn step_count(x: f64, step: f64, reciprocal: f64, ty: SampleType) -> Option<i64> {
-    let count = as_exact_integer(round_to_integer(x * reciprocal))?;
+    let count = nearest_integer(x * reciprocal)?;
     (lsb_multiple(count, step, ty).to_bits() == x.to_bits()).then_some(count)
 }
 
@@ -875,6 +884,44 @@ mod tests {
         }
         for v in [i64::MAX, i64::MIN, 1 << 31, -(1 << 31) - 1] {
             assert!(unordered_f32(v).is_err(), "{v}");
+        }
+    }
+
+    #[test]
+    fn the_nearest_integer_is_exact_at_every_magnitude() {
+        let below = |x: f64| x.next_down();
+        for x in [
+            0.0,
+            -0.0,
+            0.49999999999999994,
+            0.5,
+            1.5,
+            -2.5,
+            3.7,
+            -3.7,
+            below(2f64.powi(51)),
+            2f64.powi(51),
+            2f64.powi(51) + 0.5,
+            -2f64.powi(52) - 1.0,
+            2f64.powi(62),
+            f64::NAN,
+            f64::INFINITY,
+        ] {
+            let expected = match x.round() {
+                r if (r - x).abs() == 0.5 => None,
+                r if r.is_finite() => Some(r as i64),
+                _ => Some(i64::MIN),
+            };
+            let got = nearest_integer(x);
+            match expected {
+                // A tie may round either way.
+                None => assert!(
+                    got.is_some_and(|c| (c as f64 - x).abs() == 0.5),
+                    "{x}: {got:?}"
+                ),
+                Some(i64::MIN) => assert_eq!(got, None, "{x}"),
+                Some(c) => assert_eq!(got, Some(c), "{x}"),
+            }
         }
     }
 
