@@ -262,6 +262,8 @@ pub(crate) struct ResidualContext {
     /// visits a few): `model_of[k]` is one past the index in `models`, 0 for none yet.
     model_of: [u8; 65],
     models: Vec<AdaptiveDistances>,
+    /// The expected bucket of the last symbol and its model's index in `models`.
+    last: (u32, usize),
     top_mantissa: [AdaptiveBit; 65],
 }
 
@@ -272,6 +274,7 @@ impl Default for ResidualContext {
             count: 0,
             model_of: [0; 65],
             models: Vec::new(),
+            last: (u32::MAX, 0),
             top_mantissa: [AdaptiveBit::FAIR; 65],
         }
     }
@@ -291,13 +294,20 @@ impl ResidualContext {
         m + u32::from(self.sum >> m >= count)
     }
 
+    /// The distribution for expected bucket `k`. The expected bucket seldom changes from
+    /// one symbol to the next, and a branch on that (which the processor predicts) lets
+    /// the symbol search start before the running mean's bucket is known; a table lookup
+    /// would wait for it.
     #[inline(always)]
     fn distances(&mut self, k: u32) -> &mut AdaptiveDistances {
-        let index = match self.model_of[k as usize] {
-            0 => self.start_model(k),
-            i => usize::from(i) - 1,
-        };
-        &mut self.models[index]
+        if k != self.last.0 {
+            let index = match self.model_of[k as usize] {
+                0 => self.start_model(k),
+                i => usize::from(i) - 1,
+            };
+            self.last = (k, index);
+        }
+        &mut self.models[self.last.1]
     }
 
     #[cold]
@@ -383,10 +393,8 @@ struct RawBitReader<'a> {
 
 impl RawBitReader<'_> {
     #[inline]
+    /// The next `count` bits (up to 63).
     fn get(&mut self, count: u32) -> Result<u64, CodecError> {
-        if count == 0 {
-            return Ok(0);
-        }
         let end = self.position + count as usize;
         if end > self.bytes.len() * 8 {
             return Err(CodecError::Corrupt("raw bits run past the payload"));
@@ -404,7 +412,7 @@ impl RawBitReader<'_> {
                 u128::from_le_bytes(window)
             }
         } >> shift;
-        Ok((wide as u64) & (u64::MAX >> (64 - count)))
+        Ok((wide as u64) & ((1 << count) - 1))
     }
 }
 
@@ -634,28 +642,33 @@ impl<'a> ResidualDecoder<'a> {
         let symbol = model.find(self.coder.slot());
         self.coder.advance(model.interval(symbol));
         model.update(symbol);
-        let bucket = if symbol == ZERO {
+        let mut bucket = if symbol == ZERO {
             0
-        } else if symbol == ESCAPE_BELOW || symbol == ESCAPE_ABOVE {
-            self.raw.get(ESCAPE_BITS)? as u32
         } else {
             (k as i32 + symbol as i32 - ORIGIN) as u32
         };
-        let z = match bucket {
-            0 => 0,
-            1 => 1,
-            2..=64 => {
-                let below_top = bucket - 1;
-                let model = &mut ctx.top_mantissa[bucket as usize];
-                let top = model.find(self.coder.slot());
-                self.coder.advance(model.interval(top));
-                model.update(top);
-                let rest = self.raw.get(below_top - 1)?;
-                (1u64 << below_top) | (u64::from(top) << (below_top - 1)) | rest
-            }
-            // Beyond 64 bits, or below zero (wrapped): only a corrupt packet gets here.
-            _ => return Err(CodecError::Corrupt("residual bucket outside 0..=64")),
-        };
+        if symbol == ESCAPE_BELOW || symbol == ESCAPE_ABOVE {
+            bucket = self.raw.get(ESCAPE_BITS)? as u32;
+        }
+        // Beyond 64 bits, or below zero (wrapped): only a corrupt packet gets here.
+        if bucket > 64 {
+            return Err(CodecError::Corrupt("residual bucket outside 0..=64"));
+        }
+        // Buckets 0 and 1 have no mantissa. Rather than branch on the bucket (small
+        // residuals mix them unpredictably), their top bit is decoded over the whole range,
+        // which leaves the coder as it is, from a model that nothing codes with.
+        let has_top = bucket >= 2;
+        let model = &mut ctx.top_mantissa[bucket as usize];
+        let top = model.find(self.coder.slot()) && has_top;
+        self.coder.advance(if has_top {
+            model.interval(top)
+        } else {
+            (0, SCALE)
+        });
+        model.update(top);
+        let rest = self.raw.get(bucket.saturating_sub(2))?;
+        let lead = if bucket == 0 { 0 } else { 1u64 << (bucket - 1) };
+        let z = lead | u64::from(top) << bucket.saturating_sub(2) | rest;
         if self.coder.overran() {
             return Err(CORRUPT);
         }
