@@ -46,9 +46,14 @@ impl Representation {
 
     /// Converts every value, or `None` if one of them has no exact integer in this form.
     pub(crate) fn to_integers(self, values: &[f64], lsb: f64, ty: SampleType) -> Option<Vec<i64>> {
+        // The form is matched once, not per value.
         let step = match self {
             Representation::LsbCounts => lsb,
             Representation::Quantum(q) => q,
+            Representation::F32Bits => return values.iter().map(|&x| f32_count(x)).collect(),
+            Representation::Integer => {
+                return values.iter().map(|&x| as_exact_integer(x)).collect();
+            }
             _ => {
                 return values
                     .iter()
@@ -68,10 +73,7 @@ impl Representation {
         match self {
             Representation::Integer => as_exact_integer(x),
             Representation::LsbCounts => step_count(x, lsb, 1.0 / lsb, ty),
-            Representation::F32Bits => {
-                let narrow = x as f32;
-                (f64::from(narrow).to_bits() == x.to_bits()).then(|| ordered_f32(narrow.to_bits()))
-            }
+            Representation::F32Bits => f32_count(x),
             Representation::F64Bits => Some(ordered_f64(x.to_bits())),
             Representation::Decimal(digits) => {
                 let scale = POW10[usize::from(digits)];
@@ -351,6 +353,14 @@ fn step_count(x: f64, step: f64, reciprocal: f64, ty: SampleType) -> Option<i64>
     (lsb_multiple(count, step, ty).to_bits() == x.to_bits()).then_some(count)
 }
 
+/// The order-preserving integer of `x`'s `f32` bit pattern, if `x` is an `f32`.
+#[inline(always)]
+fn f32_count(x: f64) -> Option<i64> {
+    let narrow = x as f32;
+    (f64::from(narrow).to_bits() == x.to_bits()).then(|| ordered_f32(narrow.to_bits()))
+}
+
+#[inline(always)]
 fn as_exact_integer(x: f64) -> Option<i64> {
     let i = x as i64;
     ((i as f64).to_bits() == x.to_bits()).then_some(i)

@@ -186,12 +186,13 @@ fn columns_of(
     bytes: &[u8],
     mut decode: impl FnMut(&[u8]) -> anyhow::Result<Vec<Frame>>,
 ) -> anyhow::Result<(Vec<i64>, Vec<Vec<f64>>)> {
-    let mut t = Vec::new();
-    let mut columns = vec![Vec::new(); input.table.columns.len()];
+    let rows = input.table.samples();
+    let mut t = Vec::with_capacity(rows);
+    let mut columns = vec![Vec::with_capacity(rows); input.table.columns.len()];
     for section in sections(bytes)? {
         for frame in decode(section)? {
             t.push(frame.timestamp_ns);
-            for (c, v) in columns.iter_mut().zip(frame.values) {
+            for (c, &v) in columns.iter_mut().zip(&frame.values) {
                 c.push(v);
             }
         }

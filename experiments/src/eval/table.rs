@@ -55,7 +55,12 @@ impl Table {
 
     /// Row `i` as a frame.
     pub fn frame(&self, i: usize) -> lydlr_codec::Frame {
-        lydlr_codec::Frame::new(self.t_ns[i], self.columns.iter().map(|c| c[i]).collect())
+        // Collected straight into the frame's inline storage: no allocation for up to eight
+        // channels.
+        lydlr_codec::Frame {
+            timestamp_ns: self.t_ns[i],
+            values: self.columns.iter().map(|c| c[i]).collect(),
+        }
     }
 }
 
