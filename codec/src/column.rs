@@ -819,12 +819,16 @@ pub(crate) fn choose_predictor(values: &[i64], history: History) -> Predictor {
 /// large first residuals do not distort the model of the rest.
 pub(crate) fn encode_residuals(
     encoder: &mut ResidualEncoder,
-    residuals: impl Iterator<Item = i64>,
+    mut residuals: impl Iterator<Item = i64>,
     warmup: usize,
 ) {
-    let (mut warm, mut main) = (ResidualContext::default(), ResidualContext::default());
-    for (i, r) in residuals.enumerate() {
-        encoder.encode(if i < warmup { &mut warm } else { &mut main }, r);
+    // One context per phase, so that it stays in registers (a choice per residual would keep
+    // it in memory).
+    for count in [warmup, usize::MAX] {
+        let mut ctx = ResidualContext::default();
+        for r in residuals.by_ref().take(count) {
+            encoder.encode(&mut ctx, r);
+        }
     }
 }
 

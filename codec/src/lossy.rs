@@ -161,24 +161,27 @@ fn dequantise<C: Reconstruction>(
     crate::entropy::with_popcount(
         #[inline(always)]
         || {
-            let (mut warm, mut main) = (ResidualContext::default(), ResidualContext::default());
             let mut next = exceptions.iter().peekable();
-            let mut coded = 0usize;
-            // A local copy of the coder's position keeps it in registers through the loop.
+            let (mut i, mut coded) = (0, 0);
+            // A local copy of the coder's position keeps it in registers through the loop,
+            // and so does one context per phase (a choice per sample would keep it in memory).
             let mut local = *decoder;
-            for i in 0..n {
-                let value = match next.peek() {
-                    Some((at, v)) if *at == i => {
-                        next.next();
-                        *v
-                    }
-                    _ => {
-                        let ctx = if coded < warmup { &mut warm } else { &mut main };
-                        coded += 1;
-                        column.reconstruct(local.decode(ctx)?)
-                    }
-                };
-                column.push(value);
+            for coded_end in [warmup, usize::MAX] {
+                let mut ctx = ResidualContext::default();
+                while i < n && coded < coded_end {
+                    let value = match next.peek() {
+                        Some((at, v)) if *at == i => {
+                            next.next();
+                            *v
+                        }
+                        _ => {
+                            coded += 1;
+                            column.reconstruct(local.decode(&mut ctx)?)
+                        }
+                    };
+                    column.push(value);
+                    i += 1;
+                }
             }
             *decoder = local;
             Ok(())
