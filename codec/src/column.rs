@@ -842,37 +842,28 @@ pub(crate) fn decode_column(
 ) -> Result<Vec<i64>, CodecError> {
     crate::entropy::with_popcount(
         #[inline(always)]
-        || decode_column_portable(decoder, n, predictor, history, all_zero),
+        || {
+            let mut past = Past::new(&history, n);
+            if all_zero {
+                for _ in 0..n {
+                    past.push(past.predict(predictor));
+                }
+                return Ok(past.into_values());
+            }
+            // A local copy of the coder's position keeps it in registers through the loop.
+            let mut local = *decoder;
+            let warmup = predictor.warmup().min(n);
+            for contexts in [(0..warmup), (warmup..n)] {
+                let mut ctx = ResidualContext::default();
+                for _ in contexts {
+                    let r = local.decode(&mut ctx)?;
+                    past.push(past.predict(predictor).wrapping_add(r));
+                }
+            }
+            *decoder = local;
+            Ok(past.into_values())
+        },
     )
-}
-
-#[inline(always)]
-fn decode_column_portable(
-    decoder: &mut ResidualDecoder,
-    n: usize,
-    predictor: Predictor,
-    history: History,
-    all_zero: bool,
-) -> Result<Vec<i64>, CodecError> {
-    let mut past = Past::new(&history, n);
-    if all_zero {
-        for _ in 0..n {
-            past.push(past.predict(predictor));
-        }
-        return Ok(past.into_values());
-    }
-    // A local copy of the coder's position keeps it in registers through the loop.
-    let mut local = *decoder;
-    let warmup = predictor.warmup().min(n);
-    for contexts in [(0..warmup), (warmup..n)] {
-        let mut ctx = ResidualContext::default();
-        for _ in contexts {
-            let r = local.decode(&mut ctx)?;
-            past.push(past.predict(predictor).wrapping_add(r));
-        }
-    }
-    *decoder = local;
-    Ok(past.into_values())
 }
 
 #[cfg(test)]
