@@ -392,8 +392,8 @@ struct RawBitReader<'a> {
 }
 
 impl RawBitReader<'_> {
-    #[inline]
     /// The next `count` bits (up to 63).
+    #[inline]
     fn get(&mut self, count: u32) -> Result<u64, CodecError> {
         let end = self.position + count as usize;
         if end > self.bytes.len() * 8 {

@@ -243,25 +243,6 @@ impl Reconstruction for FloatReconstruction {
     }
 }
 
-fn dequantise_float(
-    decoder: &mut ResidualDecoder,
-    n: usize,
-    order: u8,
-    eb: f64,
-    ty: SampleType,
-    exceptions: &[(usize, f64)],
-) -> Result<Vec<f64>, CodecError> {
-    let mut column = FloatReconstruction {
-        values: Vec::with_capacity(n),
-        history: [0.0; 2],
-        order,
-        eb,
-        ty,
-    };
-    dequantise(decoder, n, usize::from(order), exceptions, &mut column)?;
-    Ok(column.values)
-}
-
 /// A units column quantised at `2 eb + 1` units, predicted from the reconstruction.
 struct UnitsQuantised {
     predictor: Predictor,
@@ -773,8 +754,21 @@ fn decode_bounded(schema: &StreamSchema, packet: &Packet) -> Result<Vec<Frame>, 
                 eb,
                 exceptions,
             } => {
-                let values = dequantise_float(&mut decoder, n, order, eb, ty, &exceptions)?;
-                for (slot, v) in rows.iter_mut().skip(c).step_by(channels).zip(values) {
+                let mut column = FloatReconstruction {
+                    values: Vec::with_capacity(n),
+                    history: [0.0; 2],
+                    order,
+                    eb,
+                    ty,
+                };
+                dequantise(
+                    &mut decoder,
+                    n,
+                    usize::from(order),
+                    &exceptions,
+                    &mut column,
+                )?;
+                for (slot, v) in rows.iter_mut().skip(c).step_by(channels).zip(column.values) {
                     *slot = v;
                 }
             }
