@@ -30,7 +30,7 @@ const SLOT_MASK: u32 = SCALE - 1;
 const STATE_LOW: u32 = 1 << 16;
 /// Starting states an encoder tries for a final state of 3 bytes, in sections of up to
 /// `SEARCHED_SECTION` symbols.
-const START_TRIES: u32 = 8;
+const START_TRIES: usize = 8;
 const SEARCHED_SECTION: usize = 1024;
 
 /// Slowest adaptation steps, 1/limit: a distribution of 32 symbols needs a longer memory than
@@ -470,23 +470,22 @@ impl ResidualEncoder {
     pub(crate) fn finish(self) -> Vec<u8> {
         // The final state takes 4 bytes, or 3 when it is below 2^24. Any starting state
         // decodes the same symbols, so a small section tries a few: a byte is a few percent
-        // of a 10-frame packet.
-        let tries = if self.intervals.len() <= SEARCHED_SECTION {
-            START_TRIES
+        // of a 10-frame packet. The first start that ends below 2^24 is taken, or the last.
+        // Nearby starts tend to fail together, so tries one after the other averaged about
+        // four passes; their final states are computed side by side instead (independent
+        // chains), then the chosen start is coded once more for its words.
+        let start = if self.intervals.len() <= SEARCHED_SECTION {
+            let starts: [u32; START_TRIES] = std::array::from_fn(|k| STATE_LOW + k as u32);
+            let finals = self.final_states(starts);
+            let chosen = finals
+                .iter()
+                .position(|state| *state < 1 << 24)
+                .unwrap_or(START_TRIES - 1);
+            starts[chosen]
         } else {
-            1
+            STATE_LOW
         };
-        // At most one word per symbol.
-        let mut words = vec![0u16; self.intervals.len()];
-        let mut state = STATE_LOW;
-        let mut written = 0;
-        for start in STATE_LOW..STATE_LOW + tries {
-            (state, written) = self.code_backwards(start, &mut words);
-            if state < 1 << 24 {
-                break;
-            }
-        }
-        words.truncate(written);
+        let (state, words) = self.code_backwards(start);
         let raw = self.raw.finish();
         let mut out = Vec::with_capacity(words.len() * 2 + raw.len() + 14);
         let state_bytes = if state < 1 << 24 { 3 } else { 4 };
@@ -497,24 +496,66 @@ impl ResidualEncoder {
         out
     }
 
-    /// Codes the recorded symbols, last first, from state `start`, into `words` (one per
-    /// symbol at most) in reverse reading order. Returns the final state and the number of
-    /// words written.
-    fn code_backwards(&self, start: u32, words: &mut [u16]) -> (u32, usize) {
+    /// The final state from each of `starts`, computed side by side (independent chains).
+    fn final_states<const LANES: usize>(&self, starts: [u32; LANES]) -> [u32; LANES] {
+        let mut states = starts;
+        for &interval in self.intervals.iter().rev() {
+            let symbol = CodedSymbol::of(interval);
+            for state in &mut states {
+                (*state, _) = symbol.code(*state);
+            }
+        }
+        states
+    }
+
+    /// Codes the recorded symbols, last first, from state `start`. Returns the final state
+    /// and the words, in reverse reading order.
+    fn code_backwards(&self, start: u32) -> (u32, Vec<u16>) {
         let mut state = start;
+        // At most one word per symbol.
+        let mut words = vec![0u16; self.intervals.len()];
         let mut written = 0;
         for (&interval, slot) in self.intervals.iter().rev().zip(0..) {
-            let (start, frequency) = (interval & 0xFFFF, interval >> 16);
-            // Renormalise so that coding keeps the state below 2^32. Branch-free: whether a
-            // word is due is close to a coin flip. The slot is free: `written <= slot`.
-            let due = u64::from(state) >= u64::from(frequency) << (32 - SCALE_BITS);
+            // Branch-free: whether a word is due is close to a coin flip. The slot is free:
+            // `written <= slot`.
             words[written.min(slot)] = state as u16;
+            let due;
+            (state, due) = CodedSymbol::of(interval).code(state);
             written += usize::from(due);
-            state >>= 16 * u32::from(due);
-            let quotient = quotient_of(state, frequency);
-            state = (quotient << SCALE_BITS) + (state - quotient * frequency) + start;
         }
-        (state, written)
+        words.truncate(written);
+        (state, words)
+    }
+}
+
+/// A recorded symbol's interval, ready to code.
+struct CodedSymbol {
+    start: u32,
+    frequency: u32,
+    /// `ceil(2^64 / frequency)`, for [`quotient_by`].
+    reciprocal: u64,
+}
+
+impl CodedSymbol {
+    #[inline(always)]
+    fn of(interval: u32) -> Self {
+        let (start, frequency) = (interval & 0xFFFF, interval >> 16);
+        Self {
+            start,
+            frequency,
+            reciprocal: reciprocal_of(frequency),
+        }
+    }
+
+    /// The state after coding this symbol from `state`, and whether the state's low 16 bits
+    /// went out as a word first (renormalising so that the state stays below 2^32).
+    #[inline(always)]
+    fn code(&self, state: u32) -> (u32, bool) {
+        let due = u64::from(state) >= u64::from(self.frequency) << (32 - SCALE_BITS);
+        let state = state >> (16 * u32::from(due));
+        let quotient = quotient_by(state, self.frequency, self.reciprocal);
+        let state = (quotient << SCALE_BITS) + (state - quotient * self.frequency) + self.start;
+        (state, due)
     }
 }
 
@@ -537,18 +578,24 @@ pub(crate) fn with_popcount<R>(decode: impl FnOnce() -> R) -> R {
     decode()
 }
 
-/// `state / frequency`, by multiplying with `ceil(2^64 / frequency)`: exact for 32-bit
+/// `ceil(2^64 / frequency)`, for [`quotient_by`] (0 for a frequency of 1, which needs none).
+#[inline(always)]
+fn reciprocal_of(frequency: u32) -> u64 {
+    match frequency {
+        1 => 0,
+        _ => u64::MAX / u64::from(frequency) + 1,
+    }
+}
+
+/// `state / frequency`, by multiplying with `reciprocal_of(frequency)`: exact for 32-bit
 /// numerators (Lemire, Kaser and Kurz, "Faster remainder by direct computation", 2019). The
 /// reciprocal does not wait on the state, so the division leaves the coder's chain from one
 /// symbol to the next.
 #[inline(always)]
-fn quotient_of(state: u32, frequency: u32) -> u32 {
+fn quotient_by(state: u32, frequency: u32, reciprocal: u64) -> u32 {
     match frequency {
         1 => state,
-        _ => {
-            let reciprocal = u64::MAX / u64::from(frequency) + 1;
-            ((u128::from(reciprocal) * u128::from(state)) >> 64) as u32
-        }
+        _ => ((u128::from(reciprocal) * u128::from(state)) >> 64) as u32,
     }
 }
 
@@ -757,7 +804,7 @@ mod tests {
                 .chain(random)
             {
                 assert_eq!(
-                    quotient_of(state, frequency),
+                    quotient_by(state, frequency, reciprocal_of(frequency)),
                     state / frequency,
                     "{state} / {frequency}"
                 );
