@@ -28,11 +28,6 @@ const SCALE: u32 = 1 << SCALE_BITS;
 const SLOT_MASK: u32 = SCALE - 1;
 /// rANS state lower bound: the state stays in `[STATE_LOW, 2^32)`, moving 16 bits at a time.
 const STATE_LOW: u32 = 1 << 16;
-/// Starting states an encoder tries for a final state of 3 bytes, in sections of up to
-/// `SEARCHED_SECTION` symbols.
-const START_TRIES: usize = 8;
-const SEARCHED_SECTION: usize = 1024;
-
 /// Slowest adaptation steps, 1/limit: a distribution of 32 symbols needs a longer memory than
 /// a binary decision to estimate its rare symbols.
 const ADAPT_LIMIT: usize = 256;
@@ -468,24 +463,11 @@ impl ResidualEncoder {
 
     /// The coded bytes' count (varint), the coded bytes, then the raw bits.
     pub(crate) fn finish(self) -> Vec<u8> {
-        // The final state takes 4 bytes, or 3 when it is below 2^24. Any starting state
-        // decodes the same symbols, so a small section tries a few: a byte is a few percent
-        // of a 10-frame packet. The first start that ends below 2^24 is taken, or the last.
-        // Nearby starts tend to fail together, so tries one after the other averaged about
-        // four passes; their final states are computed side by side instead (independent
-        // chains), then the chosen start is coded once more for its words.
-        let start = if self.intervals.len() <= SEARCHED_SECTION {
-            let starts: [u32; START_TRIES] = std::array::from_fn(|k| STATE_LOW + k as u32);
-            let finals = self.final_states(starts);
-            let chosen = finals
-                .iter()
-                .position(|state| *state < 1 << 24)
-                .unwrap_or(START_TRIES - 1);
-            starts[chosen]
-        } else {
-            STATE_LOW
-        };
-        let (state, words) = self.code_backwards(start);
+        // The final state takes 3 bytes when it is below 2^24, else 4. Starting higher than
+        // the least state does not pay: the start's extra bits stay in the final state, and
+        // nearby starts end alike (tried: of eight starts one above the other, either all
+        // ended below 2^24 or none did, on 5,000 40-frame IMU sections).
+        let (state, words) = self.code_backwards(STATE_LOW);
         let raw = self.raw.finish();
         let mut out = Vec::with_capacity(words.len() * 2 + raw.len() + 14);
         let state_bytes = if state < 1 << 24 { 3 } else { 4 };
@@ -496,18 +478,6 @@ impl ResidualEncoder {
         out
     }
 
-    /// The final state from each of `starts`, computed side by side (independent chains).
-    fn final_states<const LANES: usize>(&self, starts: [u32; LANES]) -> [u32; LANES] {
-        let mut states = starts;
-        for &interval in self.intervals.iter().rev() {
-            let symbol = CodedSymbol::of(interval);
-            for state in &mut states {
-                (*state, _) = symbol.code(*state);
-            }
-        }
-        states
-    }
-
     /// Codes the recorded symbols, last first, from state `start`. Returns the final state
     /// and the words, in reverse reading order.
     fn code_backwards(&self, start: u32) -> (u32, Vec<u16>) {
@@ -516,46 +486,18 @@ impl ResidualEncoder {
         let mut words = vec![0u16; self.intervals.len()];
         let mut written = 0;
         for (&interval, slot) in self.intervals.iter().rev().zip(0..) {
-            // Branch-free: whether a word is due is close to a coin flip. The slot is free:
-            // `written <= slot`.
+            let (start, frequency) = (interval & 0xFFFF, interval >> 16);
+            // Renormalise so that coding keeps the state below 2^32. Branch-free: whether a
+            // word is due is close to a coin flip. The slot is free: `written <= slot`.
+            let due = u64::from(state) >= u64::from(frequency) << (32 - SCALE_BITS);
             words[written.min(slot)] = state as u16;
-            let due;
-            (state, due) = CodedSymbol::of(interval).code(state);
             written += usize::from(due);
+            state >>= 16 * u32::from(due);
+            let quotient = quotient_by(state, frequency, reciprocal_of(frequency));
+            state = (quotient << SCALE_BITS) + (state - quotient * frequency) + start;
         }
         words.truncate(written);
         (state, words)
-    }
-}
-
-/// A recorded symbol's interval, ready to code.
-struct CodedSymbol {
-    start: u32,
-    frequency: u32,
-    /// `ceil(2^64 / frequency)`, for [`quotient_by`].
-    reciprocal: u64,
-}
-
-impl CodedSymbol {
-    #[inline(always)]
-    fn of(interval: u32) -> Self {
-        let (start, frequency) = (interval & 0xFFFF, interval >> 16);
-        Self {
-            start,
-            frequency,
-            reciprocal: reciprocal_of(frequency),
-        }
-    }
-
-    /// The state after coding this symbol from `state`, and whether the state's low 16 bits
-    /// went out as a word first (renormalising so that the state stays below 2^32).
-    #[inline(always)]
-    fn code(&self, state: u32) -> (u32, bool) {
-        let due = u64::from(state) >= u64::from(self.frequency) << (32 - SCALE_BITS);
-        let state = state >> (16 * u32::from(due));
-        let quotient = quotient_by(state, self.frequency, self.reciprocal);
-        let state = (quotient << SCALE_BITS) + (state - quotient * self.frequency) + self.start;
-        (state, due)
     }
 }
 
