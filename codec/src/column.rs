@@ -613,12 +613,11 @@ impl Predictor {
             .map(|&v| v as f64 - mean)
             .collect();
         // The orders in use get code of their own: the loops unroll and vectorise.
-        let (a, b) = match order {
-            3 => normal_equations::<3>(targets, &past, mean),
-            12 => normal_equations::<12>(targets, &past, mean),
+        let c: Vec<f64> = match order {
+            3 => solve(normal_equations::<3>(targets, &past, mean))?.to_vec(),
+            12 => solve(normal_equations::<12>(targets, &past, mean))?.to_vec(),
             _ => return None,
         };
-        let c = solve(a, b)?;
         let limit = f64::from(i16::MAX) / f64::from(1u32 << COEFF_BITS);
         if c.iter().any(|v| !v.is_finite() || v.abs() >= limit) {
             return None;
@@ -709,7 +708,7 @@ fn normal_equations<const N: usize>(
     targets: &[i64],
     past: &[f64],
     mean: f64,
-) -> (Vec<Vec<f64>>, Vec<f64>) {
+) -> ([[f64; N]; N], [f64; N]) {
     // The input `lag` values before target `i`.
     let input = |i: usize, lag: usize| past[MAX_ORDER + i - lag];
     let mut first_row = [0.0f64; N];
@@ -741,21 +740,20 @@ fn normal_equations<const N: usize>(
             a[c][r] = sum;
         }
     }
-    (a.iter().map(|row| row.to_vec()).collect(), b.to_vec())
+    (a, b)
 }
 
 /// Gaussian elimination with partial pivoting.
-fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Option<Vec<f64>> {
-    let n = b.len();
-    for col in 0..n {
-        let pivot = (col..n).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
+fn solve<const N: usize>((mut a, mut b): ([[f64; N]; N], [f64; N])) -> Option<[f64; N]> {
+    for col in 0..N {
+        let pivot = (col..N).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
         if a[pivot][col].abs() < 1e-9 * (1.0 + a[col][col].abs()) {
             return None;
         }
         a.swap(col, pivot);
         b.swap(col, pivot);
-        let pivot_row = a[col].clone();
-        for row in col + 1..n {
+        let pivot_row = a[col];
+        for row in col + 1..N {
             let f = a[row][col] / pivot_row[col];
             for (cell, p) in a[row][col..].iter_mut().zip(&pivot_row[col..]) {
                 *cell -= f * p;
@@ -763,9 +761,9 @@ fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Option<Vec<f64>> {
             b[row] -= f * b[col];
         }
     }
-    let mut x = vec![0.0; n];
-    for row in (0..n).rev() {
-        let s: f64 = (row + 1..n).map(|k| a[row][k] * x[k]).sum();
+    let mut x = [0.0; N];
+    for row in (0..N).rev() {
+        let s: f64 = (row + 1..N).map(|k| a[row][k] * x[k]).sum();
         x[row] = (b[row] - s) / a[row][row];
     }
     Some(x)
