@@ -356,10 +356,17 @@ impl Quantiser {
     fn quantise(&self, x: i64, p: i64) -> Option<(i64, i64)> {
         if let Some(d) = x.checked_sub(p) {
             let magnitude = d.unsigned_abs().wrapping_add(self.e as u64);
-            if magnitude < 1 << 32 && self.reciprocal != 0 {
-                let q = ((u128::from(self.reciprocal) * u128::from(magnitude)) >> 64) as i64;
+            // Fine units (a detected quantum far below the bound) give wide numerators: those
+            // take a 64-bit division, which is still far cheaper than a 128-bit one.
+            let q = if magnitude < 1 << 32 && self.reciprocal != 0 {
+                Some((u128::from(self.reciprocal) * u128::from(magnitude)) >> 64)
+            } else {
+                (magnitude < 1 << 63).then(|| u128::from(magnitude / self.step as u64))
+            };
+            if let Some(q) = q {
+                let q = q as i64;
                 let q = if d < 0 { -q } else { q };
-                // |q step| <= |d| + e < 2^32.
+                // |q step| <= |d| + e < 2^63.
                 return Some((q, p.checked_add(q * self.step)?));
             }
         }
