@@ -97,18 +97,19 @@ impl Representation {
         })
     }
 
-    /// Writes the value of every integer of `ints` to every `stride`-th slot of `rows` from
-    /// `column` on (a column of a row-major block); the form is chosen once, not per value.
+    /// Writes the value of every integer of `ints` to every `stride`-th slot of `values` from
+    /// `start` on (a column of a block, row- or column-major); the form is chosen once, not
+    /// per value.
     pub(crate) fn fill_column(
         self,
         ints: &[i64],
         lsb: f64,
         ty: SampleType,
-        rows: &mut [f64],
-        column: usize,
+        values: &mut [f64],
+        start: usize,
         stride: usize,
     ) -> Result<(), CodecError> {
-        let slots = rows.iter_mut().skip(column).step_by(stride).zip(ints);
+        let slots = values.iter_mut().skip(start).step_by(stride).zip(ints);
         match self {
             Representation::F32Bits => {
                 for (slot, &v) in slots {

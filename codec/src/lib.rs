@@ -50,6 +50,26 @@ pub fn decode_packet(schema: &StreamSchema, bytes: &[u8]) -> Result<Vec<Frame>, 
     codec_for(packet.header.codec)?.decode(schema, &packet)
 }
 
+/// [`decode_packet`] into columns, for tables and analysis: the timestamps and one `Vec` per
+/// channel, without building a frame for each row. Neural packets need their model
+/// ([`decode_packet_with`]).
+pub fn decode_packet_columns(
+    schema: &StreamSchema,
+    bytes: &[u8],
+) -> Result<(Vec<i64>, Vec<Vec<f64>>), CodecError> {
+    let packet = Packet::from_bytes(bytes)?;
+    let block = match packet.header.codec {
+        CodecId::Lossless => lossless::decode_lossless(schema, &packet, lossless::Layout::Columns)?,
+        CodecId::Bounded => lossy::decode_bounded(schema, &packet, lossless::Layout::Columns)?,
+        CodecId::Neural => return Err(CodecError::ModelRequired),
+    };
+    let n = block.times.len();
+    let columns = (0..schema.channels.len())
+        .map(|c| block.values[c * n..(c + 1) * n].to_vec())
+        .collect();
+    Ok((block.times, columns))
+}
+
 /// [`decode_packet`] for packets of any codec: `model(fingerprint)` supplies the model a
 /// neural packet names (from the packages the caller holds).
 pub fn decode_packet_with(

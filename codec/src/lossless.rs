@@ -313,10 +313,34 @@ pub(crate) fn check_block(schema: &StreamSchema, frames: &[Frame]) -> Result<u16
     Ok(count)
 }
 
-/// A zeroed row-major buffer for `n` frames of `channels` values, with room past the last
-/// row for [`frames_of_rows`] to copy every frame's inline values whole.
+/// A zeroed buffer for `n` frames of `channels` values, with room past the end for
+/// [`frames_of_rows`] to copy every frame's inline values whole.
 pub(crate) fn row_buffer(n: usize, channels: usize) -> Vec<f64> {
     vec![0.0; n * channels + INLINE_VALUES]
+}
+
+/// How a decoder lays a block's values out: row-major for frames, or column-major for tables
+/// (no frames built).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Layout {
+    Rows,
+    Columns,
+}
+
+impl Layout {
+    /// Where column `c` of `n` frames of `channels` values starts, and its stride.
+    pub(crate) fn column(self, c: usize, n: usize, channels: usize) -> (usize, usize) {
+        match self {
+            Layout::Rows => (c, channels),
+            Layout::Columns => (c * n, 1),
+        }
+    }
+}
+
+/// A decoded block: timestamps, and the values in the layout asked for.
+pub(crate) struct DecodedBlock {
+    pub(crate) times: Vec<i64>,
+    pub(crate) values: Vec<f64>,
 }
 
 /// Frames from their timestamps and their values, row-major (decoders fill a column at a
@@ -387,46 +411,59 @@ impl Codec for LosslessCodec {
     }
 
     fn decode(&self, schema: &StreamSchema, packet: &Packet) -> Result<Vec<Frame>, CodecError> {
-        check_header(packet, CodecId::Lossless, VERSION, schema)?;
-        let n = usize::from(packet.header.frame_count);
-        let channels = schema.channels.len();
-        let mut reader = Reader::new(&packet.payload);
-        if reader.uvarint()? != channels as u64 + 1 {
-            return Err(CodecError::Corrupt("column count differs from the schema"));
-        }
-        let time_head = read_timestamp_head(&mut reader, schema)?;
-        let heads = (0..channels)
-            .map(|_| read_column_head(&mut reader))
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut decoder = ResidualDecoder::new(reader.take(reader.remaining())?)?;
-        let times = decode_timestamps(
+        let block = decode_lossless(schema, packet, Layout::Rows)?;
+        Ok(frames_of_rows(
+            block.times,
+            &block.values,
+            schema.channels.len(),
+        ))
+    }
+}
+
+pub(crate) fn decode_lossless(
+    schema: &StreamSchema,
+    packet: &Packet,
+    layout: Layout,
+) -> Result<DecodedBlock, CodecError> {
+    check_header(packet, CodecId::Lossless, VERSION, schema)?;
+    let n = usize::from(packet.header.frame_count);
+    let channels = schema.channels.len();
+    let mut reader = Reader::new(&packet.payload);
+    if reader.uvarint()? != channels as u64 + 1 {
+        return Err(CodecError::Corrupt("column count differs from the schema"));
+    }
+    let time_head = read_timestamp_head(&mut reader, schema)?;
+    let heads = (0..channels)
+        .map(|_| read_column_head(&mut reader))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut decoder = ResidualDecoder::new(reader.take(reader.remaining())?)?;
+    let times = decode_timestamps(
+        &mut decoder,
+        n,
+        &time_head,
+        packet.header.first_timestamp_ns,
+        schema,
+    )?;
+    let mut values = row_buffer(n, channels);
+    for (ch, head) in heads.iter().enumerate() {
+        let lsb = match head.repr {
+            Representation::LsbCounts => schema.lsb(ch).ok_or(CodecError::Corrupt(
+                "ADC-step column for a channel without one",
+            ))?,
+            _ => 1.0,
+        };
+        let ints = decode_column(
             &mut decoder,
             n,
-            &time_head,
-            packet.header.first_timestamp_ns,
-            schema,
+            head.predictor,
+            [0; MAX_ORDER],
+            head.all_zero,
         )?;
-        // Row-major values, then one allocation per frame.
-        let mut rows = row_buffer(n, channels);
-        for (ch, head) in heads.iter().enumerate() {
-            let lsb = match head.repr {
-                Representation::LsbCounts => schema.lsb(ch).ok_or(CodecError::Corrupt(
-                    "ADC-step column for a channel without one",
-                ))?,
-                _ => 1.0,
-            };
-            let ints = decode_column(
-                &mut decoder,
-                n,
-                head.predictor,
-                [0; MAX_ORDER],
-                head.all_zero,
-            )?;
-            head.repr
-                .fill_column(&ints, lsb, schema.sample_type, &mut rows, ch, channels)?;
-        }
-        Ok(frames_of_rows(times, &rows, channels))
+        let (start, stride) = layout.column(ch, n, channels);
+        head.repr
+            .fill_column(&ints, lsb, schema.sample_type, &mut values, start, stride)?;
     }
+    Ok(DecodedBlock { times, values })
 }
 
 #[cfg(test)]

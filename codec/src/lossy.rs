@@ -14,9 +14,9 @@ use crate::column::{MAX_ORDER, Past, Predictor, Representation, decode_column, e
 use crate::container::{CodecId, Packet, PacketHeader};
 use crate::entropy::{ResidualContext, ResidualDecoder, ResidualEncoder, zigzag};
 use crate::lossless::{
-    check_block, check_header, decode_timestamps, encode_column, encode_timestamps, frames_of_rows,
-    quantum, read_column_head, read_representation, read_timestamp_head, row_buffer,
-    write_representation_parameters,
+    DecodedBlock, Layout, check_block, check_header, decode_timestamps, encode_column,
+    encode_timestamps, frames_of_rows, quantum, read_column_head, read_representation,
+    read_timestamp_head, row_buffer, write_representation_parameters,
 };
 use crate::varint::{Reader, put_uvarint};
 use crate::{Codec, CodecError, Frame, SampleType, StreamSchema};
@@ -605,7 +605,12 @@ impl Codec for BoundedCodec {
     }
 
     fn decode(&self, schema: &StreamSchema, packet: &Packet) -> Result<Vec<Frame>, CodecError> {
-        decode_bounded(schema, packet)
+        let block = decode_bounded(schema, packet, Layout::Rows)?;
+        Ok(frames_of_rows(
+            block.times,
+            &block.values,
+            schema.channels.len(),
+        ))
     }
 }
 
@@ -639,7 +644,11 @@ fn read_exception_positions(reader: &mut Reader<'_>, n: usize) -> Result<Vec<usi
     Ok(positions)
 }
 
-fn decode_bounded(schema: &StreamSchema, packet: &Packet) -> Result<Vec<Frame>, CodecError> {
+pub(crate) fn decode_bounded(
+    schema: &StreamSchema,
+    packet: &Packet,
+    layout: Layout,
+) -> Result<DecodedBlock, CodecError> {
     check_header(packet, CodecId::Bounded, VERSION, schema)?;
     let n = usize::from(packet.header.frame_count);
     let channels = schema.channels.len();
@@ -717,9 +726,10 @@ fn decode_bounded(schema: &StreamSchema, packet: &Packet) -> Result<Vec<Frame>, 
     let mut decoder = ResidualDecoder::new(reader.take(reader.remaining())?)?;
     let t0 = packet.header.first_timestamp_ns;
     let times = decode_timestamps(&mut decoder, n, &time_head, t0, schema)?;
-    let mut rows = row_buffer(n, channels);
+    let mut values = row_buffer(n, channels);
     for (c, head) in heads.into_iter().enumerate() {
         let lsb = schema.lsb(c).unwrap_or(1.0);
+        let (start, stride) = layout.column(c, n, channels);
         match head {
             Head::Lossless(h) => {
                 if h.repr == Representation::LsbCounts && schema.lsb(c).is_none() {
@@ -728,7 +738,8 @@ fn decode_bounded(schema: &StreamSchema, packet: &Packet) -> Result<Vec<Frame>, 
                     ));
                 }
                 let ints = decode_column(&mut decoder, n, h.predictor, [0; MAX_ORDER], h.all_zero)?;
-                h.repr.fill_column(&ints, lsb, ty, &mut rows, c, channels)?;
+                h.repr
+                    .fill_column(&ints, lsb, ty, &mut values, start, stride)?;
             }
             Head::Units {
                 predictor,
@@ -754,7 +765,7 @@ fn decode_bounded(schema: &StreamSchema, packet: &Packet) -> Result<Vec<Frame>, 
                     &mut column,
                 )?;
                 let ints = column.past.into_values();
-                repr.fill_column(&ints, lsb, ty, &mut rows, c, channels)?;
+                repr.fill_column(&ints, lsb, ty, &mut values, start, stride)?;
             }
             Head::Float {
                 order,
@@ -775,13 +786,18 @@ fn decode_bounded(schema: &StreamSchema, packet: &Packet) -> Result<Vec<Frame>, 
                     &exceptions,
                     &mut column,
                 )?;
-                for (slot, v) in rows.iter_mut().skip(c).step_by(channels).zip(column.values) {
+                for (slot, v) in values
+                    .iter_mut()
+                    .skip(start)
+                    .step_by(stride)
+                    .zip(column.values)
+                {
                     *slot = v;
                 }
             }
         }
     }
-    Ok(frames_of_rows(times, &rows, channels))
+    Ok(DecodedBlock { times, values })
 }
 
 #[cfg(test)]
@@ -1055,6 +1071,36 @@ mod tests {
         let decoded = codec.decode(&schema, &packet).unwrap();
         for c in 0..6 {
             assert!(max_error(&frames, &decoded, c) <= eb, "channel {c}");
+        }
+    }
+
+    /// Columns decoded without frames are the frames' values, column by column: lossless,
+    /// units and float columns alike.
+    #[test]
+    fn columns_decode_as_the_frames_do() {
+        let mut schema = imu_schema();
+        schema.lsb[5] = None;
+        let mut frames = noisy_imu(700, 9);
+        for (i, f) in frames.iter_mut().enumerate() {
+            f.values[5] = f64::from((i as f32 * 0.37).sin() * 1.7);
+        }
+        let packets = [
+            LosslessCodec.encode(&schema, &frames).unwrap(),
+            BoundedCodec::new(ErrorBound::Sigma(1.0))
+                .encode(&schema, &frames)
+                .unwrap(),
+        ];
+        for packet in packets {
+            let bytes = packet.to_bytes();
+            let decoded = crate::decode_packet(&schema, &bytes).unwrap();
+            let (times, columns) = crate::decode_packet_columns(&schema, &bytes).unwrap();
+            assert_eq!(columns.len(), schema.channels.len());
+            for (i, frame) in decoded.iter().enumerate() {
+                assert_eq!(times[i], frame.timestamp_ns);
+                for (c, column) in columns.iter().enumerate() {
+                    assert_eq!(column[i].to_bits(), frame.values[c].to_bits(), "{i} {c}");
+                }
+            }
         }
     }
 

@@ -160,8 +160,9 @@ impl EvalCodec for Lydlr {
         input: &Prepared,
         bytes: &[u8],
     ) -> anyhow::Result<(Vec<i64>, Vec<Vec<f64>>)> {
+        // Straight into columns: no frame per row.
         columns_of(input, bytes, |section| {
-            Ok(lydlr_codec::decode_packet(&input.schema, section)?)
+            Ok(lydlr_codec::decode_packet_columns(&input.schema, section)?)
         })
     }
 }
@@ -180,21 +181,21 @@ fn packets_of(
     Ok(out)
 }
 
-/// Timestamps and columns back from the sections of [`packets_of`].
+/// Timestamps and columns back from the sections of [`packets_of`], each decoded into its
+/// timestamps and columns.
 fn columns_of(
     input: &Prepared,
     bytes: &[u8],
-    mut decode: impl FnMut(&[u8]) -> anyhow::Result<Vec<Frame>>,
+    mut decode: impl FnMut(&[u8]) -> anyhow::Result<(Vec<i64>, Vec<Vec<f64>>)>,
 ) -> anyhow::Result<(Vec<i64>, Vec<Vec<f64>>)> {
     let rows = input.table.samples();
     let mut t = Vec::with_capacity(rows);
     let mut columns = vec![Vec::with_capacity(rows); input.table.columns.len()];
     for section in sections(bytes)? {
-        for frame in decode(section)? {
-            t.push(frame.timestamp_ns);
-            for (c, &v) in columns.iter_mut().zip(&frame.values) {
-                c.push(v);
-            }
+        let (times, block) = decode(section)?;
+        t.extend(times);
+        for (column, values) in columns.iter_mut().zip(block) {
+            column.extend(values);
         }
     }
     Ok((t, columns))
@@ -582,7 +583,12 @@ impl EvalCodec for Neural {
         let (codec, schema) = self.codec(input)?;
         columns_of(input, bytes, |section| {
             let packet = lydlr_codec::Packet::from_bytes(section)?;
-            Ok(codec.decode(&schema, &packet)?)
+            let frames = codec.decode(&schema, &packet)?;
+            let times = frames.iter().map(|f| f.timestamp_ns).collect();
+            let columns = (0..schema.channels.len())
+                .map(|c| frames.iter().map(|f| f.values[c]).collect())
+                .collect();
+            Ok((times, columns))
         })
     }
 }
