@@ -264,6 +264,22 @@ pub(crate) fn read_column_head(reader: &mut Reader<'_>) -> Result<ColumnHead, Co
 }
 
 /// Checks a packet's header against the codec and schema that are to decode it.
+/// The payload of a packet of columns (codecs 1 and 2), its header checked, read past the
+/// column count (the timestamps and one column per channel).
+pub(crate) fn column_payload<'a>(
+    packet: &'a Packet,
+    codec: CodecId,
+    version: u8,
+    schema: &StreamSchema,
+) -> Result<Reader<'a>, CodecError> {
+    check_header(packet, codec, version, schema)?;
+    let mut reader = Reader::new(&packet.payload);
+    if reader.uvarint()? != schema.channels.len() as u64 + 1 {
+        return Err(CodecError::Corrupt("column count differs from the schema"));
+    }
+    Ok(reader)
+}
+
 pub(crate) fn check_header(
     packet: &Packet,
     codec: CodecId,
@@ -425,13 +441,9 @@ pub(crate) fn decode_lossless(
     packet: &Packet,
     layout: Layout,
 ) -> Result<DecodedBlock, CodecError> {
-    check_header(packet, CodecId::Lossless, VERSION, schema)?;
+    let mut reader = column_payload(packet, CodecId::Lossless, VERSION, schema)?;
     let n = usize::from(packet.header.frame_count);
     let channels = schema.channels.len();
-    let mut reader = Reader::new(&packet.payload);
-    if reader.uvarint()? != channels as u64 + 1 {
-        return Err(CodecError::Corrupt("column count differs from the schema"));
-    }
     let time_head = read_timestamp_head(&mut reader, schema)?;
     let heads = (0..channels)
         .map(|_| read_column_head(&mut reader))

@@ -14,7 +14,7 @@ use crate::column::{MAX_ORDER, Past, Predictor, Representation, decode_column, e
 use crate::container::{CodecId, Packet, PacketHeader};
 use crate::entropy::{ResidualContext, ResidualDecoder, ResidualEncoder, zigzag};
 use crate::lossless::{
-    DecodedBlock, Layout, check_block, check_header, decode_timestamps, encode_column,
+    DecodedBlock, Layout, check_block, column_payload, decode_timestamps, encode_column,
     encode_timestamps, frames_of_rows, quantum, read_column_head, read_representation,
     read_timestamp_head, row_buffer, write_representation_parameters,
 };
@@ -649,14 +649,10 @@ pub(crate) fn decode_bounded(
     packet: &Packet,
     layout: Layout,
 ) -> Result<DecodedBlock, CodecError> {
-    check_header(packet, CodecId::Bounded, VERSION, schema)?;
+    let mut reader = column_payload(packet, CodecId::Bounded, VERSION, schema)?;
     let n = usize::from(packet.header.frame_count);
     let channels = schema.channels.len();
     let ty = schema.sample_type;
-    let mut reader = Reader::new(&packet.payload);
-    if reader.uvarint()? != channels as u64 + 1 {
-        return Err(CodecError::Corrupt("column count differs from the schema"));
-    }
     enum Head {
         Lossless(crate::lossless::ColumnHead),
         Units {
