@@ -169,18 +169,22 @@ fn dequantise<C: Reconstruction>(
             for coded_end in [warmup, usize::MAX] {
                 let mut ctx = ResidualContext::default();
                 while i < n && coded < coded_end {
-                    let value = match next.peek() {
-                        Some((at, v)) if *at == i => {
-                            next.next();
-                            *v
-                        }
-                        _ => {
-                            coded += 1;
-                            column.reconstruct(local.decode(&mut ctx)?)
-                        }
-                    };
-                    column.push(value);
-                    i += 1;
+                    // The coded run up to the next exception (positions ascend, below `n`)
+                    // goes without a check per sample.
+                    let run_end = next.peek().map_or(n, |(at, _)| *at);
+                    if run_end == i {
+                        let (_, value) = next.next().expect("peeked");
+                        column.push(*value);
+                        i += 1;
+                        continue;
+                    }
+                    let run = (run_end - i).min(coded_end - coded);
+                    for _ in 0..run {
+                        let value = column.reconstruct(local.decode(&mut ctx)?);
+                        column.push(value);
+                    }
+                    i += run;
+                    coded += run;
                 }
             }
             *decoder = local;
