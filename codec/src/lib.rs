@@ -63,11 +63,7 @@ pub fn decode_packet_columns(
         CodecId::Bounded => lossy::decode_bounded(schema, &packet, lossless::Layout::Columns)?,
         CodecId::Neural => return Err(CodecError::ModelRequired),
     };
-    let n = block.times.len();
-    let columns = (0..schema.channels.len())
-        .map(|c| block.values[c * n..(c + 1) * n].to_vec())
-        .collect();
-    Ok((block.times, columns))
+    Ok(block.into_columns(schema.channels.len()))
 }
 
 /// [`decode_packet`] for packets of any codec: `model(fingerprint)` supplies the model a

@@ -263,7 +263,6 @@ pub(crate) fn read_column_head(reader: &mut Reader<'_>) -> Result<ColumnHead, Co
     })
 }
 
-/// Checks a packet's header against the codec and schema that are to decode it.
 /// The payload of a packet of columns (codecs 1 and 2), its header checked, read past the
 /// column count (the timestamps and one column per channel).
 pub(crate) fn column_payload<'a>(
@@ -280,6 +279,7 @@ pub(crate) fn column_payload<'a>(
     Ok(reader)
 }
 
+/// Checks a packet's header against the codec and schema that are to decode it.
 pub(crate) fn check_header(
     packet: &Packet,
     codec: CodecId,
@@ -330,7 +330,7 @@ pub(crate) fn check_block(schema: &StreamSchema, frames: &[Frame]) -> Result<u16
 }
 
 /// A zeroed buffer for `n` frames of `channels` values, with room past the end for
-/// [`frames_of_rows`] to copy every frame's inline values whole.
+/// [`DecodedBlock::into_frames`] to copy every frame's inline values whole.
 pub(crate) fn row_buffer(n: usize, channels: usize) -> Vec<f64> {
     vec![0.0; n * channels + INLINE_VALUES]
 }
@@ -359,28 +359,39 @@ pub(crate) struct DecodedBlock {
     pub(crate) values: Vec<f64>,
 }
 
-/// Frames from their timestamps and their values, row-major (decoders fill a column at a
-/// time into one buffer, then build each frame once).
-pub(crate) fn frames_of_rows(times: Vec<i64>, rows: &[f64], channels: usize) -> Vec<Frame> {
-    times
-        .into_iter()
-        .enumerate()
-        .map(|(i, t)| {
-            let start = i * channels;
-            // A fixed-size copy of the inline capacity (values past the row are not part
-            // of the frame) is a few vector moves; a copy of the row's length is a call.
-            match rows.get(start..start + INLINE_VALUES) {
-                Some(inline) if channels <= INLINE_VALUES => Frame {
-                    timestamp_ns: t,
-                    values: FrameValues::from_buf_and_len(
-                        inline.try_into().expect("a slice of the inline length"),
-                        channels,
-                    ),
-                },
-                _ => Frame::from_slice(t, &rows[start..start + channels]),
-            }
-        })
-        .collect()
+impl DecodedBlock {
+    /// The frames of a row-major block (its buffer from [`row_buffer`]), each built once.
+    pub(crate) fn into_frames(self, channels: usize) -> Vec<Frame> {
+        let rows = &self.values;
+        self.times
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let start = i * channels;
+                // A fixed-size copy of the inline capacity (values past the row are not part
+                // of the frame) is a few vector moves; a copy of the row's length is a call.
+                match rows.get(start..start + INLINE_VALUES) {
+                    Some(inline) if channels <= INLINE_VALUES => Frame {
+                        timestamp_ns: t,
+                        values: FrameValues::from_buf_and_len(
+                            inline.try_into().expect("a slice of the inline length"),
+                            channels,
+                        ),
+                    },
+                    _ => Frame::from_slice(t, &rows[start..start + channels]),
+                }
+            })
+            .collect()
+    }
+
+    /// The timestamps and the channels of a column-major block.
+    pub(crate) fn into_columns(self, channels: usize) -> (Vec<i64>, Vec<Vec<f64>>) {
+        let n = self.times.len();
+        let columns = (0..channels)
+            .map(|c| self.values[c * n..(c + 1) * n].to_vec())
+            .collect();
+        (self.times, columns)
+    }
 }
 
 /// Per-channel prediction with adaptive rANS coding; exact for every `f64` bit pattern.
@@ -427,12 +438,7 @@ impl Codec for LosslessCodec {
     }
 
     fn decode(&self, schema: &StreamSchema, packet: &Packet) -> Result<Vec<Frame>, CodecError> {
-        let block = decode_lossless(schema, packet, Layout::Rows)?;
-        Ok(frames_of_rows(
-            block.times,
-            &block.values,
-            schema.channels.len(),
-        ))
+        Ok(decode_lossless(schema, packet, Layout::Rows)?.into_frames(schema.channels.len()))
     }
 }
 

@@ -15,8 +15,8 @@ use crate::container::{CodecId, Packet, PacketHeader};
 use crate::entropy::{ResidualContext, ResidualDecoder, ResidualEncoder, zigzag};
 use crate::lossless::{
     DecodedBlock, Layout, check_block, column_payload, decode_timestamps, encode_column,
-    encode_timestamps, frames_of_rows, quantum, read_column_head, read_representation,
-    read_timestamp_head, row_buffer, write_representation_parameters,
+    encode_timestamps, quantum, read_column_head, read_representation, read_timestamp_head,
+    row_buffer, write_representation_parameters,
 };
 use crate::varint::{Reader, put_uvarint};
 use crate::{Codec, CodecError, Frame, SampleType, StreamSchema};
@@ -609,12 +609,7 @@ impl Codec for BoundedCodec {
     }
 
     fn decode(&self, schema: &StreamSchema, packet: &Packet) -> Result<Vec<Frame>, CodecError> {
-        let block = decode_bounded(schema, packet, Layout::Rows)?;
-        Ok(frames_of_rows(
-            block.times,
-            &block.values,
-            schema.channels.len(),
-        ))
+        Ok(decode_bounded(schema, packet, Layout::Rows)?.into_frames(schema.channels.len()))
     }
 }
 
