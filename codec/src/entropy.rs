@@ -21,6 +21,7 @@
 //! symbol's interval as it models and codes them backwards when it finishes.
 
 use crate::CodecError;
+use crate::divisor::Divisor;
 
 /// Probabilities are in units of `2^-SCALE_BITS`.
 const SCALE_BITS: u32 = 15;
@@ -493,7 +494,9 @@ impl ResidualEncoder {
             words[written.min(slot)] = state as u16;
             written += usize::from(due);
             state >>= 16 * u32::from(due);
-            let quotient = quotient_by(state, frequency, reciprocal_of(frequency));
+            // The reciprocal does not wait on the state: the division leaves the chain from
+            // one symbol to the next.
+            let quotient = Divisor::new(u64::from(frequency)).quotient(state);
             state = (quotient << SCALE_BITS) + (state - quotient * frequency) + start;
         }
         words.truncate(written);
@@ -518,27 +521,6 @@ pub(crate) fn with_popcount<R>(decode: impl FnOnce() -> R) -> R {
         return unsafe { with_feature(decode) };
     }
     decode()
-}
-
-/// `ceil(2^64 / frequency)`, for [`quotient_by`] (0 for a frequency of 1, which needs none).
-#[inline(always)]
-fn reciprocal_of(frequency: u32) -> u64 {
-    match frequency {
-        1 => 0,
-        _ => u64::MAX / u64::from(frequency) + 1,
-    }
-}
-
-/// `state / frequency`, by multiplying with `reciprocal_of(frequency)`: exact for 32-bit
-/// numerators (Lemire, Kaser and Kurz, "Faster remainder by direct computation", 2019). The
-/// reciprocal does not wait on the state, so the division leaves the coder's chain from one
-/// symbol to the next.
-#[inline(always)]
-fn quotient_by(state: u32, frequency: u32, reciprocal: u64) -> u32 {
-    match frequency {
-        1 => state,
-        _ => ((u128::from(reciprocal) * u128::from(state)) >> 64) as u32,
-    }
 }
 
 /// rANS decoder over 16-bit words; reads past the end see zeros and mark the section corrupt.
@@ -731,27 +713,6 @@ mod tests {
             matches!(outcome, Err(CodecError::Corrupt(_))),
             "{outcome:?}"
         );
-    }
-
-    #[test]
-    fn the_reciprocal_division_is_exact_for_every_frequency() {
-        let mut uniform = crate::synthetic::uniform_source(8);
-        for frequency in 1..=SCALE {
-            let multiples = [1, 2, 3, u32::MAX / frequency].map(|k| k * frequency);
-            let random = (0..8).map(|_| (uniform() * f64::from(u32::MAX)) as u32);
-            for state in multiples
-                .into_iter()
-                .flat_map(|m| [m - 1, m, m.saturating_add(1)])
-                .chain([0, STATE_LOW, u32::MAX])
-                .chain(random)
-            {
-                assert_eq!(
-                    quotient_by(state, frequency, reciprocal_of(frequency)),
-                    state / frequency,
-                    "{state} / {frequency}"
-                );
-            }
-        }
     }
 
     #[test]

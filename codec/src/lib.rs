@@ -10,6 +10,7 @@
 
 mod column;
 mod container;
+mod divisor;
 mod entropy;
 mod error;
 mod frame;

@@ -12,6 +12,7 @@
 
 use crate::column::{MAX_ORDER, Past, Predictor, Representation, decode_column, encode_residuals};
 use crate::container::{CodecId, Packet, PacketHeader};
+use crate::divisor::Divisor;
 use crate::entropy::{ResidualContext, ResidualDecoder, ResidualEncoder, zigzag};
 use crate::lossless::{
     DecodedBlock, Layout, check_block, column_payload, decode_timestamps, encode_column,
@@ -333,23 +334,16 @@ fn quantise_units_together<const K: usize>(
 struct Quantiser {
     e: i64,
     step: i64,
-    /// `ceil(2^64 / step)`, for dividing 32-bit numerators exactly by one multiplication
-    /// (Lemire, Kaser and Kurz, "Faster remainder by direct computation", 2019); 0 where
-    /// the step is too wide for it.
-    reciprocal: u64,
+    divisor: Divisor,
 }
 
 impl Quantiser {
     fn new(e: i64) -> Self {
         let step = 2 * e + 1;
-        let reciprocal = match u32::try_from(step) {
-            Ok(step) if step > 1 => u64::MAX / u64::from(step) + 1,
-            _ => 0,
-        };
         Self {
             e,
             step,
-            reciprocal,
+            divisor: Divisor::new(step as u64),
         }
     }
 
@@ -362,10 +356,9 @@ impl Quantiser {
             let magnitude = d.unsigned_abs().wrapping_add(self.e as u64);
             // Fine units (a detected quantum far below the bound) give wide numerators: those
             // take a 64-bit division, which is still far cheaper than a 128-bit one.
-            let q = if magnitude < 1 << 32 && self.reciprocal != 0 {
-                Some((u128::from(self.reciprocal) * u128::from(magnitude)) >> 64)
-            } else {
-                (magnitude < 1 << 63).then(|| u128::from(magnitude / self.step as u64))
+            let q = match u32::try_from(magnitude) {
+                Ok(narrow) => Some(u64::from(self.divisor.quotient(narrow))),
+                Err(_) => (magnitude < 1 << 63).then(|| magnitude / self.step as u64),
             };
             if let Some(q) = q {
                 let q = q as i64;
