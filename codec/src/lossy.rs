@@ -259,6 +259,31 @@ struct UnitsQuantised {
 }
 
 impl UnitsQuantised {
+    fn new(predictor: Predictor, capacity: usize) -> Self {
+        UnitsQuantised {
+            predictor,
+            indices: Vec::with_capacity(capacity),
+            exceptions: Vec::new(),
+            reconstruction: Vec::with_capacity(capacity),
+        }
+    }
+
+    /// Records sample `i` (`x` units) as its quantisation index, or as an exception where it
+    /// has none; returns its reconstruction (not recorded).
+    #[inline(always)]
+    fn take(&mut self, i: usize, x: i64, quantised: Option<(i64, i64)>) -> i64 {
+        match quantised {
+            Some((q, r)) => {
+                self.indices.push(q);
+                r
+            }
+            None => {
+                self.exceptions.push((i, x));
+                x
+            }
+        }
+    }
+
     /// Rough size in bits: indices, exceptions and the predictor's coefficients.
     fn cost(&self) -> u64 {
         let coefficients = match self.predictor {
@@ -299,34 +324,82 @@ fn quantise_units_together<const K: usize>(
 ) -> [UnitsQuantised; K] {
     let quantiser = Quantiser::new(eb_units);
     let mut pasts: [Past; K] = std::array::from_fn(|_| Past::new(&[0; MAX_ORDER], ints.len()));
-    let mut out = predictors.map(|predictor| UnitsQuantised {
-        predictor,
-        indices: Vec::with_capacity(ints.len()),
-        exceptions: Vec::new(),
-        reconstruction: Vec::new(),
-    });
+    let mut out = predictors.map(|predictor| UnitsQuantised::new(predictor, 0));
+    for out in &mut out {
+        out.indices.reserve(ints.len());
+    }
     for (i, (&x, &value)) in ints.iter().zip(column).enumerate() {
         for (past, out) in pasts.iter_mut().zip(&mut out) {
-            let r = match quantiser
+            let quantised = quantiser
                 .quantise(x, past.predict(out.predictor))
-                .filter(|&(_, r)| bound.is_none_or(|bound| bound.holds(r, value)))
-            {
-                Some((q, r)) => {
-                    out.indices.push(q);
-                    r
-                }
-                None => {
-                    out.exceptions.push((i, x));
-                    x
-                }
-            };
-            past.push(r);
+                .filter(|&(_, r)| bound.is_none_or(|bound| bound.holds(r, value)));
+            past.push(out.take(i, x, quantised));
         }
     }
     for (past, out) in pasts.into_iter().zip(&mut out) {
         out.reconstruction = past.into_values();
     }
     out
+}
+
+/// The first ranking's candidates: none, previous, linear and an order-3 fit (Linear again
+/// without one), quantised without the bound check.
+fn first_ranking(
+    column: &[f64],
+    ints: &[i64],
+    e: i64,
+    fit3: Option<Predictor>,
+) -> [UnitsQuantised; 4] {
+    let candidates = [
+        Predictor::Zero,
+        Predictor::Previous,
+        Predictor::Linear,
+        fit3.unwrap_or(Predictor::Linear),
+    ];
+    quantise_units_together(column, ints, candidates, e, None)
+}
+
+/// Below this in magnitude, values, bounds and an order-3 fit's intercept keep the first
+/// ranking's predictions and reconstructions far inside the 64-bit fast paths: a
+/// reconstruction is within `e` of its value (under 2^41), a linear extrapolation under 2^43,
+/// an order-3 fit's sum under 2^58 (what [`is_small`](crate::column) asks of a window).
+const SHORT_RANKING_LIMIT: i64 = 1 << 40;
+
+/// [`first_ranking`] where everything is below [`SHORT_RANKING_LIMIT`], the same candidates
+/// made faster: zero
+/// prediction quantises each sample on its own, and the other three chains keep their last
+/// values in registers (the generic windows in memory put a store and a load on every step of
+/// every chain).
+fn first_ranking_short(ints: &[i64], e: i64, fit3: Option<Predictor>) -> [UnitsQuantised; 4] {
+    let quantiser = Quantiser::new(e);
+    let n = ints.len();
+    let mut zero = UnitsQuantised::new(Predictor::Zero, n);
+    for (i, &x) in ints.iter().enumerate() {
+        let r = zero.take(i, x, quantiser.quantise(x, 0));
+        zero.reconstruction.push(r);
+    }
+    let mut previous = UnitsQuantised::new(Predictor::Previous, n);
+    let mut linear = UnitsQuantised::new(Predictor::Linear, n);
+    let mut fitted = UnitsQuantised::new(fit3.unwrap_or(Predictor::Linear), n);
+    // Each chain's last three reconstructions, newest first (the history is zeros).
+    let (mut p, mut l, mut f) = ([0i64; 3], [0i64; 3], [0i64; 3]);
+    let shift = |last: &mut [i64; 3], r: i64| *last = [r, last[0], last[1]];
+    for (i, &x) in ints.iter().enumerate() {
+        let r = previous.take(i, x, quantiser.quantise(x, p[0]));
+        previous.reconstruction.push(r);
+        shift(&mut p, r);
+        let r = linear.take(i, x, quantiser.quantise(x, 2 * l[0] - l[1]));
+        linear.reconstruction.push(r);
+        shift(&mut l, r);
+        let r = fitted.take(
+            i,
+            x,
+            quantiser.quantise(x, fitted.predictor.predict_short(f)),
+        );
+        fitted.reconstruction.push(r);
+        shift(&mut f, r);
+    }
+    [zero, previous, linear, fitted]
 }
 
 /// Quantisation at steps of `2e + 1` units.
@@ -391,6 +464,18 @@ impl Bound<'_> {
             .value_of(units, self.lsb, self.ty)
             .is_ok_and(|v| v.is_finite() && (value - v).abs() <= self.eb)
     }
+
+    /// [`Bound::holds`] for each of `units` and its value, converted a column at a time.
+    fn holds_everywhere(&self, units: &[i64], values: &[f64]) -> bool {
+        let mut decoded = vec![0.0; units.len()];
+        self.repr
+            .fill_column(units, self.lsb, self.ty, &mut decoded, 0, 1)
+            .is_ok()
+            && decoded
+                .iter()
+                .zip(values)
+                .all(|(&v, &value)| v.is_finite() & ((value - v).abs() <= self.eb))
+    }
 }
 
 /// Quantises a units column with the predictor that codes it cheapest: none, previous,
@@ -409,13 +494,17 @@ fn choose_units_quantisation(
     // A predictor fitted to the originals serves the reconstruction as well: the two differ
     // by at most the bound. (Without a fit, Linear stands in twice: the first of equals is
     // taken.)
-    let candidates = [
-        Predictor::Zero,
-        Predictor::Previous,
-        Predictor::Linear,
-        Predictor::fit(ints, &[0; MAX_ORDER], 3).unwrap_or(Predictor::Linear),
-    ];
-    let first = quantise_units_together(column, ints, candidates, e, None)
+    let fit3 = Predictor::fit(ints, &[0; MAX_ORDER], 3);
+    let limit = -SHORT_RANKING_LIMIT + 1..SHORT_RANKING_LIMIT;
+    let short = limit.contains(&e)
+        && ints.iter().all(|x| limit.contains(x))
+        && fit3.is_none_or(|p| limit.contains(&p.intercept()));
+    let candidates = if short {
+        first_ranking_short(ints, e, fit3)
+    } else {
+        first_ranking(column, ints, e, fit3)
+    };
+    let first = candidates
         .into_iter()
         .min_by_key(UnitsQuantised::cost)
         .expect("four candidates");
@@ -428,23 +517,30 @@ fn choose_units_quantisation(
         &[0; MAX_ORDER],
         RECONSTRUCTION_ORDER,
     )
-    .map(|p| quantise_units(column, ints, p, e, Some(bound)))
+    .map(|p| quantise_units(column, ints, p, e, None))
     .filter(|refit| refit.cost() <= first.cost())
-    .unwrap_or_else(|| {
-        // The ranking quantised without the check. Where every reconstruction meets the bound
-        // anyway (misses are rare), quantising with the check makes the same choices at every
-        // sample: checking the result replaces a second pass along the prediction chain.
-        let holds = first
-            .reconstruction
-            .iter()
-            .zip(column)
-            .all(|(&r, &value)| bound.holds(r, value));
-        if holds {
-            first
-        } else {
-            quantise_units(column, ints, first.predictor, e, Some(bound))
-        }
-    })
+    .map_or_else(
+        || checked(column, ints, e, bound, first),
+        |refit| checked(column, ints, e, bound, refit),
+    )
+}
+
+/// `quantised`, made without the bound check, where every reconstruction meets the bound
+/// anyway (misses are rare: none on the simulated streams), otherwise quantised again with
+/// the check. Where nothing misses, the check at each sample would have made the same
+/// choices: checking the result after the pass takes the check off the prediction chain.
+fn checked(
+    column: &[f64],
+    ints: &[i64],
+    e: i64,
+    bound: Bound<'_>,
+    quantised: UnitsQuantised,
+) -> UnitsQuantised {
+    if bound.holds_everywhere(&quantised.reconstruction, column) {
+        quantised
+    } else {
+        quantise_units(column, ints, quantised.predictor, e, Some(bound))
+    }
 }
 
 /// `repr`'s quantum rounded to an `f32`, when it is a quantum and that is a positive normal
@@ -872,6 +968,45 @@ mod tests {
 
     /// A bound of more units than a packet can name is tightened to the widest it can, so
     /// that the packet decodes (and still holds the bound asked for).
+    #[test]
+    fn the_short_ranking_quantises_as_the_generic_one() {
+        let mut uniform = crate::synthetic::uniform_source(99);
+        let mut tags = std::collections::BTreeSet::new();
+        for case in 0..40 {
+            let scale = [1.0, 30.0, 1e4, 1e9][case % 4];
+            let drift = [0.0, 0.02, 0.3][case % 3];
+            let mut level = 0.0;
+            let mut ints: Vec<i64> = (0..600)
+                .map(|i| {
+                    level += drift * scale * (uniform() - 0.4);
+                    (level + scale * (0.05 * i as f64).sin() + scale * 0.2 * (uniform() - 0.5))
+                        .round() as i64
+                })
+                .collect();
+            if case == 39 {
+                // Constant: no fit.
+                ints.fill(7);
+            }
+            let column: Vec<f64> = ints.iter().map(|&x| x as f64).collect();
+            let e = [1, 3, 50, 100_000][case % 4];
+            let fit3 = Predictor::fit(&ints, &[0; MAX_ORDER], 3);
+            let short = first_ranking_short(&ints, e, fit3);
+            let generic = first_ranking(&column, &ints, e, fit3);
+            for (short, generic) in short.iter().zip(&generic) {
+                assert_eq!(short.predictor, generic.predictor, "case {case}");
+                assert_eq!(short.indices, generic.indices, "case {case}");
+                assert_eq!(short.exceptions, generic.exceptions, "case {case}");
+                assert_eq!(short.reconstruction, generic.reconstruction, "case {case}");
+            }
+            tags.insert(short.map(|q| q.predictor.tag()));
+        }
+        assert_eq!(
+            tags,
+            [[0, 1, 2, 2], [0, 1, 2, 3]].into(),
+            "with and without a fit"
+        );
+    }
+
     #[test]
     fn a_bound_wider_than_the_format_names_still_decodes() {
         let schema = imu_schema();
