@@ -516,16 +516,6 @@ impl Predictor {
         self.predict_within(window, false)
     }
 
-    /// The prediction from the last three values, newest first, where every value is
-    /// [`is_small`] (the fitted orders up to three; the decoder's prediction from the same
-    /// values).
-    #[inline(always)]
-    pub(crate) fn predict_short(self, last: [i64; 3]) -> i64 {
-        let mut window = [0; MAX_ORDER];
-        window[MAX_ORDER - 3..].copy_from_slice(&[last[2], last[1], last[0]]);
-        self.predict_within(&window, true)
-    }
-
     /// The intercept of a fitted predictor (0 for the others).
     pub(crate) fn intercept(self) -> i64 {
         match self {
@@ -684,6 +674,57 @@ fn centring_intercept(targets_sum: i128, inputs: &[i64], history: &History, coef
     let offset = (targets_sum << COEFF_BITS) - predicted;
     let denominator = (n as i128) << COEFF_BITS;
     (offset / denominator).clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
+}
+
+/// Below this in magnitude, a fitted prediction's products and sums are exact in an `f64`:
+/// sixteen coefficients below 2^15 times values below 2^33 sum to under 2^52.
+pub(crate) const EXACT_IN_FLOAT: i64 = 1 << 33;
+
+/// A fitted predictor of order `N` made in floating point: the same predictions as the
+/// integer arithmetic where every value of the window is below [`EXACT_IN_FLOAT`] (each
+/// product and partial sum is then an integer an `f64` holds exactly, so neither rounding
+/// nor the order of the additions changes the sum).
+pub(crate) struct FloatFitted<const N: usize> {
+    coeffs: [f64; N],
+    /// The two newest values' coefficients.
+    newest: [i64; 2],
+    /// The intercept and the rounding, as a sum before the scaling.
+    bias: f64,
+}
+
+impl<const N: usize> FloatFitted<N> {
+    /// `predictor`'s coefficients (zeros for one that is not fitted). Exact where the
+    /// intercept is below 2^40 as well.
+    pub(crate) fn new(predictor: Predictor) -> Self {
+        let (coeffs, intercept) = match predictor {
+            Predictor::Fitted {
+                coeffs, intercept, ..
+            } => (coeffs, intercept),
+            _ => ([0; MAX_ORDER], 0),
+        };
+        FloatFitted {
+            coeffs: std::array::from_fn(|k| f64::from(coeffs[k])),
+            newest: [i64::from(coeffs[0]), i64::from(coeffs[1])],
+            // (s + 2^11) >> 12 plus the intercept is (s + 2^11 + 2^12 intercept) >> 12.
+            bias: (1 << (COEFF_BITS - 1)) as f64 + intercept as f64 * (1 << COEFF_BITS) as f64,
+        }
+    }
+
+    /// The prediction from the last `N` values, oldest first (as floats), the two newest
+    /// also as integers, newest first. A prediction waits on the values just made: those two
+    /// are taken in integers (a multiplication and an addition each, as in the integer
+    /// arithmetic), the older ones in floating point, oldest first, so that the conversion
+    /// and the additions of the third newest finish within the two steps before it is used.
+    #[inline(always)]
+    pub(crate) fn predict(&self, window: &[f64; N], newest: [i64; 2]) -> i64 {
+        // Four running sums: one would chain every addition on the last.
+        let mut sums = [self.bias, 0.0, 0.0, 0.0];
+        for k in (2..N).rev() {
+            sums[k % 4] += self.coeffs[k] * window[N - 1 - k];
+        }
+        let older = ((sums[0] + sums[1]) + (sums[2] + sums[3])) as i64;
+        (older + self.newest[1] * newest[1] + self.newest[0] * newest[0]) >> COEFF_BITS
+    }
 }
 
 /// A fitted prediction of order `N` from the last `MAX_ORDER` values, oldest first.

@@ -10,7 +10,10 @@
 //! one that misses the bound after rounding (or is NaN, infinite, or out of range) is sent
 //! exactly as an exception. Layout in `codec/FORMAT.md`.
 
-use crate::column::{MAX_ORDER, Past, Predictor, Representation, decode_column, encode_residuals};
+use crate::column::{
+    EXACT_IN_FLOAT, FloatFitted, MAX_ORDER, Past, Predictor, Representation, decode_column,
+    encode_residuals,
+};
 use crate::container::{CodecId, Packet, PacketHeader};
 use crate::divisor::Divisor;
 use crate::entropy::{ResidualContext, ResidualDecoder, ResidualEncoder, zigzag};
@@ -252,6 +255,9 @@ impl Reconstruction for FloatReconstruction {
 struct UnitsQuantised {
     predictor: Predictor,
     indices: Vec<i64>,
+    /// The indices' rough size in bits ([`index_bits`]), summed as they are made: the
+    /// quantising loops wait on each prediction, and the sum fits in the wait.
+    bits: u64,
     /// Positions and exact integers of samples sent as they are.
     exceptions: Vec<(usize, i64)>,
     /// What the decoder will reconstruct, in units.
@@ -263,6 +269,7 @@ impl UnitsQuantised {
         UnitsQuantised {
             predictor,
             indices: Vec::with_capacity(capacity),
+            bits: 0,
             exceptions: Vec::new(),
             reconstruction: Vec::with_capacity(capacity),
         }
@@ -275,6 +282,7 @@ impl UnitsQuantised {
         match quantised {
             Some((q, r)) => {
                 self.indices.push(q);
+                self.bits += index_bits(q);
                 r
             }
             None => {
@@ -290,7 +298,7 @@ impl UnitsQuantised {
             Predictor::Fitted { order, .. } => 16 * u64::from(order) + 16,
             _ => 0,
         };
-        cost(&self.indices) + 64 * self.exceptions.len() as u64 + coefficients
+        self.bits + 64 * self.exceptions.len() as u64 + coefficients
     }
 }
 
@@ -363,7 +371,7 @@ fn first_ranking(
 /// ranking's predictions and reconstructions far inside the 64-bit fast paths: a
 /// reconstruction is within `e` of its value (under 2^41), a linear extrapolation under 2^43,
 /// an order-3 fit's sum under 2^58 (what [`is_small`](crate::column) asks of a window).
-const SHORT_RANKING_LIMIT: i64 = 1 << 40;
+const SHORT_RANKING_LIMIT: i64 = EXACT_IN_FLOAT / 2;
 
 /// [`first_ranking`] where everything is below [`SHORT_RANKING_LIMIT`], the same candidates
 /// made faster: zero
@@ -381,8 +389,11 @@ fn first_ranking_short(ints: &[i64], e: i64, fit3: Option<Predictor>) -> [UnitsQ
     let mut previous = UnitsQuantised::new(Predictor::Previous, n);
     let mut linear = UnitsQuantised::new(Predictor::Linear, n);
     let mut fitted = UnitsQuantised::new(fit3.unwrap_or(Predictor::Linear), n);
-    // Each chain's last three reconstructions, newest first (the history is zeros).
+    let fit = FloatFitted::<3>::new(fitted.predictor);
+    // Each chain's last three reconstructions, newest first (the history is zeros), and the
+    // fitted chain's as floats, oldest first.
     let (mut p, mut l, mut f) = ([0i64; 3], [0i64; 3], [0i64; 3]);
+    let mut f_float = [0.0; 3];
     let shift = |last: &mut [i64; 3], r: i64| *last = [r, last[0], last[1]];
     for (i, &x) in ints.iter().enumerate() {
         let r = previous.take(i, x, quantiser.quantise(x, p[0]));
@@ -391,15 +402,57 @@ fn first_ranking_short(ints: &[i64], e: i64, fit3: Option<Predictor>) -> [UnitsQ
         let r = linear.take(i, x, quantiser.quantise(x, 2 * l[0] - l[1]));
         linear.reconstruction.push(r);
         shift(&mut l, r);
-        let r = fitted.take(
-            i,
-            x,
-            quantiser.quantise(x, fitted.predictor.predict_short(f)),
-        );
+        let prediction = match fit3 {
+            Some(_) => fit.predict(&f_float, [f[0], f[1]]),
+            None => 2 * f[0] - f[1],
+        };
+        let r = fitted.take(i, x, quantiser.quantise(x, prediction));
         fitted.reconstruction.push(r);
         shift(&mut f, r);
+        f_float = [f_float[1], f_float[2], r as f64];
     }
     [zero, previous, linear, fitted]
+}
+
+/// [`quantise_units`] without the bound check, for a fitted predictor, where the values,
+/// the bound and the intercept are below [`SHORT_RANKING_LIMIT`]: reconstructions stay below
+/// [`EXACT_IN_FLOAT`], so the prediction is made in floating point, exactly (see
+/// [`FloatFitted`]); the integer multiplier, one product per cycle, keeps to the quantiser.
+fn quantise_units_fitted_short<const N: usize>(
+    ints: &[i64],
+    predictor: Predictor,
+    e: i64,
+) -> Option<UnitsQuantised> {
+    let quantiser = Quantiser::new(e);
+    let fit = FloatFitted::<N>::new(predictor);
+    let n = ints.len();
+    let (mut indices, mut reconstruction) = (vec![0; n], vec![0; n]);
+    // The reconstruction after a history of zeros, as floats, which the prediction reads.
+    let mut past = vec![0.0; N + n];
+    let (mut newest, mut bits) = ([0; 2], 0);
+    for (i, ((&x, index), r)) in ints
+        .iter()
+        .zip(&mut indices)
+        .zip(&mut reconstruction)
+        .enumerate()
+    {
+        let window: &[f64; N] = past[i..i + N].try_into().expect("N values");
+        let Some((q, rx)) = quantiser.quantise(x, fit.predict(window, newest)) else {
+            return None;
+        };
+        *index = q;
+        bits += index_bits(q);
+        *r = rx;
+        past[i + N] = rx as f64;
+        newest = [rx, newest[0]];
+    }
+    Some(UnitsQuantised {
+        predictor,
+        indices,
+        bits,
+        exceptions: Vec::new(),
+        reconstruction,
+    })
 }
 
 /// Quantisation at steps of `2e + 1` units.
@@ -408,23 +461,41 @@ struct Quantiser {
     e: i64,
     step: i64,
     divisor: Divisor,
+    /// Whole steps added to a residual so that its index's numerator is rarely negative:
+    /// `shift` steps, and `e + shift * step` in all.
+    shift: i64,
+    offset: i64,
 }
 
 impl Quantiser {
     fn new(e: i64) -> Self {
         let step = 2 * e + 1;
+        // Half the 32-bit range below the prediction, half above.
+        let shift = (1 << 31) / step;
         Self {
             e,
             step,
             divisor: Divisor::new(step as u64),
+            shift,
+            offset: e + shift * step,
         }
     }
 
-    /// The index `q = trunc((x - p ± e) / (2e + 1))`, the sign that of `x - p` (the step
-    /// whose reconstruction lies within `e` units of `x`), and the reconstruction
-    /// `p + q (2e + 1)`; `None` where either leaves the `i64` range.
+    /// The index `q` of the step whose reconstruction `p + q (2e + 1)` lies within `e` units
+    /// of `x` (there is one: the steps' reaches tile the integers), and the reconstruction;
+    /// `None` where either leaves the `i64` range.
     #[inline(always)]
     fn quantise(&self, x: i64, p: i64) -> Option<(i64, i64)> {
+        // q = floor((x - p + e) / step). Shifted by whole steps, most residuals give a
+        // non-negative 32-bit numerator: one multiplication finds q, and the way from one
+        // prediction to the next has no detour through the residual's sign.
+        let shifted = x.checked_sub(p).and_then(|d| d.checked_add(self.offset));
+        if let Some(Ok(narrow)) = shifted.map(u32::try_from) {
+            let q = i64::from(self.divisor.quotient(narrow)) - self.shift;
+            // |q step| <= |x - p| + e + step < 2^54.
+            return Some((q, p.checked_add(q * self.step)?));
+        }
+        // The same index as trunc((x - p ± e) / step), the sign that of x - p.
         if let Some(d) = x.checked_sub(p) {
             let magnitude = d.unsigned_abs().wrapping_add(self.e as u64);
             // Fine units (a detected quantum far below the bound) give wide numerators: those
@@ -517,7 +588,14 @@ fn choose_units_quantisation(
         &[0; MAX_ORDER],
         RECONSTRUCTION_ORDER,
     )
-    .map(|p| quantise_units(column, ints, p, e, None))
+    .map(|p| {
+        if short && limit.contains(&p.intercept()) && p.warmup() == RECONSTRUCTION_ORDER {
+            quantise_units_fitted_short::<RECONSTRUCTION_ORDER>(ints, p, e)
+                .unwrap_or_else(|| quantise_units(column, ints, p, e, None))
+        } else {
+            quantise_units(column, ints, p, e, None)
+        }
+    })
     .filter(|refit| refit.cost() <= first.cost())
     .map_or_else(
         || checked(column, ints, e, bound, first),
@@ -556,10 +634,12 @@ fn narrowed_quantum(repr: Representation) -> Option<Representation> {
 }
 
 fn cost(indices: &[i64]) -> u64 {
-    indices
-        .iter()
-        .map(|&q| u64::from(64 - zigzag(q).leading_zeros()) + 1)
-        .sum()
+    indices.iter().map(|&q| index_bits(q)).sum()
+}
+
+#[inline(always)]
+fn index_bits(q: i64) -> u64 {
+    u64::from(64 - zigzag(q).leading_zeros()) + 1
 }
 
 /// The column's representation in integer units, if it has one, with the unit's size.
