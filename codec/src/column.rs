@@ -1110,6 +1110,40 @@ mod tests {
         }
     }
 
+    /// Up to the limit, the floating-point prediction is the integer one, extreme
+    /// coefficients and values included.
+    #[test]
+    fn float_predictions_are_exact_below_the_limit() {
+        let mut uniform = crate::synthetic::uniform_source(33);
+        let edge = EXACT_IN_FLOAT - 1;
+        for case in 0..2000 {
+            // In [-scale, scale]; the ends only, half the time.
+            let extreme = case % 2 == 0;
+            let mut draw = |scale: f64| {
+                let u = uniform() * 2.0 - 1.0;
+                let u = if extreme { u.signum() } else { u };
+                (u * scale).round() as i64
+            };
+            let coeffs: [i16; MAX_ORDER] =
+                std::array::from_fn(|_| draw(f64::from(i16::MAX)) as i16);
+            let window: [i64; MAX_ORDER] = std::array::from_fn(|_| draw(edge as f64));
+            let intercept = draw((1u64 << 40) as f64);
+            let predictor = Predictor::Fitted {
+                order: 12,
+                coeffs,
+                intercept,
+            };
+            let float = FloatFitted::<12>::new(predictor);
+            let tail: &[i64; 12] = window[MAX_ORDER - 12..].try_into().unwrap();
+            let as_floats = tail.map(|v| v as f64);
+            assert_eq!(
+                float.predict(&as_floats, [window[MAX_ORDER - 1], window[MAX_ORDER - 2]]),
+                predictor.predict_from(&window),
+                "case {case}"
+            );
+        }
+    }
+
     /// The normal equations built from row 0 alone equal the ones summed product by product.
     #[test]
     fn normal_equations_match_the_direct_sums() {

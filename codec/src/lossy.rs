@@ -373,6 +373,15 @@ fn first_ranking(
 /// an order-3 fit's sum under 2^58 (what [`is_small`](crate::column) asks of a window).
 const SHORT_RANKING_LIMIT: i64 = EXACT_IN_FLOAT / 2;
 
+/// Whether the values, the bound and the fitted predictor's intercept are below
+/// [`SHORT_RANKING_LIMIT`].
+fn is_short(ints: &[i64], e: i64, fitted: Option<Predictor>) -> bool {
+    let limit = -SHORT_RANKING_LIMIT + 1..SHORT_RANKING_LIMIT;
+    limit.contains(&e)
+        && ints.iter().all(|x| limit.contains(x))
+        && fitted.is_none_or(|p| limit.contains(&p.intercept()))
+}
+
 /// [`first_ranking`] where everything is below [`SHORT_RANKING_LIMIT`], the same candidates
 /// made faster: zero
 /// prediction quantises each sample on its own, and the other three chains keep their last
@@ -437,9 +446,8 @@ fn quantise_units_fitted_short<const N: usize>(
         .enumerate()
     {
         let window: &[f64; N] = past[i..i + N].try_into().expect("N values");
-        let Some((q, rx)) = quantiser.quantise(x, fit.predict(window, newest)) else {
-            return None;
-        };
+        // Never `None` here (every value is small); the generic loop takes it otherwise.
+        let (q, rx) = quantiser.quantise(x, fit.predict(window, newest))?;
         *index = q;
         bits += index_bits(q);
         *r = rx;
@@ -566,10 +574,7 @@ fn choose_units_quantisation(
     // by at most the bound. (Without a fit, Linear stands in twice: the first of equals is
     // taken.)
     let fit3 = Predictor::fit(ints, &[0; MAX_ORDER], 3);
-    let limit = -SHORT_RANKING_LIMIT + 1..SHORT_RANKING_LIMIT;
-    let short = limit.contains(&e)
-        && ints.iter().all(|x| limit.contains(x))
-        && fit3.is_none_or(|p| limit.contains(&p.intercept()));
+    let short = is_short(ints, e, fit3);
     let candidates = if short {
         first_ranking_short(ints, e, fit3)
     } else {
@@ -589,7 +594,7 @@ fn choose_units_quantisation(
         RECONSTRUCTION_ORDER,
     )
     .map(|p| {
-        if short && limit.contains(&p.intercept()) && p.warmup() == RECONSTRUCTION_ORDER {
+        if short && is_short(&[], e, Some(p)) && p.warmup() == RECONSTRUCTION_ORDER {
             quantise_units_fitted_short::<RECONSTRUCTION_ORDER>(ints, p, e)
                 .unwrap_or_else(|| quantise_units(column, ints, p, e, None))
         } else {
@@ -1046,12 +1051,13 @@ mod tests {
         assert!(max_error(&frames, &decoded, 0) <= eb);
     }
 
-    /// A bound of more units than a packet can name is tightened to the widest it can, so
-    /// that the packet decodes (and still holds the bound asked for).
+    /// Where the short loops apply, they quantise as the generic one does, candidate for
+    /// candidate and for the refit.
     #[test]
-    fn the_short_ranking_quantises_as_the_generic_one() {
+    fn the_short_loops_quantise_as_the_generic_one() {
         let mut uniform = crate::synthetic::uniform_source(99);
         let mut tags = std::collections::BTreeSet::new();
+        let mut refits = 0;
         for case in 0..40 {
             let scale = [1.0, 30.0, 1e4, 1e9][case % 4];
             let drift = [0.0, 0.02, 0.3][case % 3];
@@ -1070,6 +1076,9 @@ mod tests {
             let column: Vec<f64> = ints.iter().map(|&x| x as f64).collect();
             let e = [1, 3, 50, 100_000][case % 4];
             let fit3 = Predictor::fit(&ints, &[0; MAX_ORDER], 3);
+            if !is_short(&ints, e, fit3) {
+                continue;
+            }
             let short = first_ranking_short(&ints, e, fit3);
             let generic = first_ranking(&column, &ints, e, fit3);
             for (short, generic) in short.iter().zip(&generic) {
@@ -1078,6 +1087,22 @@ mod tests {
                 assert_eq!(short.exceptions, generic.exceptions, "case {case}");
                 assert_eq!(short.reconstruction, generic.reconstruction, "case {case}");
             }
+            // The refit, as the encoder makes it.
+            let refit = Predictor::fit_from(
+                &ints,
+                &short[3].reconstruction,
+                &[0; MAX_ORDER],
+                RECONSTRUCTION_ORDER,
+            );
+            if let Some(refit) = refit.filter(|p| is_short(&ints, e, Some(*p))) {
+                let fast = quantise_units_fitted_short::<RECONSTRUCTION_ORDER>(&ints, refit, e)
+                    .expect("small values");
+                let generic = quantise_units(&column, &ints, refit, e, None);
+                assert_eq!(fast.indices, generic.indices, "case {case}");
+                assert_eq!(fast.reconstruction, generic.reconstruction, "case {case}");
+                assert_eq!(fast.cost(), generic.cost(), "case {case}");
+                refits += 1;
+            }
             tags.insert(short.map(|q| q.predictor.tag()));
         }
         assert_eq!(
@@ -1085,8 +1110,11 @@ mod tests {
             [[0, 1, 2, 2], [0, 1, 2, 3]].into(),
             "with and without a fit"
         );
+        assert!(refits >= 25, "{refits} refits");
     }
 
+    /// A bound of more units than a packet can name is tightened to the widest it can, so
+    /// that the packet decodes (and still holds the bound asked for).
     #[test]
     fn a_bound_wider_than_the_format_names_still_decodes() {
         let schema = imu_schema();
