@@ -516,6 +516,16 @@ impl Predictor {
         self.predict_within(window, false)
     }
 
+    /// The prediction from the last three values, newest first, where every value is
+    /// [`is_small`] (the fitted orders up to three; the decoder's prediction from the same
+    /// values).
+    #[inline(always)]
+    pub(crate) fn predict_short(self, last: [i64; 3]) -> i64 {
+        let mut window = [0; MAX_ORDER];
+        window[MAX_ORDER - 3..].copy_from_slice(&[last[2], last[1], last[0]]);
+        self.predict_within(&window, true)
+    }
+
     /// The intercept of a fitted predictor (0 for the others).
     pub(crate) fn intercept(self) -> i64 {
         match self {

@@ -371,23 +371,31 @@ fn first_ranking(
 /// ranking's predictions and reconstructions far inside the 64-bit fast paths: a
 /// reconstruction is within `e` of its value (under 2^41), a linear extrapolation under 2^43,
 /// an order-3 fit's sum under 2^58 (what [`is_small`](crate::column) asks of a window).
-const SHORT_RANKING_LIMIT: i64 = EXACT_IN_FLOAT / 2;
+const SHORT_RANKING_LIMIT: i64 = 1 << 40;
 
-/// Whether the values, the bound and the fitted predictor's intercept are below
-/// [`SHORT_RANKING_LIMIT`].
-fn is_short(ints: &[i64], e: i64, fitted: Option<Predictor>) -> bool {
-    let limit = -SHORT_RANKING_LIMIT + 1..SHORT_RANKING_LIMIT;
+/// Below this, values and bounds keep reconstructions below [`EXACT_IN_FLOAT`]: fitted
+/// predictions can be made in floating point (with intercepts below it too).
+const FLOAT_PREDICTION_LIMIT: i64 = EXACT_IN_FLOAT / 2;
+
+/// Whether the values, the bound and the fitted predictor's intercept are below `limit`.
+fn within(limit: i64, ints: &[i64], e: i64, fitted: Option<Predictor>) -> bool {
+    let limit = -limit + 1..limit;
     limit.contains(&e)
         && ints.iter().all(|x| limit.contains(x))
         && fitted.is_none_or(|p| limit.contains(&p.intercept()))
 }
 
 /// [`first_ranking`] where everything is below [`SHORT_RANKING_LIMIT`], the same candidates
-/// made faster: zero
-/// prediction quantises each sample on its own, and the other three chains keep their last
-/// values in registers (the generic windows in memory put a store and a load on every step of
-/// every chain).
-fn first_ranking_short(ints: &[i64], e: i64, fit3: Option<Predictor>) -> [UnitsQuantised; 4] {
+/// made faster: zero prediction quantises each sample on its own, and the other three chains
+/// keep their last values in registers (the generic windows in memory put a store and a load
+/// on every step of every chain). With `float_fit` (everything below
+/// [`FLOAT_PREDICTION_LIMIT`]) the fit's older values are taken in floating point.
+fn first_ranking_short(
+    ints: &[i64],
+    e: i64,
+    fit3: Option<Predictor>,
+    float_fit: bool,
+) -> [UnitsQuantised; 4] {
     let quantiser = Quantiser::new(e);
     let n = ints.len();
     let mut zero = UnitsQuantised::new(Predictor::Zero, n);
@@ -412,7 +420,8 @@ fn first_ranking_short(ints: &[i64], e: i64, fit3: Option<Predictor>) -> [UnitsQ
         linear.reconstruction.push(r);
         shift(&mut l, r);
         let prediction = match fit3 {
-            Some(_) => fit.predict(&f_float, [f[0], f[1]]),
+            Some(_) if float_fit => fit.predict(&f_float, [f[0], f[1]]),
+            Some(fit3) => fit3.predict_short(f),
             None => 2 * f[0] - f[1],
         };
         let r = fitted.take(i, x, quantiser.quantise(x, prediction));
@@ -424,7 +433,7 @@ fn first_ranking_short(ints: &[i64], e: i64, fit3: Option<Predictor>) -> [UnitsQ
 }
 
 /// [`quantise_units`] without the bound check, for a fitted predictor, where the values,
-/// the bound and the intercept are below [`SHORT_RANKING_LIMIT`]: reconstructions stay below
+/// the bound and the intercept are below [`FLOAT_PREDICTION_LIMIT`]: reconstructions stay below
 /// [`EXACT_IN_FLOAT`], so the prediction is made in floating point, exactly (see
 /// [`FloatFitted`]); the integer multiplier, one product per cycle, keeps to the quantiser.
 fn quantise_units_fitted_short<const N: usize>(
@@ -574,9 +583,10 @@ fn choose_units_quantisation(
     // by at most the bound. (Without a fit, Linear stands in twice: the first of equals is
     // taken.)
     let fit3 = Predictor::fit(ints, &[0; MAX_ORDER], 3);
-    let short = is_short(ints, e, fit3);
+    let short = within(SHORT_RANKING_LIMIT, ints, e, fit3);
+    let float_fit = short && within(FLOAT_PREDICTION_LIMIT, ints, e, fit3);
     let candidates = if short {
-        first_ranking_short(ints, e, fit3)
+        first_ranking_short(ints, e, fit3, float_fit)
     } else {
         first_ranking(column, ints, e, fit3)
     };
@@ -594,7 +604,10 @@ fn choose_units_quantisation(
         RECONSTRUCTION_ORDER,
     )
     .map(|p| {
-        if short && is_short(&[], e, Some(p)) && p.warmup() == RECONSTRUCTION_ORDER {
+        if float_fit
+            && within(FLOAT_PREDICTION_LIMIT, &[], e, Some(p))
+            && p.warmup() == RECONSTRUCTION_ORDER
+        {
             quantise_units_fitted_short::<RECONSTRUCTION_ORDER>(ints, p, e)
                 .unwrap_or_else(|| quantise_units(column, ints, p, e, None))
         } else {
@@ -1057,9 +1070,10 @@ mod tests {
     fn the_short_loops_quantise_as_the_generic_one() {
         let mut uniform = crate::synthetic::uniform_source(99);
         let mut tags = std::collections::BTreeSet::new();
-        let mut refits = 0;
-        for case in 0..40 {
-            let scale = [1.0, 30.0, 1e4, 1e9][case % 4];
+        let (mut refits, mut floats, mut shorts) = (0, 0, 0);
+        for case in 0..60 {
+            // The last scale leaves floating-point predictions out.
+            let scale = [1.0, 30.0, 1e4, 1e9, 1e11][case % 5];
             let drift = [0.0, 0.02, 0.3][case % 3];
             let mut level = 0.0;
             let mut ints: Vec<i64> = (0..600)
@@ -1076,10 +1090,13 @@ mod tests {
             let column: Vec<f64> = ints.iter().map(|&x| x as f64).collect();
             let e = [1, 3, 50, 100_000][case % 4];
             let fit3 = Predictor::fit(&ints, &[0; MAX_ORDER], 3);
-            if !is_short(&ints, e, fit3) {
+            if !within(SHORT_RANKING_LIMIT, &ints, e, fit3) {
                 continue;
             }
-            let short = first_ranking_short(&ints, e, fit3);
+            let float_fit = within(FLOAT_PREDICTION_LIMIT, &ints, e, fit3);
+            floats += usize::from(float_fit);
+            shorts += 1;
+            let short = first_ranking_short(&ints, e, fit3, float_fit);
             let generic = first_ranking(&column, &ints, e, fit3);
             for (short, generic) in short.iter().zip(&generic) {
                 assert_eq!(short.predictor, generic.predictor, "case {case}");
@@ -1094,7 +1111,8 @@ mod tests {
                 &[0; MAX_ORDER],
                 RECONSTRUCTION_ORDER,
             );
-            if let Some(refit) = refit.filter(|p| is_short(&ints, e, Some(*p))) {
+            let float_refit = |p: &Predictor| within(FLOAT_PREDICTION_LIMIT, &ints, e, Some(*p));
+            if let Some(refit) = refit.filter(float_refit) {
                 let fast = quantise_units_fitted_short::<RECONSTRUCTION_ORDER>(&ints, refit, e)
                     .expect("small values");
                 let generic = quantise_units(&column, &ints, refit, e, None);
@@ -1111,6 +1129,10 @@ mod tests {
             "with and without a fit"
         );
         assert!(refits >= 25, "{refits} refits");
+        assert!(
+            floats >= 20 && shorts - floats >= 5,
+            "{floats} of {shorts} in floats"
+        );
     }
 
     /// A bound of more units than a packet can name is tightened to the widest it can, so
