@@ -275,6 +275,28 @@ impl UnitsQuantised {
         }
     }
 
+    /// Room for `n` samples' indices and reconstructions, for [`UnitsQuantised::put`].
+    fn filled(predictor: Predictor, n: usize) -> Self {
+        UnitsQuantised {
+            predictor,
+            indices: vec![0; n],
+            bits: 0,
+            exceptions: Vec::new(),
+            reconstruction: vec![0; n],
+        }
+    }
+
+    /// Records the quantisation of sample `i` of a column without exceptions (made
+    /// [`UnitsQuantised::filled`]); returns its reconstruction. A store where a push would
+    /// also keep the length: the short loops are short of instructions, not of time waiting.
+    #[inline(always)]
+    fn put(&mut self, i: usize, (q, r): (i64, i64)) -> i64 {
+        self.indices[i] = q;
+        self.bits += index_bits(q);
+        self.reconstruction[i] = r;
+        r
+    }
+
     /// Records sample `i` (`x` units) as its quantisation index, or as an exception where it
     /// has none; returns its reconstruction (not recorded).
     #[inline(always)]
@@ -395,41 +417,41 @@ fn first_ranking_short(
     e: i64,
     fit3: Option<Predictor>,
     float_fit: bool,
-) -> [UnitsQuantised; 4] {
+) -> Option<[UnitsQuantised; 4]> {
     let quantiser = Quantiser::new(e);
     let n = ints.len();
-    let mut zero = UnitsQuantised::new(Predictor::Zero, n);
+    let fitted_predictor = fit3.unwrap_or(Predictor::Linear);
+    let [mut zero, mut previous, mut linear, mut fitted] = [
+        Predictor::Zero,
+        Predictor::Previous,
+        Predictor::Linear,
+        fitted_predictor,
+    ]
+    .map(|predictor| UnitsQuantised::filled(predictor, n));
     for (i, &x) in ints.iter().enumerate() {
-        let r = zero.take(i, x, quantiser.quantise(x, 0));
-        zero.reconstruction.push(r);
+        zero.put(i, quantiser.quantise(x, 0)?);
     }
-    let mut previous = UnitsQuantised::new(Predictor::Previous, n);
-    let mut linear = UnitsQuantised::new(Predictor::Linear, n);
-    let mut fitted = UnitsQuantised::new(fit3.unwrap_or(Predictor::Linear), n);
-    let fit = FloatFitted::<3>::new(fitted.predictor);
+    let fit = FloatFitted::<3>::new(fitted_predictor);
     // Each chain's last three reconstructions, newest first (the history is zeros), and the
     // fitted chain's as floats, oldest first.
     let (mut p, mut l, mut f) = ([0i64; 3], [0i64; 3], [0i64; 3]);
     let mut f_float = [0.0; 3];
     let shift = |last: &mut [i64; 3], r: i64| *last = [r, last[0], last[1]];
     for (i, &x) in ints.iter().enumerate() {
-        let r = previous.take(i, x, quantiser.quantise(x, p[0]));
-        previous.reconstruction.push(r);
+        let r = previous.put(i, quantiser.quantise(x, p[0])?);
         shift(&mut p, r);
-        let r = linear.take(i, x, quantiser.quantise(x, 2 * l[0] - l[1]));
-        linear.reconstruction.push(r);
+        let r = linear.put(i, quantiser.quantise(x, 2 * l[0] - l[1])?);
         shift(&mut l, r);
         let prediction = match fit3 {
             Some(_) if float_fit => fit.predict(&f_float, [f[0], f[1]]),
             Some(fit3) => fit3.predict_short(f),
             None => 2 * f[0] - f[1],
         };
-        let r = fitted.take(i, x, quantiser.quantise(x, prediction));
-        fitted.reconstruction.push(r);
+        let r = fitted.put(i, quantiser.quantise(x, prediction)?);
         shift(&mut f, r);
         f_float = [f_float[1], f_float[2], r as f64];
     }
-    [zero, previous, linear, fitted]
+    Some([zero, previous, linear, fitted])
 }
 
 /// [`quantise_units`] without the bound check, for a fitted predictor, where the values,
@@ -443,33 +465,18 @@ fn quantise_units_fitted_short<const N: usize>(
 ) -> Option<UnitsQuantised> {
     let quantiser = Quantiser::new(e);
     let fit = FloatFitted::<N>::new(predictor);
-    let n = ints.len();
-    let (mut indices, mut reconstruction) = (vec![0; n], vec![0; n]);
+    let mut out = UnitsQuantised::filled(predictor, ints.len());
     // The reconstruction after a history of zeros, as floats, which the prediction reads.
-    let mut past = vec![0.0; N + n];
-    let (mut newest, mut bits) = ([0; 2], 0);
-    for (i, ((&x, index), r)) in ints
-        .iter()
-        .zip(&mut indices)
-        .zip(&mut reconstruction)
-        .enumerate()
-    {
+    let mut past = vec![0.0; N + ints.len()];
+    let mut newest = [0; 2];
+    for (i, &x) in ints.iter().enumerate() {
         let window: &[f64; N] = past[i..i + N].try_into().expect("N values");
         // Never `None` here (every value is small); the generic loop takes it otherwise.
-        let (q, rx) = quantiser.quantise(x, fit.predict(window, newest))?;
-        *index = q;
-        bits += index_bits(q);
-        *r = rx;
-        past[i + N] = rx as f64;
-        newest = [rx, newest[0]];
+        let r = out.put(i, quantiser.quantise(x, fit.predict(window, newest))?);
+        past[i + N] = r as f64;
+        newest = [r, newest[0]];
     }
-    Some(UnitsQuantised {
-        predictor,
-        indices,
-        bits,
-        exceptions: Vec::new(),
-        reconstruction,
-    })
+    Some(out)
 }
 
 /// Quantisation at steps of `2e + 1` units.
@@ -585,11 +592,10 @@ fn choose_units_quantisation(
     let fit3 = Predictor::fit(ints, &[0; MAX_ORDER], 3);
     let short = within(SHORT_RANKING_LIMIT, ints, e, fit3);
     let float_fit = short && within(FLOAT_PREDICTION_LIMIT, ints, e, fit3);
-    let candidates = if short {
-        first_ranking_short(ints, e, fit3, float_fit)
-    } else {
-        first_ranking(column, ints, e, fit3)
-    };
+    let candidates = short
+        .then(|| first_ranking_short(ints, e, fit3, float_fit))
+        .flatten()
+        .unwrap_or_else(|| first_ranking(column, ints, e, fit3));
     let first = candidates
         .into_iter()
         .min_by_key(UnitsQuantised::cost)
@@ -1096,7 +1102,7 @@ mod tests {
             let float_fit = within(FLOAT_PREDICTION_LIMIT, &ints, e, fit3);
             floats += usize::from(float_fit);
             shorts += 1;
-            let short = first_ranking_short(&ints, e, fit3, float_fit);
+            let short = first_ranking_short(&ints, e, fit3, float_fit).expect("small values");
             let generic = first_ranking(&column, &ints, e, fit3);
             for (short, generic) in short.iter().zip(&generic) {
                 assert_eq!(short.predictor, generic.predictor, "case {case}");
