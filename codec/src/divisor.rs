@@ -1,4 +1,5 @@
-//! Division of 32-bit numerators by a divisor known in advance, by one multiplication.
+//! Division by a divisor known in advance, by one multiplication: of 32-bit numerators
+//! ([`Divisor`]), and of exact multiples ([`ExactDivisor`]).
 
 /// A divisor with its reciprocal `ceil(2^64 / d)`: `n / d` is then the high half of
 /// `reciprocal * n`, exactly, for every `n < 2^32` and `d >= 2` (Lemire, Kaser and Kurz,
@@ -33,9 +34,75 @@ impl Divisor {
     }
 }
 
+/// Division of exact multiples of a divisor known in advance: `q d` divided by `d =
+/// 2^s m` (`m` odd) is `(q d >> s)` times `m`'s inverse modulo 2^64, a shift and a
+/// multiplication where a 64-bit division takes tens of cycles.
+#[derive(Clone, Copy)]
+pub(crate) struct ExactDivisor {
+    divisor: i64,
+    shift: u32,
+    inverse: i64,
+}
+
+impl ExactDivisor {
+    /// `divisor` must not be 0.
+    pub(crate) fn new(divisor: i64) -> Self {
+        debug_assert!(divisor != 0);
+        let shift = divisor.trailing_zeros().min(63);
+        let odd = divisor >> shift;
+        // Newton's iteration doubles the correct low bits: 3 (x = m is right to 3 bits for
+        // any odd m), 6, 12, 24, 48, 96.
+        let mut inverse = odd;
+        for _ in 0..5 {
+            inverse = inverse.wrapping_mul(2i64.wrapping_sub(odd.wrapping_mul(inverse)));
+        }
+        Self {
+            divisor,
+            shift,
+            inverse,
+        }
+    }
+
+    /// `n / divisor`, truncated: by multiplication where `n` is a multiple (checked), by
+    /// division otherwise.
+    #[inline(always)]
+    pub(crate) fn quotient(self, n: i64) -> i64 {
+        let q = (n >> self.shift).wrapping_mul(self.inverse);
+        // Modulo 2^64 the product always comes back to `n`; without overflow only for a
+        // multiple.
+        if q.checked_mul(self.divisor) == Some(n) {
+            q
+        } else {
+            n.wrapping_div(self.divisor)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exact_multiples_divide_as_the_division_does() {
+        let mut uniform = crate::synthetic::uniform_source(9);
+        let mut draw = |scale: f64| ((uniform() * 2.0 - 1.0) * scale) as i64;
+        let mut divisors = vec![1, 2, 3, 7, 10_000_000, 1 << 40, 3 << 50, -3, i64::MIN];
+        divisors.extend((0..200).map(|_| draw(1e15) | 1));
+        for divisor in divisors {
+            let exact = ExactDivisor::new(divisor);
+            let mut numerators: Vec<i64> =
+                (0..200).map(|_| draw(1e6).wrapping_mul(divisor)).collect();
+            numerators.extend((0..50).map(|_| draw(9e18)));
+            numerators.extend([0, i64::MAX, i64::MIN, divisor, divisor.wrapping_neg()]);
+            for n in numerators {
+                assert_eq!(
+                    exact.quotient(n),
+                    n.wrapping_div(divisor),
+                    "{n} / {divisor}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn the_quotient_is_exact_for_every_small_divisor_and_wide_ones() {

@@ -11,6 +11,7 @@ use crate::column::{
     encode_residuals, residuals,
 };
 use crate::container::{CodecId, Packet, PacketHeader};
+use crate::divisor::ExactDivisor;
 use crate::entropy::{ResidualDecoder, ResidualEncoder};
 use crate::frame::INLINE_VALUES;
 use crate::varint::{Reader, put_uvarint};
@@ -96,7 +97,11 @@ pub(crate) fn encode_timestamps(
 pub(crate) fn timestamp_ticks(times: &[i64], schema: &StreamSchema) -> (i64, Vec<i64>, History) {
     let first = times.first().copied().unwrap_or(0);
     let tick = timestamp_tick(times);
-    let ticks = times.iter().map(|t| t.wrapping_sub(first) / tick).collect();
+    let tick_divisor = ExactDivisor::new(tick);
+    let ticks = times
+        .iter()
+        .map(|t| tick_divisor.quotient(t.wrapping_sub(first)))
+        .collect();
     (tick, ticks, tick_history(schema, tick))
 }
 
