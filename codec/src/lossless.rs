@@ -417,11 +417,10 @@ impl Codec for LosslessCodec {
 
         let times: Vec<i64> = frames.iter().map(|f| f.timestamp_ns).collect();
         encode_timestamps(&mut descriptors, &mut encoder, &times, schema);
-        let mut column = Vec::with_capacity(frames.len());
+        let columns = Columns::of(frames, channels);
         for ch in 0..channels {
-            column.clear();
-            column.extend(frames.iter().map(|f| f.values[ch]));
-            let (repr, ints) = Representation::choose(&column, schema.sample_type, schema.lsb(ch));
+            let column = columns.column(ch);
+            let (repr, ints) = Representation::choose(column, schema.sample_type, schema.lsb(ch));
             encode_column(&mut descriptors, &mut encoder, &ints, repr, [0; MAX_ORDER]);
         }
 
@@ -444,6 +443,32 @@ impl Codec for LosslessCodec {
 
     fn decode(&self, schema: &StreamSchema, packet: &Packet) -> Result<Vec<Frame>, CodecError> {
         Ok(decode_lossless(schema, packet, Layout::Rows)?.into_frames(schema.channels.len()))
+    }
+}
+
+/// A block's values column by column, read from the frames in one pass over the rows:
+/// gathering each column from every frame in turn touched every frame once per channel (a
+/// lidar scan's 360 values: 7 % of the bounded encoder's time).
+pub(crate) struct Columns {
+    values: Vec<f64>,
+    rows: usize,
+}
+
+impl Columns {
+    /// `frames` must have at least `channels` values each (`check_block`).
+    pub(crate) fn of(frames: &[Frame], channels: usize) -> Self {
+        let rows = frames.len();
+        let mut values = vec![0.0; rows * channels];
+        for (i, frame) in frames.iter().enumerate() {
+            for (c, &v) in frame.values[..channels].iter().enumerate() {
+                values[c * rows + i] = v;
+            }
+        }
+        Columns { values, rows }
+    }
+
+    pub(crate) fn column(&self, channel: usize) -> &[f64] {
+        &self.values[channel * self.rows..(channel + 1) * self.rows]
     }
 }
 

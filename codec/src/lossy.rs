@@ -18,7 +18,7 @@ use crate::container::{CodecId, Packet, PacketHeader};
 use crate::divisor::Divisor;
 use crate::entropy::{ResidualContext, ResidualDecoder, ResidualEncoder, zigzag};
 use crate::lossless::{
-    DecodedBlock, Layout, check_block, column_payload, decode_timestamps, encode_column,
+    Columns, DecodedBlock, Layout, check_block, column_payload, decode_timestamps, encode_column,
     encode_timestamps, quantum, read_column_head, read_representation, read_timestamp_head,
     row_buffer, write_representation_parameters,
 };
@@ -692,11 +692,10 @@ impl Codec for BoundedCodec {
         let times: Vec<i64> = frames.iter().map(|f| f.timestamp_ns).collect();
         encode_timestamps(&mut head, &mut encoder, &times, schema);
 
-        let mut column = Vec::with_capacity(frames.len());
+        let columns = Columns::of(frames, bounds.len());
         for (c, &eb) in bounds.iter().enumerate() {
-            column.clear();
-            column.extend(frames.iter().map(|f| f.values[c]));
-            let (repr, ints) = Representation::choose(&column, ty, schema.lsb(c));
+            let column = columns.column(c);
+            let (repr, ints) = Representation::choose(column, ty, schema.lsb(c));
             let lsb = schema.lsb(c).unwrap_or(1.0);
             let unit_bound = units(repr, schema.lsb(c)).map(|u| bound_in_units(eb, u));
             match unit_bound {
