@@ -721,7 +721,7 @@ impl Codec for BoundedCodec {
                             ty,
                             eb,
                         };
-                        let quantised = choose_units_quantisation(&column, &ints, e, bound);
+                        let quantised = choose_units_quantisation(column, &ints, e, bound);
                         quantised
                             .exceptions
                             .iter()
@@ -736,7 +736,7 @@ impl Codec for BoundedCodec {
                             ty,
                             eb,
                         };
-                        (repr, e, choose_units_quantisation(&column, &ints, e, bound))
+                        (repr, e, choose_units_quantisation(column, &ints, e, bound))
                     });
                     let predictor = quantised.predictor;
                     head.push(MODE_UNITS);
@@ -764,7 +764,7 @@ impl Codec for BoundedCodec {
                 }
                 None => {
                     let (order, quantised) = (0..=2u8)
-                        .map(|o| (o, quantise_float(&column, o, eb, ty)))
+                        .map(|o| (o, quantise_float(column, o, eb, ty)))
                         .min_by_key(|(_, q)| cost(&q.indices) + 64 * q.exceptions.len() as u64)
                         .expect("three candidates");
                     head.push(MODE_FLOAT);
