@@ -493,11 +493,20 @@ impl ResidualEncoder {
             let due = u64::from(state) >= u64::from(frequency) << (32 - SCALE_BITS);
             words[written.min(slot)] = state as u16;
             written += usize::from(due);
-            state >>= 16 * u32::from(due);
-            // The reciprocal does not wait on the state: the division leaves the chain from
-            // one symbol to the next.
-            let quotient = Divisor::new(u64::from(frequency)).quotient(state);
-            state = (quotient << SCALE_BITS) + (state - quotient * frequency) + start;
+            // The reciprocal does not wait on the state, and both quotients (renormalised or
+            // not) are under way while the comparison decides: the chain from one symbol to
+            // the next holds a multiplication, a selection and x' = x + start + q (M - f),
+            // which is (x / f) M + x mod f + start.
+            let divisor = Divisor::new(u64::from(frequency));
+            let shifted = state >> 16;
+            let (quotient_kept, quotient_shifted) =
+                (divisor.quotient(state), divisor.quotient(shifted));
+            let (x, quotient) = if due {
+                (shifted, quotient_shifted)
+            } else {
+                (state, quotient_kept)
+            };
+            state = x + start + quotient * (SCALE - frequency);
         }
         words.truncate(written);
         (state, words)
