@@ -420,8 +420,14 @@ pub(crate) struct ResidualEncoder {
 
 impl ResidualEncoder {
     pub(crate) fn new() -> Self {
+        Self::for_residuals(0)
+    }
+
+    /// An encoder with room for `count` residuals' symbols (up to two each), so that a
+    /// block's coding does not grow and copy its record as it goes.
+    pub(crate) fn for_residuals(count: usize) -> Self {
         Self {
-            intervals: Vec::new(),
+            intervals: Vec::with_capacity(2 * count),
             raw: RawBitWriter::default(),
         }
     }

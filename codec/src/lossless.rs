@@ -413,7 +413,7 @@ impl Codec for LosslessCodec {
         let first = frames[0].timestamp_ns;
         let channels = schema.channels.len();
         let mut descriptors = Vec::with_capacity(2 * channels + 2);
-        let mut encoder = ResidualEncoder::new();
+        let mut encoder = ResidualEncoder::for_residuals(frames.len() * (channels + 1));
 
         let times: Vec<i64> = frames.iter().map(|f| f.timestamp_ns).collect();
         encode_timestamps(&mut descriptors, &mut encoder, &times, schema);

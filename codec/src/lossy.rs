@@ -688,7 +688,7 @@ impl Codec for BoundedCodec {
         let bounds = self.bound.per_channel(schema, frames);
         let ty = schema.sample_type;
         let mut head = Vec::with_capacity(16 * bounds.len());
-        let mut encoder = ResidualEncoder::new();
+        let mut encoder = ResidualEncoder::for_residuals(frames.len() * (bounds.len() + 1));
         let times: Vec<i64> = frames.iter().map(|f| f.timestamp_ns).collect();
         encode_timestamps(&mut head, &mut encoder, &times, schema);
 
