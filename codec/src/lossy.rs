@@ -265,13 +265,15 @@ struct UnitsQuantised {
 }
 
 impl UnitsQuantised {
+    /// Room for `capacity` indices, for [`UnitsQuantised::take`] (the reconstruction is
+    /// set at the end).
     fn new(predictor: Predictor, capacity: usize) -> Self {
         UnitsQuantised {
             predictor,
             indices: Vec::with_capacity(capacity),
             bits: 0,
             exceptions: Vec::new(),
-            reconstruction: Vec::with_capacity(capacity),
+            reconstruction: Vec::new(),
         }
     }
 
@@ -354,10 +356,7 @@ fn quantise_units_together<const K: usize>(
 ) -> [UnitsQuantised; K] {
     let quantiser = Quantiser::new(eb_units);
     let mut pasts: [Past; K] = std::array::from_fn(|_| Past::new(&[0; MAX_ORDER], ints.len()));
-    let mut out = predictors.map(|predictor| UnitsQuantised::new(predictor, 0));
-    for out in &mut out {
-        out.indices.reserve(ints.len());
-    }
+    let mut out = predictors.map(|predictor| UnitsQuantised::new(predictor, ints.len()));
     for (i, (&x, &value)) in ints.iter().zip(column).enumerate() {
         for (past, out) in pasts.iter_mut().zip(&mut out) {
             let quantised = quantiser
@@ -456,8 +455,10 @@ fn first_ranking_short(
 
 /// [`quantise_units`] without the bound check, for a fitted predictor, where the values,
 /// the bound and the intercept are below [`FLOAT_PREDICTION_LIMIT`]: reconstructions stay below
-/// [`EXACT_IN_FLOAT`], so the prediction is made in floating point, exactly (see
-/// [`FloatFitted`]); the integer multiplier, one product per cycle, keeps to the quantiser.
+/// [`EXACT_IN_FLOAT`], so the older values' part of each prediction is made in floating
+/// point, exactly, off the wait from one reconstruction to the next (see [`FloatFitted`]):
+/// the generic loop took 8.0 ns a value on the bench's IMU, this one 4.7. `None` where a
+/// sample would be an exception (none can be here).
 fn quantise_units_fitted_short<const N: usize>(
     ints: &[i64],
     predictor: Predictor,
