@@ -267,12 +267,13 @@ fn exact_quantum(values: &[f64], q: f64, ty: SampleType) -> Option<(Representati
 fn quantum_interval(values: &[f64], q: f64, ty: SampleType) -> Option<f64> {
     let (mut lo, mut hi) = (0.0f64, f64::INFINITY);
     let reciprocal = 1.0 / q;
+    // The intervals only narrow: whether they meet is known at the end, and the loop goes
+    // without a way out at every value.
+    let mut zero_count_of_nonzero = false;
     for &x in values {
         let c = round_to_integer(x * reciprocal);
         if c == 0.0 {
-            if x != 0.0 {
-                return None;
-            }
+            zero_count_of_nonzero |= x != 0.0;
             continue;
         }
         let (below, above) = match ty {
@@ -286,11 +287,8 @@ fn quantum_interval(values: &[f64], q: f64, ty: SampleType) -> Option<f64> {
         let (a, b) = ((x + below) * half_over_c, (x + above) * half_over_c);
         lo = lo.max(a.min(b));
         hi = hi.min(a.max(b));
-        if lo > hi {
-            return None;
-        }
     }
-    Some((lo + hi) / 2.0)
+    (!zero_count_of_nonzero && lo <= hi).then(|| (lo + hi) / 2.0)
 }
 
 /// The fewest decimal digits that represent every value exactly, if any do, with the counts.
