@@ -267,13 +267,12 @@ fn exact_quantum(values: &[f64], q: f64, ty: SampleType) -> Option<(Representati
 fn quantum_interval(values: &[f64], q: f64, ty: SampleType) -> Option<f64> {
     let (mut lo, mut hi) = (0.0f64, f64::INFINITY);
     let reciprocal = 1.0 / q;
-    // The intervals only narrow: whether they meet is known at the end, and the loop goes
-    // without a way out at every value.
-    let mut zero_count_of_nonzero = false;
     for &x in values {
         let c = round_to_integer(x * reciprocal);
         if c == 0.0 {
-            zero_count_of_nonzero |= x != 0.0;
+            if x != 0.0 {
+                return None;
+            }
             continue;
         }
         let (below, above) = match ty {
@@ -287,8 +286,11 @@ fn quantum_interval(values: &[f64], q: f64, ty: SampleType) -> Option<f64> {
         let (a, b) = ((x + below) * half_over_c, (x + above) * half_over_c);
         lo = lo.max(a.min(b));
         hi = hi.min(a.max(b));
+        if lo > hi {
+            return None;
+        }
     }
-    (!zero_count_of_nonzero && lo <= hi).then(|| (lo + hi) / 2.0)
+    Some((lo + hi) / 2.0)
 }
 
 /// The fewest decimal digits that represent every value exactly, if any do, with the counts.
