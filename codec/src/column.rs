@@ -319,10 +319,14 @@ fn decimal_counts(values: &[f64]) -> Option<(Representation, Vec<i64>)> {
 }
 
 /// `x` rounded to an integer (ties either way), inline: without SSE4.1 `f64::round` is a
-/// library call, and the conversions that use this check their results anyway.
+/// library call, and the conversions that use this check their results anyway. Below 2^51
+/// in magnitude, adding 1.5 * 2^52 rounds `x` into the sum's low mantissa bits (two
+/// additions, where converting to an integer and back waits twice as long).
 #[inline(always)]
 fn round_to_integer(x: f64) -> f64 {
-    if x.abs() < (1u64 << 52) as f64 {
+    if x.abs() < (1u64 << 51) as f64 {
+        (x + SHIFTER) - SHIFTER
+    } else if x.abs() < (1u64 << 52) as f64 {
         let truncated = x as i64;
         let fraction = x - truncated as f64;
         (truncated + i64::from(fraction >= 0.5) - i64::from(fraction <= -0.5)) as f64
@@ -332,12 +336,14 @@ fn round_to_integer(x: f64) -> f64 {
     }
 }
 
-/// The integer nearest `x` (ties either way), if an `i64` holds it. Below 2^51 in magnitude,
-/// adding 1.5 * 2^52 rounds `x` into the sum's low mantissa bits: an addition instead of
-/// conversions (SSE2 converts to integers only by truncating).
+/// 1.5 * 2^52: added to a number below 2^51 in magnitude, it leaves that number rounded to
+/// an integer in the low mantissa bits.
+const SHIFTER: f64 = 6_755_399_441_055_744.0;
+
+/// The integer nearest `x` (ties either way), if an `i64` holds it, by the same addition
+/// (SSE2 converts to integers only by truncating).
 #[inline(always)]
 fn nearest_integer(x: f64) -> Option<i64> {
-    const SHIFTER: f64 = 6_755_399_441_055_744.0;
     if x.abs() < (1u64 << 51) as f64 {
         Some((x + SHIFTER).to_bits() as i64 - SHIFTER.to_bits() as i64)
     } else {
