@@ -1018,6 +1018,10 @@ mod tests {
                 _ => Some(i64::MIN),
             };
             let got = nearest_integer(x);
+            // The float rounding agrees (where an i64 holds the result).
+            if let Some(c) = got {
+                assert_eq!(round_to_integer(x), c as f64, "{x}");
+            }
             match expected {
                 // A tie may round either way.
                 None => assert!(
