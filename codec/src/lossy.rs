@@ -520,17 +520,13 @@ impl Quantiser {
             // |q step| <= |x - p| + e + step < 2^54.
             return Some((q, p.checked_add(q * self.step)?));
         }
-        // The same index as trunc((x - p ± e) / step), the sign that of x - p.
+        // Wider residuals (fine units: a detected quantum far below the bound) take a 64-bit
+        // division, still far cheaper than a 128-bit one: the same index as
+        // trunc((x - p ± e) / step), the sign that of x - p.
         if let Some(d) = x.checked_sub(p) {
             let magnitude = d.unsigned_abs().wrapping_add(self.e as u64);
-            // Fine units (a detected quantum far below the bound) give wide numerators: those
-            // take a 64-bit division, which is still far cheaper than a 128-bit one.
-            let q = match u32::try_from(magnitude) {
-                Ok(narrow) => Some(u64::from(self.divisor.quotient(narrow))),
-                Err(_) => (magnitude < 1 << 63).then(|| magnitude / self.step as u64),
-            };
-            if let Some(q) = q {
-                let q = q as i64;
+            if magnitude < 1 << 63 {
+                let q = (magnitude / self.step as u64) as i64;
                 let q = if d < 0 { -q } else { q };
                 // |q step| <= |d| + e < 2^63.
                 return Some((q, p.checked_add(q * self.step)?));
