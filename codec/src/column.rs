@@ -143,20 +143,50 @@ impl Representation {
         ty: SampleType,
         lsb: Option<f64>,
     ) -> (Representation, Vec<i64>) {
-        let step = lsb.unwrap_or(1.0);
-        let exact = |r: Representation| r.to_integers(values, step, ty).map(|ints| (r, ints));
-        exact(Representation::Integer)
-            .or_else(|| match lsb {
-                Some(_) => exact(Representation::LsbCounts),
-                None if !ty.is_integer() => detect_quantum(values, ty),
-                None => None,
+        Representation::in_units_above(values, ty, lsb, 0.0)
+            .or_else(|| {
+                (ty == SampleType::F32)
+                    .then(|| Representation::F32Bits.to_integers(values, 1.0, ty))?
+                    .map(|ints| (Representation::F32Bits, ints))
             })
-            .or_else(|| (ty == SampleType::F64).then(|| decimal_counts(values))?)
-            .or_else(|| (ty == SampleType::F32).then(|| exact(Representation::F32Bits))?)
             .unwrap_or_else(|| {
                 let ints = values.iter().map(|x| ordered_f64(x.to_bits())).collect();
                 (Representation::F64Bits, ints)
             })
+    }
+
+    /// The first of [`Representation::choose`]'s forms that counts units, where its unit is
+    /// wider than `finest`. Finer grids are given up as soon as two values lie closer than
+    /// `finest` (a lossy codec quantises those columns on a grid of its own).
+    pub(crate) fn in_units_above(
+        values: &[f64],
+        ty: SampleType,
+        lsb: Option<f64>,
+        finest: f64,
+    ) -> Option<(Representation, Vec<i64>)> {
+        let step = lsb.unwrap_or(1.0);
+        let exact = |r: Representation| r.to_integers(values, step, ty).map(|ints| (r, ints));
+        (finest < 1.0)
+            .then(|| exact(Representation::Integer))
+            .flatten()
+            .or_else(|| match lsb {
+                Some(_) => exact(Representation::LsbCounts),
+                None if !ty.is_integer() => detect_quantum(values, ty, finest),
+                None => None,
+            })
+            .or_else(|| (ty == SampleType::F64).then(|| decimal_counts(values, finest))?)
+            .filter(|(repr, _)| repr.unit(step).is_some_and(|u| u > finest))
+    }
+
+    /// The size of one count, for the forms that count units.
+    pub(crate) fn unit(self, lsb: f64) -> Option<f64> {
+        match self {
+            Representation::Integer => Some(1.0),
+            Representation::LsbCounts => Some(lsb),
+            Representation::Decimal(d) => Some(10f64.powi(-i32::from(d))),
+            Representation::Quantum(q) => Some(q),
+            Representation::F32Bits | Representation::F64Bits => None,
+        }
     }
 }
 
@@ -174,7 +204,11 @@ const POW10: [f64; MAX_DECIMAL_DIGITS as usize + 1] = [
 /// A short run of consecutive values usually holds two one step apart, and sorting it is
 /// cheap; a column where it does not gets the longer look. A sample's estimate is never finer
 /// than a larger sample's, so the quick look finds the same step or none.
-fn detect_quantum(values: &[f64], ty: SampleType) -> Option<(Representation, Vec<i64>)> {
+fn detect_quantum(
+    values: &[f64],
+    ty: SampleType,
+    finest: f64,
+) -> Option<(Representation, Vec<i64>)> {
     if values.len() < 8 || values.iter().any(|v| !v.is_finite()) {
         return None;
     }
@@ -183,9 +217,42 @@ fn detect_quantum(values: &[f64], ty: SampleType) -> Option<(Representation, Vec
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
             (lo.min(v), hi.max(v))
         });
-    [QUICK_SAMPLE, SAMPLE].into_iter().find_map(|sample| {
-        let q = estimate_quantum(values, sample, min, max)?;
-        exact_quantum(values, q, ty)
+    for sample in [QUICK_SAMPLE, SAMPLE] {
+        // Two values no further apart than `finest` rule out a wider quantum: in a column
+        // longer than the sample, looking at neighbours costs less than sorting the sample.
+        if sample > QUICK_SAMPLE
+            && values.len() > SAMPLE
+            && finest > 0.0
+            && neighbours_within(values, finest)
+        {
+            return None;
+        }
+        let Some((gap, q)) = estimate_quantum(values, sample, min, max) else {
+            continue;
+        };
+        if gap <= finest {
+            return None;
+        }
+        if let Some(found) = exact_quantum(values, q, ty) {
+            return Some(found);
+        }
+    }
+    None
+}
+
+/// Whether two distinct values up to eight apart lie no more than `distance` apart. Counted
+/// without an exit, so that it vectorises.
+fn neighbours_within(values: &[f64], distance: f64) -> bool {
+    (1..=8.min(values.len())).any(|lag| {
+        values
+            .iter()
+            .zip(&values[lag..])
+            .map(|(a, b)| {
+                let d = (a - b).abs();
+                u32::from((d > 0.0) & (d <= distance))
+            })
+            .sum::<u32>()
+            > 0
     })
 }
 
@@ -193,8 +260,8 @@ fn detect_quantum(values: &[f64], ty: SampleType) -> Option<(Representation, Vec
 const QUICK_SAMPLE: usize = 64;
 
 /// A quantum estimated from the first `sample` values and the extremes (for the longest
-/// distance).
-fn estimate_quantum(values: &[f64], sample: usize, min: f64, max: f64) -> Option<f64> {
+/// distance), with the smallest gap between them.
+fn estimate_quantum(values: &[f64], sample: usize, min: f64, max: f64) -> Option<(f64, f64)> {
     // Sorted as integers that order as the floats do: several times faster than comparing
     // floats.
     let mut keys: Vec<i64> = values
@@ -240,7 +307,7 @@ fn estimate_quantum(values: &[f64], sample: usize, min: f64, max: f64) -> Option
             q = d / n;
         }
     }
-    Some(q)
+    Some((gap, q))
 }
 
 /// The quantum near `q` that reproduces every value, with the counts, if there is one. The
@@ -293,8 +360,9 @@ fn quantum_interval(values: &[f64], q: f64, ty: SampleType) -> Option<f64> {
     Some((lo + hi) / 2.0)
 }
 
-/// The fewest decimal digits that represent every value exactly, if any do, with the counts.
-fn decimal_counts(values: &[f64]) -> Option<(Representation, Vec<i64>)> {
+/// The fewest decimal digits that represent every value exactly, if any do with a unit wider
+/// than `finest`, with the counts.
+fn decimal_counts(values: &[f64], finest: f64) -> Option<(Representation, Vec<i64>)> {
     let mut digits = 0u8;
     let mut counts = Vec::with_capacity(values.len());
     for &x in values {
@@ -304,7 +372,7 @@ fn decimal_counts(values: &[f64]) -> Option<(Representation, Vec<i64>)> {
                 break count;
             }
             digits += 1;
-            if digits > MAX_DECIMAL_DIGITS {
+            if digits > MAX_DECIMAL_DIGITS || POW10[usize::from(digits)] * finest >= 1.0 {
                 return None;
             }
             // The values before hold at the extra digit too: `c / 10^d` and `10 c / 10^(d+1)`
@@ -343,7 +411,7 @@ const SHIFTER: f64 = 6_755_399_441_055_744.0;
 /// The integer nearest `x` (ties either way), if an `i64` holds it, by the same addition
 /// (SSE2 converts to integers only by truncating).
 #[inline(always)]
-fn nearest_integer(x: f64) -> Option<i64> {
+pub(crate) fn nearest_integer(x: f64) -> Option<i64> {
     if x.abs() < (1u64 << 51) as f64 {
         Some((x + SHIFTER).to_bits() as i64 - SHIFTER.to_bits() as i64)
     } else {

@@ -12,7 +12,7 @@
 
 use crate::column::{
     EXACT_IN_FLOAT, FloatFitted, MAX_ORDER, Past, Predictor, Representation, decode_column,
-    encode_residuals,
+    encode_residuals, nearest_integer,
 };
 use crate::container::{CodecId, Packet, PacketHeader};
 use crate::divisor::Divisor;
@@ -663,14 +663,84 @@ fn index_bits(q: i64) -> u64 {
     u64::from(64 - zigzag(q).leading_zeros()) + 1
 }
 
-/// The column's representation in integer units, if it has one, with the unit's size.
+/// The integers a column is quantised in, and the bound in those units.
+struct QuantisationGrid {
+    repr: Representation,
+    ints: Vec<i64>,
+    /// Whether the integers are the values exactly (the column's own representation), or
+    /// the nearest counts of a coarser quantum.
+    exact: bool,
+    /// `None` for a representation without integer units (floats quantised as floats).
+    bound_in_units: Option<i64>,
+}
+
+/// A coarse grid's quantum: a power of two from 2^-COARSE_GRID_BITS to 2^(1 -
+/// COARSE_GRID_BITS) times the bound. Quantising on it rather than on a finer grid of the
+/// column's own makes the step at most a 2^-COARSE_GRID_BITS part smaller (about
+/// 0.0014 bits a sample at 10 bits), and keeps the counts small enough for the quantisers'
+/// fast paths: decimal text with 8 to 12 digits (the real IMUs' CSVs) made them 2^33 to 2^38
+/// units.
+const COARSE_GRID_BITS: i32 = 10;
+
+impl QuantisationGrid {
+    /// The grid for a column with bound `eb`: the column's own representation where its
+    /// unit is wider than a coarse grid's quantum (the step then gains up to a unit), the
+    /// coarse grid where a float column has a finer one or none.
+    fn of(column: &[f64], eb: f64, ty: SampleType, lsb: Option<f64>) -> QuantisationGrid {
+        let own = |(repr, ints): (Representation, Vec<i64>)| QuantisationGrid {
+            repr,
+            ints,
+            exact: true,
+            bound_in_units: units(repr, lsb).map(|u| bound_in_units(eb, u)),
+        };
+        let coarse = (!ty.is_integer() && lsb.is_none())
+            .then(|| coarse_quantum(eb))
+            .flatten();
+        if let Some(q) = coarse {
+            if let Some(wider) = Representation::in_units_above(column, ty, lsb, q) {
+                return own(wider);
+            }
+            if let Some(grid) = QuantisationGrid::coarse(column, eb, q) {
+                return grid;
+            }
+        }
+        own(Representation::choose(column, ty, lsb))
+    }
+
+    /// Counts of `q` nearest each value, if each is finite and the counts are exact
+    /// doubles. The count's rounding takes up to half a quantum of the bound.
+    fn coarse(column: &[f64], eb: f64, q: f64) -> Option<QuantisationGrid> {
+        // A power of two: the products are exact.
+        let reciprocal = 1.0 / q;
+        let ints = column
+            .iter()
+            .map(|&x| nearest_integer(x * reciprocal).filter(|c| c.unsigned_abs() < 1 << 52))
+            .collect::<Option<Vec<i64>>>()?;
+        Some(QuantisationGrid {
+            repr: Representation::Quantum(q),
+            ints,
+            exact: false,
+            bound_in_units: Some(bound_in_units(eb - q / 2.0, q)),
+        })
+    }
+}
+
+/// The power of two 2^-COARSE_GRID_BITS to 2^(1 - COARSE_GRID_BITS) times `eb`, where that
+/// is a normal `f32` (the packet carries it as one).
+fn coarse_quantum(eb: f64) -> Option<f64> {
+    if !(eb.is_normal() && eb > 0.0) {
+        return None;
+    }
+    let exponent = (eb.to_bits() >> 52) as i32 - 1023 - COARSE_GRID_BITS;
+    let q = 2f64.powi(exponent);
+    (q as f32).is_normal().then_some(q)
+}
+
+/// The column's unit size for a representation in integer units.
 fn units(repr: Representation, lsb: Option<f64>) -> Option<f64> {
     match repr {
-        Representation::Integer => Some(1.0),
         Representation::LsbCounts => lsb,
-        Representation::Decimal(d) => Some(10f64.powi(-i32::from(d))),
-        Representation::Quantum(q) => Some(q),
-        Representation::F32Bits | Representation::F64Bits => None,
+        _ => repr.unit(1.0),
     }
 }
 
@@ -692,9 +762,10 @@ impl Codec for BoundedCodec {
         let columns = Columns::of(frames, bounds.len());
         for (c, &eb) in bounds.iter().enumerate() {
             let column = columns.column(c);
-            let (repr, ints) = Representation::choose(column, ty, schema.lsb(c));
+            let grid = QuantisationGrid::of(column, eb, ty, schema.lsb(c));
+            let (repr, ints, on_grid) = (grid.repr, grid.ints, grid.exact);
             let lsb = schema.lsb(c).unwrap_or(1.0);
-            let unit_bound = units(repr, schema.lsb(c)).map(|u| bound_in_units(eb, u));
+            let unit_bound = grid.bound_in_units;
             match unit_bound {
                 _ if eb <= 0.0 => {
                     head.push(MODE_LOSSLESS);
@@ -708,24 +779,27 @@ impl Codec for BoundedCodec {
                     // A units column needs its quantum only as finely as its bound: as an
                     // f32 it takes 4 bytes instead of 8, where every sample, exceptions
                     // included, still meets the bound with it.
-                    let narrowed = narrowed_quantum(repr).and_then(|narrow| {
-                        let e = units(narrow, None)
-                            .map(|u| bound_in_units(eb, u))
-                            .filter(|&e| e >= 1)?;
-                        let bound = Bound {
-                            repr: &narrow,
-                            lsb,
-                            ty,
-                            eb,
-                        };
-                        let quantised = choose_units_quantisation(column, &ints, e, bound);
-                        quantised
-                            .exceptions
-                            .iter()
-                            .all(|&(i, x)| bound.holds(x, column[i]))
-                            .then_some((narrow, e, quantised))
-                    });
-                    let is_narrowed = narrowed.is_some();
+                    let narrowed = narrowed_quantum(repr)
+                        .filter(|_| on_grid)
+                        .and_then(|narrow| {
+                            let e = units(narrow, None)
+                                .map(|u| bound_in_units(eb, u))
+                                .filter(|&e| e >= 1)?;
+                            let bound = Bound {
+                                repr: &narrow,
+                                lsb,
+                                ty,
+                                eb,
+                            };
+                            let quantised = choose_units_quantisation(column, &ints, e, bound);
+                            quantised
+                                .exceptions
+                                .iter()
+                                .all(|&(i, x)| bound.holds(x, column[i]))
+                                .then_some((narrow, e, quantised))
+                        });
+                    // A coarse grid's quantum is a power of two: exactly an f32.
+                    let is_narrowed = narrowed.is_some() || !on_grid;
                     let (repr, e, quantised) = narrowed.unwrap_or_else(|| {
                         let bound = Bound {
                             repr: &repr,
@@ -1326,6 +1400,52 @@ mod tests {
         let decoded = codec.decode(&schema, &packet).unwrap();
         for c in 0..6 {
             assert!(max_error(&frames, &decoded, c) <= eb, "channel {c}");
+        }
+    }
+
+    /// Decimal text printed finer than the bound needs (a real IMU's CSV: 8 digits, counts
+    /// of 2^33 units) is quantised on a power-of-two grid of about a thousandth of the bound:
+    /// every reconstruction is a multiple of it and within the bound. Text as coarse as the
+    /// bound (2 digits at eb = 0.05) keeps its own grid: every reconstruction is one of its
+    /// decimals.
+    #[test]
+    fn columns_finer_than_the_bound_are_quantised_on_a_coarse_grid() {
+        let mut schema = imu_schema();
+        schema.sample_type = SampleType::F64;
+        schema.lsb = vec![None; 6];
+        let eb = 0.05;
+        let coarse = 2f64.powi(-5 - COARSE_GRID_BITS);
+        for (digits, own_grid) in [(8, false), (2, true)] {
+            let scale = 10f64.powi(digits);
+            let frames: Vec<Frame> = noisy_imu(1000, 3)
+                .into_iter()
+                .map(|mut f| {
+                    for v in f.values.iter_mut() {
+                        // Plus zero: no negative zeros, which no decimal grid has.
+                        *v = (*v * 3.0 * scale).round() / scale + 0.0;
+                    }
+                    f
+                })
+                .collect();
+            let codec = BoundedCodec::new(ErrorBound::Absolute(eb));
+            let packet = codec.encode(&schema, &frames).unwrap();
+            let decoded = codec.decode(&schema, &packet).unwrap();
+            let quanta = (packet.payload.windows(4))
+                .filter(|w| *w == (coarse as f32).to_le_bytes())
+                .count();
+            assert_eq!(quanta, if own_grid { 0 } else { 6 }, "{digits} digits");
+            for c in 0..6 {
+                assert!(max_error(&frames, &decoded, c) <= eb, "channel {c}");
+                for f in &decoded {
+                    let x = f.values[c];
+                    let on_grid = if own_grid {
+                        ((x * scale).round() / scale).to_bits() == x.to_bits()
+                    } else {
+                        (x / coarse).fract() == 0.0
+                    };
+                    assert!(on_grid, "{digits} digits: {x} off the grid");
+                }
+            }
         }
     }
 
