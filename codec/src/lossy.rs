@@ -674,8 +674,8 @@ struct QuantisationGrid {
     bound_in_units: Option<i64>,
 }
 
-/// A coarse grid's quantum: a power of two from 2^-COARSE_GRID_BITS to 2^(1 -
-/// COARSE_GRID_BITS) times the bound. Quantising on it rather than on a finer grid of the
+/// A coarse grid's quantum: the power of two above 2^-(COARSE_GRID_BITS + 1) and up to
+/// 2^-COARSE_GRID_BITS times the bound. Quantising on it rather than on a finer grid of the
 /// column's own makes the step at most a 2^-COARSE_GRID_BITS part smaller (about
 /// 0.0014 bits a sample at 10 bits), and keeps the counts small enough for the quantisers'
 /// fast paths: decimal text with 8 to 12 digits (the real IMUs' CSVs) made them 2^33 to 2^38
@@ -725,8 +725,8 @@ impl QuantisationGrid {
     }
 }
 
-/// The power of two 2^-COARSE_GRID_BITS to 2^(1 - COARSE_GRID_BITS) times `eb`, where that
-/// is a normal `f32` (the packet carries it as one).
+/// The power of two above 2^-(COARSE_GRID_BITS + 1) and up to 2^-COARSE_GRID_BITS times `eb`,
+/// where that is a normal `f32` (the packet carries it as one).
 fn coarse_quantum(eb: f64) -> Option<f64> {
     if !(eb.is_normal() && eb > 0.0) {
         return None;
