@@ -982,18 +982,23 @@ pub(crate) fn choose_predictor(values: &[i64], history: History) -> Predictor {
     let values = &values[..values.len().min(SAMPLE)];
     let past = Past::of(&history, values);
     let mut best = (Predictor::Previous, u64::MAX);
-    let fitted = Predictor::fit(values, &history, 3);
-    for (p, overhead) in [
-        (Predictor::Zero, 0),
-        (Predictor::Previous, 0),
-        (Predictor::Linear, 0),
-    ]
-    .into_iter()
-    .chain(fitted.map(|p| (p, 64)))
-    {
-        let c = cost(residuals_of(&past, p)) + overhead;
+    // Every residual zero is the least cost there is (a bit each): the candidates after can
+    // only tie, and ties go to the first. Regular timestamps stop at the linear one, before
+    // the fit.
+    let least = values.len() as u64;
+    for p in [Predictor::Zero, Predictor::Previous, Predictor::Linear] {
+        let c = cost(residuals_of(&past, p));
         if c < best.1 {
             best = (p, c);
+        }
+        if c == least {
+            return best.0;
+        }
+    }
+    if let Some(fitted) = Predictor::fit(values, &history, 3) {
+        let c = cost(residuals_of(&past, fitted)) + 64;
+        if c < best.1 {
+            best = (fitted, c);
         }
     }
     best.0
