@@ -227,13 +227,18 @@ fn detect_quantum(
         {
             return None;
         }
-        let Some((gap, q)) = estimate_quantum(values, sample, min, max) else {
+        let Some(estimate) = QuantumEstimate::of(values, ty, sample, min, max) else {
             continue;
         };
-        if gap <= finest {
+        if estimate.gap <= finest {
             return None;
         }
-        if let Some(found) = exact_quantum(values, q, ty) {
+        // A sample's smallest gap is often a few quanta: its whole fractions are tried,
+        // coarsest first (a wrong one fails within a few values).
+        if let Some(found) = (1..=GAP_FRACTIONS)
+            .take_while(|&k| estimate.gap / k as f64 > finest)
+            .find_map(|k| exact_quantum(values, estimate.refined(k), ty))
+        {
             return Some(found);
         }
     }
@@ -259,55 +264,101 @@ fn neighbours_within(values: &[f64], distance: f64) -> bool {
 /// Values sorted for the first estimate of a quantum.
 const QUICK_SAMPLE: usize = 64;
 
-/// A quantum estimated from the first `sample` values and the extremes (for the longest
-/// distance), with the smallest gap between them.
-fn estimate_quantum(values: &[f64], sample: usize, min: f64, max: f64) -> Option<(f64, f64)> {
-    // Sorted as integers that order as the floats do: several times faster than comparing
-    // floats.
-    let mut keys: Vec<i64> = values
-        .iter()
-        .take(sample)
-        .chain([&min, &max])
-        .map(|v| ordered_f64(v.to_bits()))
-        .collect();
-    keys.sort_unstable();
-    keys.dedup();
-    let sorted: Vec<f64> = keys
-        .into_iter()
-        .map(|k| f64::from_bits(unordered_f64(k)))
-        .collect();
-    let gap = sorted
-        .windows(2)
-        .map(|w| w[1] - w[0])
-        .filter(|d| *d > 0.0)
-        .fold(f64::INFINITY, f64::min);
-    if !gap.is_finite() || gap <= 0.0 || sorted.iter().any(|v| (v / gap).abs() > 1e12) {
-        return None;
-    }
-    // Refine along ever longer distances from the smallest value: the relative error of a
-    // distance shrinks as it grows, while the step count stays exact if the growth is gentle.
-    let mut q = gap;
-    let base = sorted[0];
-    let mut reach = gap;
-    for &v in &sorted[1..] {
-        let d = v - base;
-        if d < reach * 8.0 {
-            continue;
+/// A sample's smallest gap is tried as 1, 2, ... this many quanta.
+const GAP_FRACTIONS: usize = 4;
+
+/// A sample's distinct values, sorted, and the smallest gap between them: a whole number of
+/// quanta, if the column has one.
+struct QuantumEstimate {
+    sorted: Vec<f64>,
+    gap: f64,
+    /// Where the gap is: between `sorted[at]` and `sorted[at + 1]`.
+    at: usize,
+    /// An upper bound on any value's rounding to the sample type.
+    rounding: f64,
+}
+
+impl QuantumEstimate {
+    /// The first `sample` values and the extremes (for the longest distance).
+    fn of(
+        values: &[f64],
+        ty: SampleType,
+        sample: usize,
+        min: f64,
+        max: f64,
+    ) -> Option<QuantumEstimate> {
+        // Sorted as integers that order as the floats do: several times faster than
+        // comparing floats.
+        let mut keys: Vec<i64> = values
+            .iter()
+            .take(sample)
+            .chain([&min, &max])
+            .map(|v| ordered_f64(v.to_bits()))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let sorted: Vec<f64> = keys
+            .into_iter()
+            .map(|k| f64::from_bits(unordered_f64(k)))
+            .collect();
+        let (at, gap) = sorted
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .enumerate()
+            .filter(|(_, d)| *d > 0.0)
+            .fold(
+                (0, f64::INFINITY),
+                |best, (i, d)| {
+                    if d < best.1 { (i, d) } else { best }
+                },
+            );
+        if !gap.is_finite() || gap <= 0.0 || sorted.iter().any(|v| (v / gap).abs() > 1e12) {
+            return None;
         }
-        let n = (d / q).round();
-        if n >= 1.0 {
-            q = d / n;
-            reach = d;
-        }
+        let rounding = min.abs().max(max.abs())
+            * match ty {
+                SampleType::F32 => f64::from(f32::EPSILON),
+                _ => f64::EPSILON,
+            };
+        Some(QuantumEstimate {
+            sorted,
+            gap,
+            at,
+            rounding,
+        })
     }
-    if let Some(&last) = sorted.last() {
-        let d = last - base;
-        let n = (d / q).round();
-        if n >= 1.0 {
-            q = d / n;
-        }
+
+    /// The quantum, taking the gap as `parts` quanta, refined along ever longer distances
+    /// from the gap: a distance's relative error shrinks as it grows, while its count of
+    /// quanta stays sure as long as the count's error (the count times the estimate's
+    /// relative error, at most a value's rounding over the distance before) stays under a
+    /// quarter. Values far from the rest (a lidar's zeros for no return, ranges metres away)
+    /// wait until the estimate is good enough for them: measured from the smallest value,
+    /// they were reached in one jump with a wrong count.
+    fn refined(&self, parts: usize) -> f64 {
+        let sorted = &self.sorted;
+        let base = sorted[self.at];
+        let (mut q, mut reach) = (self.gap / parts as f64, self.gap);
+        let mut refine = |d: f64| {
+            if d < reach * 8.0 {
+                return true;
+            }
+            let n = (d / q).round();
+            if n * self.rounding * 4.0 > reach {
+                return false;
+            }
+            if n >= 1.0 {
+                q = d / n;
+                reach = d;
+            }
+            true
+        };
+        // Upward, then downward, each in increasing distance; then the longest distance.
+        let _ = sorted[self.at + 1..].iter().all(|&v| refine(v - base))
+            && sorted[..self.at].iter().rev().all(|&v| refine(base - v));
+        refine(sorted[sorted.len() - 1] - sorted[0]);
+        q
     }
-    Some((gap, q))
 }
 
 /// The quantum near `q` that reproduces every value, with the counts, if there is one. The
@@ -1058,6 +1109,31 @@ pub(crate) fn decode_column(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A lidar's ranges in millimetres as f32s, with zeros for no return metres below them,
+    /// where no two of the first 64 values lie closer than a few centimetres and none of the
+    /// others closer than two millimetres: the quantum is found (from a gap of two quanta,
+    /// refined along distances within the ranges, not in one jump from the zeros).
+    #[test]
+    fn a_quantum_is_found_beside_values_far_from_the_rest() {
+        let millimetres = |i: usize| match i {
+            _ if i % 7 == 0 => 0,
+            // Even counts only among the first 64 values: their smallest gap is 2 mm.
+            0..64 => 4000 + 2 * (i * 7919 % 1500),
+            _ => 4000 + i * 7919 % 3000,
+        };
+        let values: Vec<f64> = (0..400)
+            .map(|i| f64::from((millimetres(i) as f64 * 0.001) as f32))
+            .collect();
+        let (repr, counts) = Representation::choose(&values, SampleType::F32, None);
+        let Representation::Quantum(q) = repr else {
+            panic!("no quantum: {repr:?}");
+        };
+        assert!((q - 0.001).abs() < 1e-12, "{q}");
+        for (i, &c) in counts.iter().enumerate() {
+            assert_eq!(c, millimetres(i) as i64, "value {i}");
+        }
+    }
 
     /// Found by fuzzing (`decode_packet`): a corrupt f32 column can decode to any i64; the
     /// ones no f32 maps to are an error, not an overflow.
