@@ -51,6 +51,9 @@ pub struct Prepared<'a> {
     /// Per-channel bound (lossy runs only).
     pub bounds: Option<Vec<f64>>,
     pub block_frames: usize,
+    /// The table's rows as frames, the form lydlr's codecs take (a robot produces frames):
+    /// made once, outside the timed runs, as every codec's input is.
+    pub frames: Vec<Frame>,
 }
 
 /// Robust noise estimate per channel: the median absolute second difference, scaled to the
@@ -77,6 +80,7 @@ impl<'a> Prepared<'a> {
             Bound::Sigma(k) => schema.noise_sigma.iter().map(|s| k * s).collect(),
         });
         Prepared {
+            frames: (0..table.samples()).map(|i| table.frame(i)).collect(),
             table,
             sample_type: schema.sample_type,
             schema,
@@ -172,10 +176,11 @@ fn packets_of(
     input: &Prepared,
     mut encode: impl FnMut(&[Frame]) -> anyhow::Result<Vec<u8>>,
 ) -> anyhow::Result<Vec<u8>> {
-    let rows = input.table.samples();
-    let frames: Vec<Frame> = (0..rows).map(|i| input.table.frame(i)).collect();
     let mut out = Vec::new();
-    for block in frames.chunks(input.block_frames.clamp(1, usize::from(u16::MAX))) {
+    for block in input
+        .frames
+        .chunks(input.block_frames.clamp(1, usize::from(u16::MAX)))
+    {
         push_section(&mut out, &encode(block)?);
     }
     Ok(out)
