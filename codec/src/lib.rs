@@ -24,7 +24,9 @@ mod varint;
 pub use container::{CodecId, HEADER_LEN, MAGIC, Packet, PacketHeader};
 pub use error::CodecError;
 pub use frame::{Frame, FrameValues, SampleType, SensorKind, StreamSchema, quantize_to_lsb};
-pub use ladder::{EntropyReport, QualityLadder, RdPoint, Rung, entropy_report};
+pub use ladder::{
+    EntropyReport, QualityLadder, RdPoint, Rung, bounded_entropy_report, entropy_report,
+};
 pub use lossless::LosslessCodec;
 pub use lossy::{BoundedCodec, ErrorBound, bound_in_units};
 pub use neural::package::{ModelPackage, sha256_hex};

@@ -761,6 +761,23 @@ impl Codec for BoundedCodec {
     }
 
     fn encode(&self, schema: &StreamSchema, frames: &[Frame]) -> Result<Packet, CodecError> {
+        self.encode_observed(schema, frames, |_, _| {})
+    }
+
+    fn decode(&self, schema: &StreamSchema, packet: &Packet) -> Result<Vec<Frame>, CodecError> {
+        Ok(decode_bounded(schema, packet, Layout::Rows)?.into_frames(schema.channels.len()))
+    }
+}
+
+impl BoundedCodec {
+    /// [`Codec::encode`], showing `observe` each quantised column's indices and warm-up
+    /// count as they go to the entropy coder (for [`crate::bounded_entropy_report`]).
+    pub(crate) fn encode_observed(
+        &self,
+        schema: &StreamSchema,
+        frames: &[Frame],
+        mut observe: impl FnMut(&[i64], usize),
+    ) -> Result<Packet, CodecError> {
         let frame_count = check_block(schema, frames)?;
         let first = frames[0].timestamp_ns;
         let bounds = self.bound.per_channel(schema, frames);
@@ -838,6 +855,7 @@ impl Codec for BoundedCodec {
                     for (_, v) in &quantised.exceptions {
                         put_uvarint(&mut head, zigzag(*v));
                     }
+                    observe(&quantised.indices, predictor.warmup());
                     encode_residuals(
                         &mut encoder,
                         quantised.indices.into_iter(),
@@ -856,6 +874,7 @@ impl Codec for BoundedCodec {
                     for (_, v) in &quantised.exceptions {
                         head.extend_from_slice(&v.to_bits().to_le_bytes());
                     }
+                    observe(&quantised.indices, usize::from(order));
                     encode_residuals(
                         &mut encoder,
                         quantised.indices.into_iter(),
@@ -880,10 +899,6 @@ impl Codec for BoundedCodec {
             ),
             payload,
         })
-    }
-
-    fn decode(&self, schema: &StreamSchema, packet: &Packet) -> Result<Vec<Frame>, CodecError> {
-        Ok(decode_bounded(schema, packet, Layout::Rows)?.into_frames(schema.channels.len()))
     }
 }
 

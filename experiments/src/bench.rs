@@ -89,6 +89,10 @@ pub struct CodecBench {
     /// Bits the range coder spent on the lossless residuals, and their empirical entropy.
     pub coded_bits: f64,
     pub entropy_bits: f64,
+    /// The same for the bounded codec's quantisation indices at one sigma, in 1000-frame
+    /// packets (each column's entropy taken in its packet).
+    pub bounded_coded_bits: f64,
+    pub bounded_entropy_bits: f64,
 }
 
 /// Codec figures on one simulated robot's streams (60 s of the quickstart swarm).
@@ -235,7 +239,9 @@ pub fn bench_neural(package_dir: &std::path::Path) -> anyhow::Result<Vec<NeuralB
 }
 
 pub fn bench_codec() -> anyhow::Result<Vec<CodecBench>> {
-    use lydlr_codec::{BoundedCodec, Codec, ErrorBound, LosslessCodec, entropy_report};
+    use lydlr_codec::{
+        BoundedCodec, Codec, ErrorBound, LosslessCodec, bounded_entropy_report, entropy_report,
+    };
 
     let (streams, schemas, frames) = robot_streams()?;
     let mut out = Vec::new();
@@ -290,6 +296,12 @@ pub fn bench_codec() -> anyhow::Result<Vec<CodecBench>> {
         latencies.sort_by(f64::total_cmp);
         let at = |q: f64| percentile(&latencies, q);
         let entropy = entropy_report(schema, &frames[..frames.len().min(4000)]);
+        let bounded_entropy = bounded_entropy_report(
+            schema,
+            &frames[..frames.len().min(4000)],
+            ErrorBound::Sigma(1.0),
+            1000,
+        )?;
         out.push(CodecBench {
             stream: schema.name.clone(),
             frames: frames.len(),
@@ -304,6 +316,8 @@ pub fn bench_codec() -> anyhow::Result<Vec<CodecBench>> {
             block10_p99_us: at(0.99),
             coded_bits: entropy.coded_bits,
             entropy_bits: entropy.entropy_bits,
+            bounded_coded_bits: bounded_entropy.coded_bits,
+            bounded_entropy_bits: bounded_entropy.entropy_bits,
         });
     }
     Ok(out)
