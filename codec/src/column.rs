@@ -1117,7 +1117,7 @@ mod tests {
     #[test]
     fn a_quantum_is_found_beside_values_far_from_the_rest() {
         let millimetres = |i: usize| match i {
-            _ if i % 7 == 0 => 0,
+            _ if i.is_multiple_of(7) => 0,
             // Even counts only among the first 64 values: their smallest gap is 2 mm.
             0..64 => 4000 + 2 * (i * 7919 % 1500),
             _ => 4000 + i * 7919 % 3000,
