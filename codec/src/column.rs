@@ -1008,23 +1008,43 @@ fn solve<const N: usize>((mut a, mut b): ([[f64; N]; N], [f64; N])) -> Option<[f
 
 /// The residuals of `values` under `predictor`, starting from `history`.
 pub(crate) fn residuals(values: &[i64], predictor: Predictor, history: History) -> Vec<i64> {
-    residuals_of(&Past::of(&history, values), predictor).collect()
+    let mut out = Vec::with_capacity(values.len());
+    for_each_residual(&Past::of(&history, values), predictor, |r| out.push(r));
+    out
 }
 
-/// The residuals of the values after the history in `past`.
-fn residuals_of(past: &Past, predictor: Predictor) -> impl Iterator<Item = i64> + '_ {
-    past.values.windows(MAX_ORDER + 1).map(move |w| {
-        let (window, current) = w.split_at(MAX_ORDER);
-        let window: &[i64; MAX_ORDER] = window.try_into().expect("MAX_ORDER values");
-        current[0].wrapping_sub(predictor.predict_from(window))
-    })
+/// Gives `f` each residual of the values after the history in `past`, in order. The simple
+/// predictors get loops of their own (no window, no choice per value).
+#[inline(always)]
+fn for_each_residual(past: &Past, predictor: Predictor, mut f: impl FnMut(i64)) {
+    let v = &past.values;
+    let current = &v[MAX_ORDER..];
+    let before = |lag: usize| &v[MAX_ORDER - lag..];
+    match predictor {
+        Predictor::Zero => current.iter().for_each(|&x| f(x)),
+        Predictor::Previous => current
+            .iter()
+            .zip(before(1))
+            .for_each(|(&x, &p)| f(x.wrapping_sub(p))),
+        Predictor::Linear => current
+            .iter()
+            .zip(before(1).iter().zip(before(2)))
+            .for_each(|(&x, (&p1, &p2))| f(x.wrapping_sub(p1.wrapping_mul(2).wrapping_sub(p2)))),
+        Predictor::Fitted { .. } => v.windows(MAX_ORDER + 1).for_each(|w| {
+            let (window, current) = w.split_at(MAX_ORDER);
+            let window: &[i64; MAX_ORDER] = window.try_into().expect("MAX_ORDER values");
+            f(current[0].wrapping_sub(predictor.predict_from(window)))
+        }),
+    }
 }
 
-/// Rough code length in bits, enough to rank predictors.
-fn cost(residuals: impl Iterator<Item = i64>) -> u64 {
-    residuals
-        .map(|r| u64::from(64 - zigzag(r).leading_zeros()) + 1)
-        .sum()
+/// Rough code length in bits of `predictor`'s residuals, enough to rank predictors.
+fn cost(past: &Past, predictor: Predictor) -> u64 {
+    let mut bits = 0;
+    for_each_residual(past, predictor, |r| {
+        bits += u64::from(64 - zigzag(r).leading_zeros()) + 1
+    });
+    bits
 }
 
 /// The cheapest predictor for `values`, fitted one included (charged for its parameters).
@@ -1038,7 +1058,7 @@ pub(crate) fn choose_predictor(values: &[i64], history: History) -> Predictor {
     // the fit.
     let least = values.len() as u64;
     for p in [Predictor::Zero, Predictor::Previous, Predictor::Linear] {
-        let c = cost(residuals_of(&past, p));
+        let c = cost(&past, p);
         if c < best.1 {
             best = (p, c);
         }
@@ -1047,7 +1067,7 @@ pub(crate) fn choose_predictor(values: &[i64], history: History) -> Predictor {
         }
     }
     if let Some(fitted) = Predictor::fit(values, &history, 3) {
-        let c = cost(residuals_of(&past, fitted)) + 64;
+        let c = cost(&past, fitted) + 64;
         if c < best.1 {
             best = (fitted, c);
         }
