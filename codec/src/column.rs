@@ -1041,10 +1041,14 @@ fn for_each_residual(past: &Past, predictor: Predictor, mut f: impl FnMut(i64)) 
 /// Rough code length in bits of `predictor`'s residuals, enough to rank predictors.
 fn cost(past: &Past, predictor: Predictor) -> u64 {
     let mut bits = 0;
-    for_each_residual(past, predictor, |r| {
-        bits += u64::from(64 - zigzag(r).leading_zeros()) + 1
-    });
+    for_each_residual(past, predictor, |r| bits += residual_bits(r));
     bits
+}
+
+/// A residual's rough code length: its bucket and one bit.
+#[inline(always)]
+pub(crate) fn residual_bits(r: i64) -> u64 {
+    u64::from(64 - zigzag(r).leading_zeros()) + 1
 }
 
 /// The cheapest predictor for `values`, fitted one included (charged for its parameters).
@@ -1382,12 +1386,11 @@ mod tests {
             .map(|i| (1000.0 * (i as f64 * 0.05).sin()).round() as i64 + 500)
             .collect();
         let p = Predictor::fit(&values, &[0; MAX_ORDER], 3).expect("fit");
-        let fitted_cost = cost(residuals(&values, p, [0; MAX_ORDER]).into_iter().skip(3));
-        let linear_cost = cost(
-            residuals(&values, Predictor::Linear, [0; MAX_ORDER])
-                .into_iter()
-                .skip(3),
-        );
+        let cost = |p| -> u64 {
+            let rs = residuals(&values, p, [0; MAX_ORDER]);
+            rs[3..].iter().map(|&r| residual_bits(r)).sum()
+        };
+        let (fitted_cost, linear_cost) = (cost(p), cost(Predictor::Linear));
         assert!(fitted_cost <= linear_cost, "{fitted_cost} > {linear_cost}");
         assert_eq!(choose_predictor(&values, [0; MAX_ORDER]).tag(), 3);
     }

@@ -12,7 +12,7 @@
 
 use crate::column::{
     EXACT_IN_FLOAT, FloatFitted, MAX_ORDER, Past, Predictor, Representation, decode_column,
-    encode_residuals, nearest_integer,
+    encode_residuals, nearest_integer, residual_bits,
 };
 use crate::container::{CodecId, Packet, PacketHeader};
 use crate::divisor::Divisor;
@@ -255,7 +255,7 @@ impl Reconstruction for FloatReconstruction {
 struct UnitsQuantised {
     predictor: Predictor,
     indices: Vec<i64>,
-    /// The indices' rough size in bits ([`index_bits`]), summed as they are made: the
+    /// The indices' rough size in bits ([`residual_bits`]), summed as they are made: the
     /// quantising loops wait on each prediction, and the sum fits in the wait.
     bits: u64,
     /// Positions and exact integers of samples sent as they are.
@@ -294,7 +294,7 @@ impl UnitsQuantised {
     #[inline(always)]
     fn put(&mut self, i: usize, (q, r): (i64, i64)) -> i64 {
         self.indices[i] = q;
-        self.bits += index_bits(q);
+        self.bits += residual_bits(q);
         self.reconstruction[i] = r;
         r
     }
@@ -306,7 +306,7 @@ impl UnitsQuantised {
         match quantised {
             Some((q, r)) => {
                 self.indices.push(q);
-                self.bits += index_bits(q);
+                self.bits += residual_bits(q);
                 r
             }
             None => {
@@ -666,12 +666,7 @@ fn narrowed_quantum(repr: Representation) -> Option<Representation> {
 }
 
 fn cost(indices: &[i64]) -> u64 {
-    indices.iter().map(|&q| index_bits(q)).sum()
-}
-
-#[inline(always)]
-fn index_bits(q: i64) -> u64 {
-    u64::from(64 - zigzag(q).leading_zeros()) + 1
+    indices.iter().map(|&q| residual_bits(q)).sum()
 }
 
 /// The integers a column is quantised in, and the bound in those units.
