@@ -785,10 +785,13 @@ impl BoundedCodec {
         let columns = Columns::of(frames, bounds.len());
         for (c, &eb) in bounds.iter().enumerate() {
             let column = columns.column(c);
-            let grid = QuantisationGrid::of(column, eb, ty, schema.lsb(c));
-            let (repr, ints, on_grid) = (grid.repr, grid.ints, grid.exact);
+            let QuantisationGrid {
+                repr,
+                ints,
+                exact: on_own_grid,
+                bound_in_units: unit_bound,
+            } = QuantisationGrid::of(column, eb, ty, schema.lsb(c));
             let lsb = schema.lsb(c).unwrap_or(1.0);
-            let unit_bound = grid.bound_in_units;
             match unit_bound {
                 _ if eb <= 0.0 => {
                     head.push(MODE_LOSSLESS);
@@ -802,27 +805,28 @@ impl BoundedCodec {
                     // A units column needs its quantum only as finely as its bound: as an
                     // f32 it takes 4 bytes instead of 8, where every sample, exceptions
                     // included, still meets the bound with it.
-                    let narrowed = narrowed_quantum(repr)
-                        .filter(|_| on_grid)
-                        .and_then(|narrow| {
-                            let e = units(narrow, None)
-                                .map(|u| bound_in_units(eb, u))
-                                .filter(|&e| e >= 1)?;
-                            let bound = Bound {
-                                repr: &narrow,
-                                lsb,
-                                ty,
-                                eb,
-                            };
-                            let quantised = choose_units_quantisation(column, &ints, e, bound);
-                            quantised
-                                .exceptions
-                                .iter()
-                                .all(|&(i, x)| bound.holds(x, column[i]))
-                                .then_some((narrow, e, quantised))
-                        });
+                    let narrowed =
+                        narrowed_quantum(repr)
+                            .filter(|_| on_own_grid)
+                            .and_then(|narrow| {
+                                let e = units(narrow, None)
+                                    .map(|u| bound_in_units(eb, u))
+                                    .filter(|&e| e >= 1)?;
+                                let bound = Bound {
+                                    repr: &narrow,
+                                    lsb,
+                                    ty,
+                                    eb,
+                                };
+                                let quantised = choose_units_quantisation(column, &ints, e, bound);
+                                quantised
+                                    .exceptions
+                                    .iter()
+                                    .all(|&(i, x)| bound.holds(x, column[i]))
+                                    .then_some((narrow, e, quantised))
+                            });
                     // A coarse grid's quantum is a power of two: exactly an f32.
-                    let is_narrowed = narrowed.is_some() || !on_grid;
+                    let quantum_as_f32 = narrowed.is_some() || !on_own_grid;
                     let (repr, e, quantised) = narrowed.unwrap_or_else(|| {
                         let bound = Bound {
                             repr: &repr,
@@ -835,7 +839,7 @@ impl BoundedCodec {
                     let predictor = quantised.predictor;
                     head.push(MODE_UNITS);
                     match repr {
-                        Representation::Quantum(q) if is_narrowed => {
+                        Representation::Quantum(q) if quantum_as_f32 => {
                             head.push(predictor.tag() | QUANTUM_F32_TAG << 3);
                             head.extend_from_slice(&(q as f32).to_le_bytes());
                         }
