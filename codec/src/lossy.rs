@@ -414,10 +414,15 @@ fn within(limit: i64, ints: &[i64], e: i64, fitted: Option<Predictor>) -> bool {
 }
 
 /// [`first_ranking`] where everything is below [`SHORT_RANKING_LIMIT`], the same candidates
-/// made faster: zero prediction quantises each sample on its own, and the other three chains
-/// keep their last values in registers (the generic windows in memory put a store and a load
-/// on every step of every chain). With `float_fit` (everything below
-/// [`FLOAT_PREDICTION_LIMIT`]) the fit's older values are taken in floating point.
+/// made faster. Zero, previous and linear prediction share their reconstructions: a
+/// prediction from reconstructions on the lattice of steps (multiples of `2e + 1`, where the
+/// history's zeros are) by integer weights summing to one, or none, lies on the lattice, and
+/// the reconstruction within `e` of a value is then its lattice point, whatever the
+/// prediction. So each value is quantised once, on its own, and the previous and linear
+/// indices are differences of its lattice indices; only the fitted chain waits on its last
+/// reconstruction, kept in registers (the generic windows in memory put a store and a load
+/// on every step). With `float_fit` (everything below [`FLOAT_PREDICTION_LIMIT`]) the fit's
+/// older values are taken in floating point.
 fn first_ranking_short(
     ints: &[i64],
     e: i64,
@@ -427,36 +432,51 @@ fn first_ranking_short(
     let quantiser = Quantiser::new(e);
     let n = ints.len();
     let fitted_predictor = fit3.unwrap_or(Predictor::Linear);
-    let [mut zero, mut previous, mut linear, mut fitted] = [
-        Predictor::Zero,
-        Predictor::Previous,
-        Predictor::Linear,
-        fitted_predictor,
-    ]
-    .map(|predictor| UnitsQuantised::filled(predictor, n));
-    for (i, &x) in ints.iter().enumerate() {
-        zero.put(i, quantiser.quantise(x, 0)?);
-    }
+    let mut zero = UnitsQuantised::filled(Predictor::Zero, n);
+    let mut fitted = UnitsQuantised::filled(fitted_predictor, n);
     let fit = FloatFitted::<3>::new(fitted_predictor);
-    // Each chain's last three reconstructions, newest first (the history is zeros), and the
-    // fitted chain's as floats, oldest first.
-    let (mut p, mut l, mut f) = ([0i64; 3], [0i64; 3], [0i64; 3]);
+    // The lattice indices of the last two values, newest first; the fitted chain's last
+    // three reconstructions, newest first, and as floats, oldest first (the history is zeros).
+    let mut lattice = [0i64; 2];
+    let (mut previous_bits, mut linear_bits) = (0, 0);
+    let mut f = [0i64; 3];
     let mut f_float = [0.0; 3];
-    let shift = |last: &mut [i64; 3], r: i64| *last = [r, last[0], last[1]];
     for (i, &x) in ints.iter().enumerate() {
-        let r = previous.put(i, quantiser.quantise(x, p[0])?);
-        shift(&mut p, r);
-        let r = linear.put(i, quantiser.quantise(x, 2 * l[0] - l[1])?);
-        shift(&mut l, r);
+        let (k, r) = quantiser.quantise(x, 0)?;
+        zero.put(i, (k, r));
+        previous_bits += residual_bits(k - lattice[0]);
+        linear_bits += residual_bits(k - 2 * lattice[0] + lattice[1]);
+        lattice = [k, lattice[0]];
         let prediction = match fit3 {
             Some(_) if float_fit => fit.predict(&f_float, [f[0], f[1]]),
             Some(fit3) => fit3.predict_short(f),
             None => 2 * f[0] - f[1],
         };
         let r = fitted.put(i, quantiser.quantise(x, prediction)?);
-        shift(&mut f, r);
+        f = [r, f[0], f[1]];
         f_float = [f_float[1], f_float[2], r as f64];
     }
+    let on_lattice = |predictor, bits, weights: [i64; 2]| {
+        let mut before = [0i64; 2];
+        let indices = zero
+            .indices
+            .iter()
+            .map(|&k| {
+                let q = k - weights[0] * before[0] - weights[1] * before[1];
+                before = [k, before[0]];
+                q
+            })
+            .collect();
+        UnitsQuantised {
+            predictor,
+            indices,
+            bits,
+            exceptions: Vec::new(),
+            reconstruction: zero.reconstruction.clone(),
+        }
+    };
+    let previous = on_lattice(Predictor::Previous, previous_bits, [1, 0]);
+    let linear = on_lattice(Predictor::Linear, linear_bits, [2, -1]);
     Some([zero, previous, linear, fitted])
 }
 
