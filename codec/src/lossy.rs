@@ -1221,6 +1221,7 @@ mod tests {
             let generic = first_ranking(&column, &ints, e, fit3);
             for (short, generic) in short.iter().zip(&generic) {
                 assert_eq!(short.predictor, generic.predictor, "case {case}");
+                assert_eq!(short.cost(), generic.cost(), "case {case}");
                 assert_eq!(short.indices, generic.indices, "case {case}");
                 assert_eq!(short.exceptions, generic.exceptions, "case {case}");
                 assert_eq!(short.reconstruction, generic.reconstruction, "case {case}");
