@@ -1030,6 +1030,14 @@ fn for_each_residual(past: &Past, predictor: Predictor, mut f: impl FnMut(i64)) 
             .iter()
             .zip(before(1).iter().zip(before(2)))
             .for_each(|(&x, (&p1, &p2))| f(x.wrapping_sub(p1.wrapping_mul(2).wrapping_sub(p2)))),
+        // Every value small (as a column's usually are): the order-3 fit from its last three
+        // values in registers, without checks.
+        Predictor::Fitted { order: 3, .. } if past.large_end == 0 => current
+            .iter()
+            .zip(before(1).iter().zip(before(2).iter().zip(before(3))))
+            .for_each(|(&x, (&p1, (&p2, &p3)))| {
+                f(x.wrapping_sub(predictor.predict_short([p1, p2, p3])))
+            }),
         Predictor::Fitted { .. } => v.windows(MAX_ORDER + 1).for_each(|w| {
             let (window, current) = w.split_at(MAX_ORDER);
             let window: &[i64; MAX_ORDER] = window.try_into().expect("MAX_ORDER values");
