@@ -398,7 +398,14 @@ impl RawBitReader<'_> {
         let first = self.position / 8;
         let shift = self.position % 8;
         self.position = end;
-        // Up to 64 bits starting mid-byte span at most 9 bytes.
+        // Up to 57 bits starting mid-byte fit the 8 bytes from the first (the common case:
+        // one 64-bit load); up to 64 span at most 9 bytes.
+        if count <= 57
+            && let Some(window) = self.bytes.get(first..first + 8)
+        {
+            let word = u64::from_le_bytes(window.try_into().unwrap_or([0; 8]));
+            return Ok((word >> shift) & ((1 << count) - 1));
+        }
         let wide = match self.bytes.get(first..first + 16) {
             Some(window) => u128::from_le_bytes(window.try_into().unwrap_or([0; 16])),
             None => {
