@@ -175,14 +175,15 @@ impl Representation {
                 None => None,
             })
             .or_else(|| (ty == SampleType::F64).then(|| decimal_counts(values, finest))?)
-            .filter(|(repr, _)| repr.unit(step).is_some_and(|u| u > finest))
+            .filter(|(repr, _)| repr.unit(lsb).is_some_and(|u| u > finest))
     }
 
-    /// The size of one count, for the forms that count units.
-    pub(crate) fn unit(self, lsb: f64) -> Option<f64> {
+    /// The size of one count, for the forms that count units (an ADC step's, `lsb`, where
+    /// the schema names one).
+    pub(crate) fn unit(self, lsb: Option<f64>) -> Option<f64> {
         match self {
             Representation::Integer => Some(1.0),
-            Representation::LsbCounts => Some(lsb),
+            Representation::LsbCounts => lsb,
             Representation::Decimal(d) => Some(10f64.powi(-i32::from(d))),
             Representation::Quantum(q) => Some(q),
             Representation::F32Bits | Representation::F64Bits => None,

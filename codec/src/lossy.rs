@@ -717,7 +717,7 @@ impl QuantisationGrid {
             repr,
             ints,
             exact: true,
-            bound_in_units: units(repr, lsb).map(|u| bound_in_units(eb, u)),
+            bound_in_units: repr.unit(lsb).map(|u| bound_in_units(eb, u)),
         };
         let coarse = (!ty.is_integer() && lsb.is_none())
             .then(|| coarse_quantum(eb))
@@ -760,14 +760,6 @@ fn coarse_quantum(eb: f64) -> Option<f64> {
     let exponent = (eb.to_bits() >> 52) as i32 - 1023 - COARSE_GRID_BITS;
     let q = 2f64.powi(exponent);
     (q as f32).is_normal().then_some(q)
-}
-
-/// The column's unit size for a representation in integer units.
-fn units(repr: Representation, lsb: Option<f64>) -> Option<f64> {
-    match repr {
-        Representation::LsbCounts => lsb,
-        _ => repr.unit(1.0),
-    }
 }
 
 impl Codec for BoundedCodec {
@@ -829,7 +821,8 @@ impl BoundedCodec {
                         narrowed_quantum(repr)
                             .filter(|_| on_own_grid)
                             .and_then(|narrow| {
-                                let e = units(narrow, None)
+                                let e = narrow
+                                    .unit(None)
                                     .map(|u| bound_in_units(eb, u))
                                     .filter(|&e| e >= 1)?;
                                 let bound = Bound {
@@ -985,7 +978,7 @@ pub(crate) fn decode_bounded(
                     QUANTUM_F32_TAG => quantum(f64::from(f32::from_le_bytes(reader.array()?)))?,
                     tag => read_representation(tag, &mut reader)?,
                 };
-                if units(repr, schema.lsb(c_index)).is_none() {
+                if repr.unit(schema.lsb(c_index)).is_none() {
                     return Err(CodecError::Corrupt("units column without integer units"));
                 }
                 let predictor = Predictor::read(d & 0b111, &mut reader)?;
