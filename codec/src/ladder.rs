@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::column::{History, MAX_ORDER, Representation, choose_predictor, residuals};
 use crate::entropy::ResidualEncoder;
-use crate::lossless::timestamp_ticks;
+use crate::timestamps::timestamp_ticks;
 use crate::{BoundedCodec, Codec, CodecError, ErrorBound, Frame, LosslessCodec, StreamSchema};
 
 /// One rung: lossless (level 0) or an error bound.

@@ -2,7 +2,7 @@
 //!
 //! Owns [`Frame`] and [`StreamSchema`] (what a sensor-motor stream is), the versioned packet
 //! container ([`Packet`], specified byte by byte in `codec/FORMAT.md`), the [`Codec`] trait and
-//! the codecs themselves, with their entropy coding (on `constriction`).
+//! the codecs themselves, with their entropy coding (rANS of our own, `entropy`).
 //!
 //! Must not: open sockets or files, spawn threads, or depend on the simulator, the bus or any
 //! heavy framework. This crate is what a robot builds (it cross-compiles to aarch64), and every
@@ -19,6 +19,7 @@ mod lossless;
 mod lossy;
 pub mod neural;
 pub mod synthetic;
+mod timestamps;
 mod varint;
 
 pub use container::{CodecId, HEADER_LEN, MAGIC, Packet, PacketHeader};

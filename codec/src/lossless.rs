@@ -1,4 +1,4 @@
-//! The lossless predictive codec (codec id 1, version 4).
+//! The lossless predictive codec (codec id 1, version 5).
 //!
 //! Per block and per column (the timestamps, then each channel) it picks the cheapest exact
 //! integer representation (integers, ADC-step counts, decimal counts, or the order-preserving
@@ -10,31 +10,21 @@ use crate::column::{
     History, MAX_ORDER, Predictor, Representation, choose_predictor, decode_column,
     encode_residuals, residuals,
 };
+use std::ops::RangeInclusive;
+
 use crate::container::{CodecId, Packet, PacketHeader};
-use crate::divisor::ExactDivisor;
 use crate::entropy::{ResidualDecoder, ResidualEncoder};
 use crate::frame::INLINE_VALUES;
+use crate::timestamps::{decode_timestamps, encode_timestamps, read_timestamp_head};
 use crate::varint::{Reader, put_uvarint};
 use crate::{Codec, CodecError, Frame, FrameValues, StreamSchema};
 
-const VERSION: u8 = 4;
+const VERSION: u8 = 5;
+/// Version 4 packets differ only in never holding an interval palette (`timestamps`).
+const OLDEST_READ: u8 = 4;
 /// Descriptor: bits 0-2 predictor, bits 3-5 representation, bit 6 all residuals zero.
-const REPR_SHIFT: u8 = 3;
-const ALL_ZERO_BIT: u8 = 1 << 6;
-/// Representation tags of a timestamp column counted in ticks of a common step given as a
-/// parameter, and of the nominal period (no parameter). Tag 0 (integer) is a tick of 1 ns.
-const TICKS_TAG: u8 = 6;
-const PERIOD_TICKS_TAG: u8 = 7;
-
-/// The stream's nominal sampling period in nanoseconds (0 when it has no rate).
-fn nominal_period_ns(schema: &StreamSchema) -> i64 {
-    if schema.rate_hz > 0.0 && schema.rate_hz.is_finite() {
-        (1e9 / schema.rate_hz).round() as i64
-    } else {
-        0
-    }
-}
-
+pub(crate) const REPR_SHIFT: u8 = 3;
+pub(crate) const ALL_ZERO_BIT: u8 = 1 << 6;
 /// Writes one column: descriptor, parameters, and residuals into the shared coder.
 pub(crate) fn encode_column(
     descriptors: &mut Vec<u8>,
@@ -45,23 +35,30 @@ pub(crate) fn encode_column(
 ) {
     let mut parameters = Vec::new();
     write_representation_parameters(&mut parameters, repr);
-    encode_tagged_column(descriptors, encoder, ints, repr.tag(), &parameters, history);
-}
-
-/// [`encode_column`] for any representation tag, its parameters already written.
-fn encode_tagged_column(
-    descriptors: &mut Vec<u8>,
-    encoder: &mut ResidualEncoder,
-    ints: &[i64],
-    repr_tag: u8,
-    parameters: &[u8],
-    history: History,
-) {
     let predictor = choose_predictor(ints, history);
     let residuals = residuals(ints, predictor, history);
+    encode_predicted_column(
+        descriptors,
+        encoder,
+        repr.tag(),
+        &parameters,
+        predictor,
+        residuals,
+    );
+}
+
+/// [`encode_column`] for any representation tag, its parameters already written, once the
+/// predictor and its residuals are known.
+pub(crate) fn encode_predicted_column(
+    descriptors: &mut Vec<u8>,
+    encoder: &mut ResidualEncoder,
+    repr_tag: u8,
+    parameters: &[u8],
+    predictor: Predictor,
+    residuals: Vec<i64>,
+) {
     let all_zero = residuals.iter().all(|r| *r == 0);
-    descriptors
-        .push(predictor.tag() | repr_tag << REPR_SHIFT | if all_zero { ALL_ZERO_BIT } else { 0 });
+    descriptors.push(descriptor(predictor.tag(), repr_tag, all_zero));
     descriptors.extend_from_slice(parameters);
     predictor.write_parameters(descriptors);
     if !all_zero {
@@ -69,142 +66,9 @@ fn encode_tagged_column(
     }
 }
 
-/// The timestamp column (column 0 of every codec): the offsets from the block's first
-/// timestamp counted in ticks of their greatest common divisor (a logger's microsecond
-/// clock, a camera's frame period), predicted from the nominal period in ticks. Jittery
-/// timestamps then cost the jitter, not the nanosecond digits no clock produced.
-pub(crate) fn encode_timestamps(
-    descriptors: &mut Vec<u8>,
-    encoder: &mut ResidualEncoder,
-    times: &[i64],
-    schema: &StreamSchema,
-) {
-    let (tick, ticks, history) = timestamp_ticks(times, schema);
-    let mut parameters = Vec::new();
-    let tag = if tick == nominal_period_ns(schema) {
-        PERIOD_TICKS_TAG
-    } else if tick == 1 {
-        Representation::Integer.tag()
-    } else {
-        put_uvarint(&mut parameters, tick as u64);
-        TICKS_TAG
-    };
-    encode_tagged_column(descriptors, encoder, &ticks, tag, &parameters, history);
-}
-
-/// A block's timestamps as tick counts from the first: the tick, the counts, and the history
-/// they are predicted from.
-pub(crate) fn timestamp_ticks(times: &[i64], schema: &StreamSchema) -> (i64, Vec<i64>, History) {
-    let first = times.first().copied().unwrap_or(0);
-    let tick = timestamp_tick(times);
-    let tick_divisor = ExactDivisor::new(tick);
-    let ticks = times
-        .iter()
-        .map(|t| tick_divisor.quotient(t.wrapping_sub(first)))
-        .collect();
-    (tick, ticks, tick_history(schema, tick))
-}
-
-/// The largest step dividing every offset from the first timestamp (wrapping, as the
-/// offsets are taken), 1 when there is none. The common case, offsets that fit an `i64`,
-/// takes the divisor of the successive differences, which skips the division whenever a
-/// difference repeats (a regular stream needs none).
-fn timestamp_tick(times: &[i64]) -> i64 {
-    let first = times.first().copied().unwrap_or(0);
-    let mut divisor = 0u64;
-    let mut previous = first;
-    for &t in times {
-        let offset = i128::from(t) - i128::from(first);
-        if i64::try_from(offset).is_err() {
-            return wrapping_timestamp_tick(times);
-        }
-        let step = (i128::from(t) - i128::from(previous)).unsigned_abs();
-        previous = t;
-        if step != u128::from(divisor) && step != 0 {
-            // Both offsets fit an i64, so their difference fits a u64.
-            divisor = gcd(divisor, step as u64);
-        }
-    }
-    tick_of(divisor)
-}
-
-/// [`timestamp_tick`] over the wrapped offsets, for blocks that span more than an `i64`.
-fn wrapping_timestamp_tick(times: &[i64]) -> i64 {
-    let first = times.first().copied().unwrap_or(0);
-    tick_of(
-        times
-            .iter()
-            .fold(0, |g, t| gcd(g, t.wrapping_sub(first).unsigned_abs())),
-    )
-}
-
-fn gcd(mut a: u64, mut b: u64) -> u64 {
-    while b != 0 {
-        (a, b) = (b, a % b);
-    }
-    a
-}
-
-fn tick_of(divisor: u64) -> i64 {
-    i64::try_from(divisor).ok().filter(|g| *g > 0).unwrap_or(1)
-}
-
-/// The history the tick counts start from: the nominal period, in ticks, extrapolated
-/// backwards from zero (the first timestamp), so a regular stream leaves all-zero residuals.
-fn tick_history(schema: &StreamSchema, tick: i64) -> History {
-    let period_ticks = (nominal_period_ns(schema) as f64 / tick as f64).round() as i64;
-    std::array::from_fn(|k| period_ticks.wrapping_mul(-(k as i64) - 1))
-}
-
-/// The head of a timestamp column: its tick and how its ticks are predicted.
-pub(crate) struct TimestampHead {
-    tick: i64,
-    predictor: Predictor,
-    all_zero: bool,
-}
-
-pub(crate) fn read_timestamp_head(
-    reader: &mut Reader<'_>,
-    schema: &StreamSchema,
-) -> Result<TimestampHead, CodecError> {
-    let d = reader.u8()?;
-    if d & 0x80 != 0 {
-        return Err(CodecError::Corrupt("bad timestamp column descriptor"));
-    }
-    let tick = match d >> REPR_SHIFT & 0b111 {
-        0 => Some(1),
-        TICKS_TAG => i64::try_from(reader.uvarint()?).ok(),
-        PERIOD_TICKS_TAG => Some(nominal_period_ns(schema)),
-        _ => return Err(CodecError::Corrupt("timestamps must be counted in ticks")),
-    }
-    .filter(|t| *t > 0)
-    .ok_or(CodecError::Corrupt("timestamp tick out of range"))?;
-    Ok(TimestampHead {
-        tick,
-        predictor: Predictor::read(d & 0b111, reader)?,
-        all_zero: d & ALL_ZERO_BIT != 0,
-    })
-}
-
-/// Decodes the `n` timestamps of a block whose first is `first`.
-pub(crate) fn decode_timestamps(
-    decoder: &mut ResidualDecoder,
-    n: usize,
-    head: &TimestampHead,
-    first: i64,
-    schema: &StreamSchema,
-) -> Result<Vec<i64>, CodecError> {
-    let ticks = decode_column(
-        decoder,
-        n,
-        head.predictor,
-        tick_history(schema, head.tick),
-        head.all_zero,
-    )?;
-    Ok(ticks
-        .into_iter()
-        .map(|k| first.wrapping_add(k.wrapping_mul(head.tick)))
-        .collect())
+/// A column's descriptor byte.
+pub(crate) fn descriptor(predictor_tag: u8, repr_tag: u8, all_zero: bool) -> u8 {
+    predictor_tag | repr_tag << REPR_SHIFT | if all_zero { ALL_ZERO_BIT } else { 0 }
 }
 
 /// Parameters that follow a descriptor: decimal digits or the detected quantum.
@@ -273,10 +137,10 @@ pub(crate) fn read_column_head(reader: &mut Reader<'_>) -> Result<ColumnHead, Co
 pub(crate) fn column_payload<'a>(
     packet: &'a Packet,
     codec: CodecId,
-    version: u8,
+    versions: RangeInclusive<u8>,
     schema: &StreamSchema,
 ) -> Result<Reader<'a>, CodecError> {
-    check_header(packet, codec, version, schema)?;
+    check_header(packet, codec, versions, schema)?;
     let mut reader = Reader::new(&packet.payload);
     if reader.uvarint()? != schema.channels.len() as u64 + 1 {
         return Err(CodecError::Corrupt("column count differs from the schema"));
@@ -288,7 +152,7 @@ pub(crate) fn column_payload<'a>(
 pub(crate) fn check_header(
     packet: &Packet,
     codec: CodecId,
-    version: u8,
+    versions: RangeInclusive<u8>,
     schema: &StreamSchema,
 ) -> Result<(), CodecError> {
     let h = &packet.header;
@@ -298,7 +162,7 @@ pub(crate) fn check_header(
             found: h.codec,
         });
     }
-    if h.codec_version != version {
+    if !versions.contains(&h.codec_version) {
         return Err(CodecError::UnsupportedCodecVersion {
             codec: h.codec,
             version: h.codec_version,
@@ -477,7 +341,7 @@ pub(crate) fn decode_lossless(
     packet: &Packet,
     layout: Layout,
 ) -> Result<DecodedBlock, CodecError> {
-    let mut reader = column_payload(packet, CodecId::Lossless, VERSION, schema)?;
+    let mut reader = column_payload(packet, CodecId::Lossless, OLDEST_READ..=VERSION, schema)?;
     let n = usize::from(packet.header.frame_count);
     let channels = schema.channels.len();
     let time_head = read_timestamp_head(&mut reader, schema)?;

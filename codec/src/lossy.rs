@@ -1,4 +1,4 @@
-//! The error-bounded codec (codec id 2, version 5): every decoded value lies within the bound
+//! The error-bounded codec (codec id 2, version 6): every decoded value lies within the bound
 //! of its original, always.
 //!
 //! Prediction runs on the reconstructed values (what the decoder will have), the prediction
@@ -18,14 +18,16 @@ use crate::container::{CodecId, Packet, PacketHeader};
 use crate::divisor::Divisor;
 use crate::entropy::{ResidualContext, ResidualDecoder, ResidualEncoder, zigzag};
 use crate::lossless::{
-    Columns, DecodedBlock, Layout, check_block, column_payload, decode_timestamps, encode_column,
-    encode_timestamps, quantum, read_column_head, read_representation, read_timestamp_head,
-    row_buffer, write_representation_parameters,
+    Columns, DecodedBlock, Layout, check_block, column_payload, encode_column, quantum,
+    read_column_head, read_representation, row_buffer, write_representation_parameters,
 };
+use crate::timestamps::{decode_timestamps, encode_timestamps, read_timestamp_head};
 use crate::varint::{Reader, put_uvarint};
 use crate::{Codec, CodecError, Frame, SampleType, StreamSchema};
 
-const VERSION: u8 = 5;
+const VERSION: u8 = 6;
+/// Version 5 packets differ only in never holding an interval palette (`timestamps`).
+const OLDEST_READ: u8 = 5;
 /// Units column representation: a detected quantum given as an `f32`.
 const QUANTUM_F32_TAG: u8 = 6;
 const MODE_LOSSLESS: u8 = 0;
@@ -949,7 +951,7 @@ pub(crate) fn decode_bounded(
     packet: &Packet,
     layout: Layout,
 ) -> Result<DecodedBlock, CodecError> {
-    let mut reader = column_payload(packet, CodecId::Bounded, VERSION, schema)?;
+    let mut reader = column_payload(packet, CodecId::Bounded, OLDEST_READ..=VERSION, schema)?;
     let n = usize::from(packet.header.frame_count);
     let channels = schema.channels.len();
     let ty = schema.sample_type;
