@@ -63,6 +63,15 @@ impl ExactDivisor {
         }
     }
 
+    /// Whether `n` is a multiple of the divisor, by a multiplication.
+    #[inline(always)]
+    pub(crate) fn divides(self, n: i64) -> bool {
+        (n >> self.shift)
+            .wrapping_mul(self.inverse)
+            .checked_mul(self.divisor)
+            == Some(n)
+    }
+
     /// `n / divisor`, truncated: by multiplication where `n` is a multiple (checked), by
     /// division otherwise.
     #[inline(always)]
@@ -95,6 +104,10 @@ mod tests {
             numerators.extend((0..50).map(|_| draw(9e18)));
             numerators.extend([0, i64::MAX, i64::MIN, divisor, divisor.wrapping_neg()]);
             for n in numerators {
+                assert_eq!(
+                    exact.divides(n),
+                    n.checked_rem(divisor).is_none_or(|r| r == 0)
+                );
                 assert_eq!(
                     exact.quotient(n),
                     n.wrapping_div(divisor),
