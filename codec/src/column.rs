@@ -1082,6 +1082,12 @@ pub(crate) fn residual_bits(r: i64) -> u64 {
 /// The cheapest predictor for `values`, fitted one included (charged for its parameters).
 /// Long columns are judged on their first `SAMPLE` values.
 pub(crate) fn choose_predictor(values: &[i64], history: History) -> Predictor {
+    choose_predictor_and_cost(values, history).0
+}
+
+/// [`choose_predictor`] and its rough cost over the sample it was judged on (its first
+/// [`SAMPLE`] values).
+pub(crate) fn choose_predictor_and_cost(values: &[i64], history: History) -> (Predictor, u64) {
     let values = &values[..values.len().min(SAMPLE)];
     let past = Past::of(&history, values);
     let mut best = (Predictor::Previous, u64::MAX);
@@ -1095,7 +1101,7 @@ pub(crate) fn choose_predictor(values: &[i64], history: History) -> Predictor {
             best = (p, c);
         }
         if c == least {
-            return best.0;
+            return best;
         }
     }
     if let Some(fitted) = Predictor::fit(values, &history, 3) {
@@ -1104,7 +1110,7 @@ pub(crate) fn choose_predictor(values: &[i64], history: History) -> Predictor {
             best = (fitted, c);
         }
     }
-    best.0
+    best
 }
 
 /// Codes a column's residuals; the warm-up samples get a context of their own, so that the
@@ -1122,6 +1128,81 @@ pub(crate) fn encode_residuals(
             encoder.encode(&mut ctx, r);
         }
     }
+}
+
+/// LOCO-I's (JPEG-LS) median edge detector over a column and the channel before it, seen
+/// as an image whose rows are the samples: the prediction of `x[t]` from `west = y[t]`,
+/// `north = x[t - 1]` and `north_west = y[t - 1]` (`y` the channel before). It follows an
+/// edge in either direction and the plane `west + north - north_west` elsewhere: a lidar
+/// beam's range moves as its neighbour's did while the robot drives, and jumps where the
+/// neighbour jumped as an edge sweeps across the beams. Written as the plane clamped between
+/// `west` and `north`, which is the detector's three cases where the plane does not wrap,
+/// and takes no branch.
+#[inline(always)]
+pub(crate) fn neighbour_median(west: i64, north: i64, north_west: i64) -> i64 {
+    let plane = west.wrapping_add(north).wrapping_sub(north_west);
+    plane.max(west.min(north)).min(west.max(north))
+}
+
+/// The rough cost of [`neighbour_median`]'s residuals over the first [`SAMPLE`] values, as
+/// [`choose_predictor_and_cost`] judges its own.
+pub(crate) fn neighbour_cost(values: &[i64], neighbour: &[i64]) -> u64 {
+    let n = values.len().min(SAMPLE);
+    let mut north = 0;
+    let mut north_west = 0;
+    let mut bits = 0;
+    for (&x, &west) in values[..n].iter().zip(neighbour) {
+        bits += residual_bits(x.wrapping_sub(neighbour_median(west, north, north_west)));
+        (north, north_west) = (x, west);
+    }
+    bits
+}
+
+/// The residuals of [`neighbour_median`] down a column, `neighbour` the channel before
+/// (as long); both start from a history of zeros.
+pub(crate) fn neighbour_residuals(values: &[i64], neighbour: &[i64]) -> Vec<i64> {
+    let mut north = 0;
+    let mut north_west = 0;
+    values
+        .iter()
+        .zip(neighbour)
+        .map(|(&x, &west)| {
+            let r = x.wrapping_sub(neighbour_median(west, north, north_west));
+            (north, north_west) = (x, west);
+            r
+        })
+        .collect()
+}
+
+/// Decodes a column predicted by [`neighbour_median`] from `neighbour`, the decoded channel
+/// before it (one warm-up residual, as [`neighbour_residuals`] codes them).
+pub(crate) fn decode_neighbour_column(
+    decoder: &mut ResidualDecoder,
+    neighbour: &[i64],
+    all_zero: bool,
+) -> Result<Vec<i64>, CodecError> {
+    crate::entropy::with_popcount(
+        #[inline(always)]
+        || {
+            let mut values = Vec::with_capacity(neighbour.len());
+            let mut local = *decoder;
+            let (mut north, mut north_west) = (0, 0);
+            let mut warmup = ResidualContext::default();
+            let mut rest = ResidualContext::default();
+            for (t, &west) in neighbour.iter().enumerate() {
+                let r = match (all_zero, t) {
+                    (true, _) => 0,
+                    (false, 0) => local.decode(&mut warmup)?,
+                    (false, _) => local.decode(&mut rest)?,
+                };
+                let x = neighbour_median(west, north, north_west).wrapping_add(r);
+                values.push(x);
+                (north, north_west) = (x, west);
+            }
+            *decoder = local;
+            Ok(values)
+        },
+    )
 }
 
 /// Decodes `n` values of a column predicted by `predictor` from `history`.

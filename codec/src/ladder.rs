@@ -3,8 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::column::{History, MAX_ORDER, Representation, choose_predictor, residuals};
+use crate::column::{choose_predictor, residuals};
 use crate::entropy::ResidualEncoder;
+use crate::lossless::{for_each_value_column, plan_column};
 use crate::timestamps::timestamp_ticks;
 use crate::{BoundedCodec, Codec, CodecError, ErrorBound, Frame, LosslessCodec, StreamSchema};
 
@@ -151,25 +152,27 @@ pub fn entropy_report(schema: &StreamSchema, frames: &[Frame]) -> EntropyReport 
     }
     let times: Vec<i64> = frames.iter().map(|f| f.timestamp_ns).collect();
     let (_, ticks, history) = timestamp_ticks(&times, schema);
-    let mut columns: Vec<(Vec<i64>, History)> = vec![(ticks, history)];
-    for c in 0..schema.channels.len() {
-        let values: Vec<f64> = frames
-            .iter()
-            .map(|f| f.values.get(c).copied().unwrap_or(0.0))
-            .collect();
-        columns.push((
-            Representation::choose(&values, schema.sample_type, schema.lsb(c)).1,
-            [0; MAX_ORDER],
-        ));
-    }
-    for (ints, history) in columns {
-        let predictor = choose_predictor(&ints, history);
-        let rs = residuals(&ints, predictor, history);
-        if rs.iter().all(|r| *r == 0) {
-            continue;
+    let predictor = choose_predictor(&ticks, history);
+    let mut add = |residuals: &[i64], warmup: usize| {
+        // An all-zero column codes nothing (its descriptor says so).
+        if residuals.iter().any(|r| *r != 0) {
+            report.add(residuals, warmup);
         }
-        report.add(&rs, predictor.warmup());
-    }
+    };
+    add(&residuals(&ticks, predictor, history), predictor.warmup());
+    for_each_value_column(
+        schema,
+        |c| {
+            frames
+                .iter()
+                .map(|f| f.values.get(c).copied().unwrap_or(0.0))
+                .collect::<Vec<f64>>()
+        },
+        |_, ints, neighbour| {
+            let (prediction, residuals) = plan_column(ints, neighbour);
+            add(&residuals, prediction.warmup());
+        },
+    );
     report
 }
 

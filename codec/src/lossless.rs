@@ -3,12 +3,13 @@
 //! Per block and per column (the timestamps, then each channel) it picks the cheapest exact
 //! integer representation (integers, ADC-step counts, decimal counts, or the order-preserving
 //! bit pattern of the float) and the cheapest predictor (none, previous value, linear
-//! extrapolation, or a fitted third-order predictor), then codes the prediction residuals
-//! with rANS over adaptive models (see `entropy`). Layout in `codec/FORMAT.md`.
+//! extrapolation, a fitted third-order predictor, or, from the channel before in the same
+//! unit, LOCO-I's median edge detector), then codes the prediction residuals with rANS over
+//! adaptive models (see `entropy`). Layout in `codec/FORMAT.md`.
 
 use crate::column::{
-    History, MAX_ORDER, Predictor, Representation, choose_predictor, decode_column,
-    encode_residuals, residuals,
+    MAX_ORDER, Predictor, Representation, choose_predictor_and_cost, decode_column,
+    decode_neighbour_column, encode_residuals, neighbour_cost, neighbour_residuals, residuals,
 };
 use std::ops::RangeInclusive;
 
@@ -25,26 +26,78 @@ const OLDEST_READ: u8 = 4;
 /// Descriptor: bits 0-2 predictor, bits 3-5 representation, bit 6 all residuals zero.
 pub(crate) const REPR_SHIFT: u8 = 3;
 pub(crate) const ALL_ZERO_BIT: u8 = 1 << 6;
-/// Writes one column: descriptor, parameters, and residuals into the shared coder.
+/// Writes one column: descriptor, parameters, and residuals into the shared coder. With
+/// `neighbour`, the channel before counted in the same unit (the lossless codec's columns
+/// only), the column may be predicted from it as well.
 pub(crate) fn encode_column(
     descriptors: &mut Vec<u8>,
     encoder: &mut ResidualEncoder,
     ints: &[i64],
     repr: Representation,
-    history: History,
+    neighbour: Option<&[i64]>,
 ) {
     let mut parameters = Vec::new();
     write_representation_parameters(&mut parameters, repr);
-    let predictor = choose_predictor(ints, history);
-    let residuals = residuals(ints, predictor, history);
-    encode_predicted_column(
-        descriptors,
-        encoder,
-        repr.tag(),
-        &parameters,
-        predictor,
-        residuals,
-    );
+    match plan_column(ints, neighbour) {
+        (Prediction::Own(predictor), residuals) => encode_predicted_column(
+            descriptors,
+            encoder,
+            repr.tag(),
+            &parameters,
+            predictor,
+            residuals,
+        ),
+        (prediction @ Prediction::NeighbourMedian, residuals) => write_column(
+            descriptors,
+            encoder,
+            NEIGHBOUR_TAG | repr.tag() << REPR_SHIFT,
+            &parameters,
+            residuals,
+            prediction.warmup(),
+        ),
+    }
+}
+
+/// A column's prediction and residuals: the cheapest of its own predictors, or the
+/// neighbour median where a neighbour is given and that is cheaper.
+/// Both are judged on the column's first values, as [`choose_predictor`] judges its own.
+pub(crate) fn plan_column(ints: &[i64], neighbour: Option<&[i64]>) -> (Prediction, Vec<i64>) {
+    let (predictor, cost) = choose_predictor_and_cost(ints, [0; MAX_ORDER]);
+    if let Some(neighbour) = neighbour
+        && neighbour_cost(ints, neighbour) < cost
+    {
+        return (
+            Prediction::NeighbourMedian,
+            neighbour_residuals(ints, neighbour),
+        );
+    }
+    (
+        Prediction::Own(predictor),
+        residuals(ints, predictor, [0; MAX_ORDER]),
+    )
+}
+
+/// The lossless codec's value columns, in order: each channel's representation, integers
+/// and the channel before it where that counts in the same unit (an accelerometer beside a
+/// gyroscope would only be tried and lost; quanta detected in two columns differ in their
+/// last digits).
+pub(crate) fn for_each_value_column<C: AsRef<[f64]>>(
+    schema: &StreamSchema,
+    column: impl Fn(usize) -> C,
+    mut each: impl FnMut(Representation, &[i64], Option<&[i64]>),
+) {
+    let mut previous: Option<(f64, Vec<i64>)> = None;
+    for ch in 0..schema.channels.len() {
+        let (repr, ints) =
+            Representation::choose(column(ch).as_ref(), schema.sample_type, schema.lsb(ch));
+        let unit = repr.unit(schema.lsb(ch));
+        let neighbour = previous
+            .as_ref()
+            .filter(|(u, _)| unit.is_some_and(|unit| (unit - u).abs() <= unit * 1e-9))
+            .map(|(_, ints)| ints.as_slice());
+        each(repr, &ints, neighbour);
+        previous = unit.map(|u| (u, ints));
+    }
 }
 
 /// [`encode_column`] for any representation tag, its parameters already written, once the
@@ -57,12 +110,32 @@ pub(crate) fn encode_predicted_column(
     predictor: Predictor,
     residuals: Vec<i64>,
 ) {
+    let mut parameters = parameters.to_vec();
+    predictor.write_parameters(&mut parameters);
+    write_column(
+        descriptors,
+        encoder,
+        predictor.tag() | repr_tag << REPR_SHIFT,
+        &parameters,
+        residuals,
+        predictor.warmup(),
+    );
+}
+
+/// A column's descriptor (its all-zero bit added here), parameters and residuals.
+fn write_column(
+    descriptors: &mut Vec<u8>,
+    encoder: &mut ResidualEncoder,
+    tags: u8,
+    parameters: &[u8],
+    residuals: Vec<i64>,
+    warmup: usize,
+) {
     let all_zero = residuals.iter().all(|r| *r == 0);
-    descriptors.push(descriptor(predictor.tag(), repr_tag, all_zero));
+    descriptors.push(tags | if all_zero { ALL_ZERO_BIT } else { 0 });
     descriptors.extend_from_slice(parameters);
-    predictor.write_parameters(descriptors);
     if !all_zero {
-        encode_residuals(encoder, residuals.into_iter(), predictor.warmup());
+        encode_residuals(encoder, residuals.into_iter(), warmup);
     }
 }
 
@@ -111,10 +184,33 @@ pub(crate) fn quantum(q: f64) -> Result<Representation, CodecError> {
     Ok(Representation::Quantum(q))
 }
 
+/// Predictor tag of a value column predicted by [`neighbour_median`] from the channel before
+/// it (the lossless codec only: the error-bounded codec's reconstruction is another column).
+const NEIGHBOUR_TAG: u8 = 4;
+
+/// How a column's values are predicted.
+#[derive(Clone, Copy)]
+pub(crate) enum Prediction {
+    /// From the column's own past.
+    Own(Predictor),
+    /// From its own past and the channel before it ([`neighbour_median`]).
+    NeighbourMedian,
+}
+
+impl Prediction {
+    /// Samples at the start of a block whose prediction leans on the zero history.
+    pub(crate) fn warmup(self) -> usize {
+        match self {
+            Prediction::Own(predictor) => predictor.warmup(),
+            Prediction::NeighbourMedian => 1,
+        }
+    }
+}
+
 /// The parsed head of one column.
 pub(crate) struct ColumnHead {
     pub repr: Representation,
-    pub predictor: Predictor,
+    pub prediction: Prediction,
     pub all_zero: bool,
 }
 
@@ -124,10 +220,13 @@ pub(crate) fn read_column_head(reader: &mut Reader<'_>) -> Result<ColumnHead, Co
         return Err(CodecError::Corrupt("bad column descriptor"));
     }
     let repr = read_representation(d >> REPR_SHIFT & 0b111, reader)?;
-    let predictor = Predictor::read(d & 0b111, reader)?;
+    let prediction = match d & 0b111 {
+        NEIGHBOUR_TAG => Prediction::NeighbourMedian,
+        tag => Prediction::Own(Predictor::read(tag, reader)?),
+    };
     Ok(ColumnHead {
         repr,
-        predictor,
+        prediction,
         all_zero: d & ALL_ZERO_BIT != 0,
     })
 }
@@ -282,11 +381,13 @@ impl Codec for LosslessCodec {
         let times: Vec<i64> = frames.iter().map(|f| f.timestamp_ns).collect();
         encode_timestamps(&mut descriptors, &mut encoder, &times, schema);
         let columns = Columns::of(frames, channels);
-        for ch in 0..channels {
-            let column = columns.column(ch);
-            let (repr, ints) = Representation::choose(column, schema.sample_type, schema.lsb(ch));
-            encode_column(&mut descriptors, &mut encoder, &ints, repr, [0; MAX_ORDER]);
-        }
+        for_each_value_column(
+            schema,
+            |ch| columns.column(ch),
+            |repr, ints, neighbour| {
+                encode_column(&mut descriptors, &mut encoder, ints, repr, neighbour)
+            },
+        );
 
         let mut payload = Vec::with_capacity(descriptors.len() + 16 + frames.len() * channels);
         put_uvarint(&mut payload, channels as u64 + 1);
@@ -357,6 +458,7 @@ pub(crate) fn decode_lossless(
         schema,
     )?;
     let mut values = row_buffer(n, channels);
+    let mut previous: Option<Vec<i64>> = None;
     for (ch, head) in heads.iter().enumerate() {
         let lsb = match head.repr {
             Representation::LsbCounts => schema.lsb(ch).ok_or(CodecError::Corrupt(
@@ -364,16 +466,21 @@ pub(crate) fn decode_lossless(
             ))?,
             _ => 1.0,
         };
-        let ints = decode_column(
-            &mut decoder,
-            n,
-            head.predictor,
-            [0; MAX_ORDER],
-            head.all_zero,
-        )?;
+        let ints = match head.prediction {
+            Prediction::Own(predictor) => {
+                decode_column(&mut decoder, n, predictor, [0; MAX_ORDER], head.all_zero)?
+            }
+            Prediction::NeighbourMedian => {
+                let neighbour = previous.as_deref().ok_or(CodecError::Corrupt(
+                    "the first channel predicted from the one before",
+                ))?;
+                decode_neighbour_column(&mut decoder, neighbour, head.all_zero)?
+            }
+        };
         let (start, stride) = layout.column(ch, n, channels);
         head.repr
             .fill_column(&ints, lsb, schema.sample_type, &mut values, start, stride)?;
+        previous = Some(ints);
     }
     Ok(DecodedBlock { times, values })
 }
@@ -399,6 +506,120 @@ mod tests {
             assert!(a.bit_eq(b), "{a:?} != {b:?}");
         }
         packet
+    }
+
+    /// A 2D lidar sweeping a wall whose distance breathes as the robot drives, with an
+    /// obstacle's edge moving across the beams: each beam's range moves as the beam before
+    /// did, and jumps where it jumped a scan earlier or later.
+    fn lidar_scans(beams: usize, scans: usize) -> (StreamSchema, Vec<Frame>) {
+        let schema = StreamSchema {
+            name: "lidar".into(),
+            kind: crate::SensorKind::Lidar,
+            sample_type: SampleType::F32,
+            channels: (0..beams).map(|b| format!("range_{b}")).collect(),
+            units: vec!["m".into(); beams],
+            rate_hz: 10.0,
+            noise_sigma: vec![0.002; beams],
+            lsb: vec![Some(0.001); beams],
+        };
+        let mut uniform = crate::synthetic::uniform_source(4);
+        let (mut wall, mut speed) = (3.0, 0.0);
+        let frames = (0..scans)
+            .map(|t| {
+                // The robot's speed towards the wall wanders, so no beam's own past
+                // foretells its next range; its neighbour's present does.
+                speed = (speed + (uniform() - 0.5) * 0.04).clamp(-0.2, 0.2);
+                if !(1.5..6.0).contains(&(wall + speed)) {
+                    speed = -speed;
+                }
+                wall += speed;
+                let edge = (t / 10) % beams;
+                let ranges = (0..beams).map(|b| {
+                    // A degree apart, as a 360-beam scanner's.
+                    let angle = (b as f64 - beams as f64 / 2.0).to_radians();
+                    let range = if (edge..edge + 6).contains(&b) {
+                        1.2 + 0.1 * (t as f64 * 0.05).cos()
+                    } else {
+                        wall / angle.cos()
+                    } + (uniform() - 0.5) * 0.006;
+                    crate::quantize_to_lsb(range, 0.001, SampleType::F32)
+                });
+                Frame::new(t as i64 * 100_000_000, ranges.collect())
+            })
+            .collect();
+        (schema, frames)
+    }
+
+    #[test]
+    fn neighbouring_lidar_beams_predict_each_other() {
+        let (schema, frames) = lidar_scans(32, 400);
+        let packet = assert_round_trip(&schema, &frames);
+        let mut neighbour_predicted = 0;
+        for_each_value_column(
+            &schema,
+            |c| frames.iter().map(|f| f.values[c]).collect::<Vec<f64>>(),
+            |_, ints, neighbour| {
+                if let (Prediction::NeighbourMedian, _) = plan_column(ints, neighbour) {
+                    neighbour_predicted += 1;
+                }
+            },
+        );
+        assert!(
+            neighbour_predicted >= 24,
+            "{neighbour_predicted} of 31 beams"
+        );
+        // Each beam alone, predicted only from its own past.
+        let alone: usize = (0..32)
+            .map(|b| {
+                let mut one = schema.clone();
+                one.channels = vec![schema.channels[b].clone()];
+                one.units.truncate(1);
+                one.noise_sigma.truncate(1);
+                one.lsb.truncate(1);
+                let beam: Vec<Frame> = frames
+                    .iter()
+                    .map(|f| Frame::new(f.timestamp_ns, vec![f.values[b]]))
+                    .collect();
+                LosslessCodec.encode(&one, &beam).unwrap().payload.len()
+            })
+            .sum();
+        assert!(
+            packet.payload.len() * 10 < alone * 9,
+            "{} bytes with neighbours, {alone} alone",
+            packet.payload.len()
+        );
+    }
+
+    #[test]
+    fn independent_channels_keep_their_own_predictors() {
+        let schema = imu_schema();
+        let frames = imu_block(1000, 5);
+        for_each_value_column(
+            &schema,
+            |c| frames.iter().map(|f| f.values[c]).collect::<Vec<f64>>(),
+            |_, ints, neighbour| {
+                assert!(matches!(plan_column(ints, neighbour).0, Prediction::Own(_)));
+            },
+        );
+    }
+
+    #[test]
+    fn the_first_channel_cannot_be_predicted_from_a_neighbour() {
+        let schema = imu_schema();
+        let frames: Vec<Frame> = (0..100)
+            .map(|i| Frame::new(i * 5_000_000, vec![0.0; 6]))
+            .collect();
+        let mut packet = LosslessCodec.encode(&schema, &frames).unwrap();
+        // Column count, the regular timestamps' descriptor, then channel 0's: constant,
+        // so all-zero and without parameters.
+        assert_eq!(packet.payload[2] & ALL_ZERO_BIT, ALL_ZERO_BIT);
+        packet.payload[2] = packet.payload[2] & !0b111 | NEIGHBOUR_TAG;
+        assert_eq!(
+            LosslessCodec.decode(&schema, &packet),
+            Err(CodecError::Corrupt(
+                "the first channel predicted from the one before"
+            ))
+        );
     }
 
     #[test]

@@ -18,8 +18,9 @@ use crate::container::{CodecId, Packet, PacketHeader};
 use crate::divisor::Divisor;
 use crate::entropy::{ResidualContext, ResidualDecoder, ResidualEncoder, zigzag};
 use crate::lossless::{
-    Columns, DecodedBlock, Layout, check_block, column_payload, encode_column, quantum,
-    read_column_head, read_representation, row_buffer, write_representation_parameters,
+    ColumnHead, Columns, DecodedBlock, Layout, Prediction, check_block, column_payload,
+    encode_column, quantum, read_column_head, read_representation, row_buffer,
+    write_representation_parameters,
 };
 use crate::timestamps::{decode_timestamps, encode_timestamps, read_timestamp_head};
 use crate::varint::{Reader, put_uvarint};
@@ -809,11 +810,11 @@ impl BoundedCodec {
             match unit_bound {
                 _ if eb <= 0.0 => {
                     head.push(MODE_LOSSLESS);
-                    encode_column(&mut head, &mut encoder, &ints, repr, [0; MAX_ORDER]);
+                    encode_column(&mut head, &mut encoder, &ints, repr, None);
                 }
                 Some(e) if e < 1 => {
                     head.push(MODE_LOSSLESS);
-                    encode_column(&mut head, &mut encoder, &ints, repr, [0; MAX_ORDER]);
+                    encode_column(&mut head, &mut encoder, &ints, repr, None);
                 }
                 Some(e) => {
                     // A units column needs its quantum only as finely as its bound: as an
@@ -956,7 +957,11 @@ pub(crate) fn decode_bounded(
     let channels = schema.channels.len();
     let ty = schema.sample_type;
     enum Head {
-        Lossless(crate::lossless::ColumnHead),
+        Lossless {
+            repr: Representation,
+            predictor: Predictor,
+            all_zero: bool,
+        },
         Units {
             predictor: Predictor,
             repr: Representation,
@@ -973,7 +978,22 @@ pub(crate) fn decode_bounded(
     let mut heads = Vec::with_capacity(channels);
     for c_index in 0..channels {
         heads.push(match reader.u8()? {
-            MODE_LOSSLESS => Head::Lossless(read_column_head(&mut reader)?),
+            MODE_LOSSLESS => match read_column_head(&mut reader)? {
+                ColumnHead {
+                    repr,
+                    prediction: Prediction::Own(predictor),
+                    all_zero,
+                } => Head::Lossless {
+                    repr,
+                    predictor,
+                    all_zero,
+                },
+                _ => {
+                    return Err(CodecError::Corrupt(
+                        "a bounded column predicted from another",
+                    ));
+                }
+            },
             MODE_UNITS => {
                 let d = reader.u8()?;
                 let repr = match d >> 3 {
@@ -1029,15 +1049,18 @@ pub(crate) fn decode_bounded(
         let lsb = schema.lsb(c).unwrap_or(1.0);
         let (start, stride) = layout.column(c, n, channels);
         match head {
-            Head::Lossless(h) => {
-                if h.repr == Representation::LsbCounts && schema.lsb(c).is_none() {
+            Head::Lossless {
+                repr,
+                predictor,
+                all_zero,
+            } => {
+                if repr == Representation::LsbCounts && schema.lsb(c).is_none() {
                     return Err(CodecError::Corrupt(
                         "ADC-step column for a channel without one",
                     ));
                 }
-                let ints = decode_column(&mut decoder, n, h.predictor, [0; MAX_ORDER], h.all_zero)?;
-                h.repr
-                    .fill_column(&ints, lsb, ty, &mut values, start, stride)?;
+                let ints = decode_column(&mut decoder, n, predictor, [0; MAX_ORDER], all_zero)?;
+                repr.fill_column(&ints, lsb, ty, &mut values, start, stride)?;
             }
             Head::Units {
                 predictor,
