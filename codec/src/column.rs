@@ -2,6 +2,7 @@
 //! integers are predicted (predictors), and how residuals are coded with a warm-up context.
 //! Shared by the lossless and the error-bounded codecs; layouts in `codec/FORMAT.md`.
 
+use crate::divisor::gcd;
 use crate::entropy::{ResidualContext, ResidualDecoder, ResidualEncoder, zigzag};
 use crate::frame::lsb_multiple;
 use crate::varint::{Reader, put_uvarint};
@@ -138,12 +139,14 @@ impl Representation {
 
     /// The cheapest exact representation of `values`, trying the forms the sample type
     /// allows from most to least compact (each looked for only when the ones before fail).
+    /// `hint` is the quantum of the column before, if it had one (see [`detect_quantum`]).
     pub(crate) fn choose(
         values: &[f64],
         ty: SampleType,
         lsb: Option<f64>,
+        hint: Option<f64>,
     ) -> (Representation, Vec<i64>) {
-        Representation::in_units_above(values, ty, lsb, 0.0)
+        Representation::in_units_above(values, ty, lsb, 0.0, hint)
             .or_else(|| {
                 (ty == SampleType::F32)
                     .then(|| Representation::F32Bits.to_integers(values, 1.0, ty))?
@@ -163,6 +166,7 @@ impl Representation {
         ty: SampleType,
         lsb: Option<f64>,
         finest: f64,
+        hint: Option<f64>,
     ) -> Option<(Representation, Vec<i64>)> {
         let step = lsb.unwrap_or(1.0);
         let exact = |r: Representation| r.to_integers(values, step, ty).map(|ints| (r, ints));
@@ -171,7 +175,7 @@ impl Representation {
             .flatten()
             .or_else(|| match lsb {
                 Some(_) => exact(Representation::LsbCounts),
-                None if !ty.is_integer() => detect_quantum(values, ty, finest),
+                None if !ty.is_integer() => detect_quantum(values, ty, finest, hint),
                 None => None,
             })
             .or_else(|| (ty == SampleType::F64).then(|| decimal_counts(values, finest))?)
@@ -205,13 +209,25 @@ const POW10: [f64; MAX_DECIMAL_DIGITS as usize + 1] = [
 /// A short run of consecutive values usually holds two one step apart, and sorting it is
 /// cheap; a column where it does not gets the longer look. A sample's estimate is never finer
 /// than a larger sample's, so the quick look finds the same step or none.
+///
+/// `hint`, the quantum of the column before (a lidar's beams, one sensor's axes), is tried
+/// first: where it reproduces every value and the counts have no common factor (the column
+/// has no coarser step), it refines to what the search would find, without the sort.
 fn detect_quantum(
     values: &[f64],
     ty: SampleType,
     finest: f64,
+    hint: Option<f64>,
 ) -> Option<(Representation, Vec<i64>)> {
     if values.len() < 8 || values.iter().any(|v| !v.is_finite()) {
         return None;
+    }
+    if let Some(found) = hint
+        .filter(|&q| q > finest)
+        .and_then(|q| exact_quantum(values, q, ty))
+        .filter(|(_, counts)| counts_coprime(counts))
+    {
+        return Some(found);
     }
     let (min, max) = values
         .iter()
@@ -244,6 +260,18 @@ fn detect_quantum(
         }
     }
     None
+}
+
+/// Whether the counts' greatest common divisor is 1 (not 0: all zero).
+fn counts_coprime(counts: &[i64]) -> bool {
+    let mut divisor = 0;
+    for c in counts {
+        divisor = gcd(divisor, c.unsigned_abs());
+        if divisor == 1 {
+            return true;
+        }
+    }
+    false
 }
 
 /// Whether two distinct values up to eight apart lie no more than `distance` apart. Counted
@@ -1276,7 +1304,7 @@ mod tests {
         let values: Vec<f64> = (0..400)
             .map(|i| f64::from((millimetres(i) as f64 * 0.001) as f32))
             .collect();
-        let (repr, counts) = Representation::choose(&values, SampleType::F32, None);
+        let (repr, counts) = Representation::choose(&values, SampleType::F32, None, None);
         let Representation::Quantum(q) = repr else {
             panic!("no quantum: {repr:?}");
         };
@@ -1284,6 +1312,29 @@ mod tests {
         for (i, &c) in counts.iter().enumerate() {
             assert_eq!(c, millimetres(i) as i64, "value {i}");
         }
+    }
+
+    /// The quantum of the column before, given as a hint, gives what the search finds: the
+    /// same counts of the same quantum where the column has it, and the search's coarser
+    /// one where every value is a multiple of two of them.
+    #[test]
+    fn a_quantum_hint_gives_what_the_search_finds() {
+        let millimetres = |k: usize| f64::from((k as f64 * 0.001) as f32);
+        let every: Vec<f64> = (0..300).map(|i| millimetres(4000 + i * 7919 % 3001)).collect();
+        let even: Vec<f64> = (0..300)
+            .map(|i| millimetres(4000 + 2 * (i * 7919 % 1500)))
+            .collect();
+        for values in [&every, &even] {
+            let searched = Representation::choose(values, SampleType::F32, None, None);
+            let hinted = Representation::choose(values, SampleType::F32, None, Some(0.001));
+            assert_eq!(searched, hinted);
+        }
+        let (Representation::Quantum(q), _) =
+            Representation::choose(&even, SampleType::F32, None, Some(0.001))
+        else {
+            panic!("no quantum");
+        };
+        assert!((q - 0.002).abs() < 1e-12, "{q}");
     }
 
     /// Found by fuzzing (`decode_packet`): a corrupt f32 column can decode to any i64; the
@@ -1356,7 +1407,7 @@ mod tests {
             .iter()
             .map(|s| s.parse().unwrap())
             .collect();
-        let (repr, ints) = Representation::choose(&values, SampleType::F64, None);
+        let (repr, ints) = Representation::choose(&values, SampleType::F64, None, None);
         assert_eq!(repr, Representation::Decimal(3));
         for (x, v) in values.iter().zip(ints) {
             assert_eq!(
@@ -1365,7 +1416,7 @@ mod tests {
             );
         }
         // -0.0 and NaN have no decimal form: the column falls back to bit patterns.
-        let (repr, _) = Representation::choose(&[0.5, -0.0], SampleType::F64, None);
+        let (repr, _) = Representation::choose(&[0.5, -0.0], SampleType::F64, None, None);
         assert_eq!(repr, Representation::F64Bits);
     }
 

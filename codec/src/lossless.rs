@@ -87,10 +87,19 @@ pub(crate) fn for_each_value_column<C: AsRef<[f64]>>(
     mut each: impl FnMut(Representation, &[i64], Option<&[i64]>),
 ) {
     let mut previous: Option<(f64, Vec<i64>)> = None;
+    let mut quantum = None;
     for ch in 0..schema.channels.len() {
-        let (repr, ints) =
-            Representation::choose(column(ch).as_ref(), schema.sample_type, schema.lsb(ch));
+        let (repr, ints) = Representation::choose(
+            column(ch).as_ref(),
+            schema.sample_type,
+            schema.lsb(ch),
+            quantum,
+        );
         let unit = repr.unit(schema.lsb(ch));
+        quantum = match repr {
+            Representation::Quantum(q) => Some(q),
+            _ => quantum,
+        };
         let neighbour = previous
             .as_ref()
             .filter(|(u, _)| unit.is_some_and(|unit| (unit - u).abs() <= unit * 1e-9))

@@ -715,7 +715,14 @@ impl QuantisationGrid {
     /// The grid for a column with bound `eb`: the column's own representation where its
     /// unit is wider than a coarse grid's quantum (the step then gains up to a unit), the
     /// coarse grid where a float column has a finer one or none.
-    fn of(column: &[f64], eb: f64, ty: SampleType, lsb: Option<f64>) -> QuantisationGrid {
+    /// `hint` is the quantum of the column before, if it had one.
+    fn of(
+        column: &[f64],
+        eb: f64,
+        ty: SampleType,
+        lsb: Option<f64>,
+        hint: Option<f64>,
+    ) -> QuantisationGrid {
         let own = |(repr, ints): (Representation, Vec<i64>)| QuantisationGrid {
             repr,
             ints,
@@ -726,14 +733,14 @@ impl QuantisationGrid {
             .then(|| coarse_quantum(eb))
             .flatten();
         if let Some(q) = coarse {
-            if let Some(wider) = Representation::in_units_above(column, ty, lsb, q) {
+            if let Some(wider) = Representation::in_units_above(column, ty, lsb, q, hint) {
                 return own(wider);
             }
             if let Some(grid) = QuantisationGrid::coarse(column, eb, q) {
                 return grid;
             }
         }
-        own(Representation::choose(column, ty, lsb))
+        own(Representation::choose(column, ty, lsb, hint))
     }
 
     /// Counts of `q` nearest each value, if each is finite and the counts are exact
@@ -798,6 +805,7 @@ impl BoundedCodec {
         encode_timestamps(&mut head, &mut encoder, &times, schema);
 
         let columns = Columns::of(frames, bounds.len());
+        let mut quantum = None;
         for (c, &eb) in bounds.iter().enumerate() {
             let column = columns.column(c);
             let QuantisationGrid {
@@ -805,7 +813,10 @@ impl BoundedCodec {
                 ints,
                 exact: on_own_grid,
                 bound_in_units: unit_bound,
-            } = QuantisationGrid::of(column, eb, ty, schema.lsb(c));
+            } = QuantisationGrid::of(column, eb, ty, schema.lsb(c), quantum);
+            if let (Representation::Quantum(q), true) = (repr, on_own_grid) {
+                quantum = Some(q);
+            }
             let lsb = schema.lsb(c).unwrap_or(1.0);
             match unit_bound {
                 _ if eb <= 0.0 => {
@@ -1172,7 +1183,7 @@ mod tests {
             })
             .collect();
         let column: Vec<f64> = frames.iter().map(|f| f.values[0]).collect();
-        let (repr, ints) = Representation::choose(&column, schema.sample_type, Some(lsb));
+        let (repr, ints) = Representation::choose(&column, schema.sample_type, Some(lsb), None);
         let eb = sigma;
         let e = bound_in_units(eb, lsb);
         let bound = Bound {

@@ -13,7 +13,7 @@
 use crate::column::{
     History, Predictor, Representation, choose_predictor, decode_column, residual_bits, residuals,
 };
-use crate::divisor::ExactDivisor;
+use crate::divisor::{ExactDivisor, gcd};
 use crate::entropy::{ResidualContext, ResidualDecoder, ResidualEncoder, unzigzag, zigzag};
 use crate::lossless::{ALL_ZERO_BIT, REPR_SHIFT, descriptor, encode_predicted_column};
 use crate::varint::{Reader, put_uvarint};
@@ -115,13 +115,6 @@ fn wrapping_timestamp_tick(times: &[i64]) -> i64 {
             .iter()
             .fold(0, |g, t| gcd(g, t.wrapping_sub(first).unsigned_abs())),
     )
-}
-
-fn gcd(mut a: u64, mut b: u64) -> u64 {
-    while b != 0 {
-        (a, b) = (b, a % b);
-    }
-    a
 }
 
 fn tick_of(divisor: u64) -> i64 {
