@@ -792,10 +792,11 @@ impl Predictor {
         if targets.len() < 16.max(4 * order) || inputs.len() != targets.len() || order > MAX_ORDER {
             return None;
         }
-        // The first `order` targets are left out: their lags reach into the history, which
-        // for a value column is zeros, and a voltage of 16,190 units predicted from zeros
-        // outweighs a thousand noise-sized residuals in the squares. Fitted with them, a
-        // battery's voltage predictor missed every later sample by five quantisation steps.
+        // The first `order` targets are left out of the mean and the intercept as well as
+        // the squares (which skip the first N rows of what they are given): their lags
+        // reach into the history, for a value column zeros, and centred over them the
+        // residuals of a 16,190-unit battery voltage after them were all off by about
+        // 3 x 16,190 / 1000 units, five quantisation steps at one sigma.
         let fitted = &targets[order..];
         let history = history_before(order, inputs, history);
         let inputs = &inputs[order..];
