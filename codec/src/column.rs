@@ -1321,7 +1321,9 @@ mod tests {
     #[test]
     fn a_quantum_hint_gives_what_the_search_finds() {
         let millimetres = |k: usize| f64::from((k as f64 * 0.001) as f32);
-        let every: Vec<f64> = (0..300).map(|i| millimetres(4000 + i * 7919 % 3001)).collect();
+        let every: Vec<f64> = (0..300)
+            .map(|i| millimetres(4000 + i * 7919 % 3001))
+            .collect();
         let even: Vec<f64> = (0..300)
             .map(|i| millimetres(4000 + 2 * (i * 7919 % 1500)))
             .collect();
