@@ -792,17 +792,14 @@ impl Predictor {
         if targets.len() < 16.max(4 * order) || inputs.len() != targets.len() || order > MAX_ORDER {
             return None;
         }
-        // The first `order` targets are left out of the mean and the intercept as well as
-        // the squares (which skip the first N rows of what they are given): their lags
-        // reach into the history, for a value column zeros, and centred over them the
-        // residuals of a 16,190-unit battery voltage after them were all off by about
-        // 3 x 16,190 / 1000 units, five quantisation steps at one sigma.
-        let fitted = &targets[order..];
-        let history = history_before(order, inputs, history);
-        let inputs = &inputs[order..];
+        // The first `order` targets, whose lags reach into the history (for a value column
+        // zeros), are left out of the squares (`normal_equations` skips them) and of the
+        // mean and the intercept: centred over them, the residuals of a 16,190-unit battery
+        // voltage after them were all off by about 3 x 16,190 / 1000 units, five
+        // quantisation steps at one sigma.
         // Summed exactly (an integer add per value, where a float sum is a chain of adds).
-        let targets_sum: i128 = fitted.iter().map(|&v| i128::from(v)).sum();
-        let mean = targets_sum as f64 / fitted.len() as f64;
+        let targets_sum: i128 = targets[order..].iter().map(|&v| i128::from(v)).sum();
+        let mean = targets_sum as f64 / (targets.len() - order) as f64;
         // The inputs after their history, oldest first, centred: the values lag 1, 2, ...
         // before target `i` are `past[MAX_ORDER + i - 1]`, `past[MAX_ORDER + i - 2]`, ...
         let past: Vec<f64> = history
@@ -813,8 +810,8 @@ impl Predictor {
             .collect();
         // The orders in use get code of their own: the loops unroll and vectorise.
         let c: Vec<f64> = match order {
-            3 => solve(normal_equations::<3>(fitted, &past, mean))?.to_vec(),
-            12 => solve(normal_equations::<12>(fitted, &past, mean))?.to_vec(),
+            3 => solve(normal_equations::<3>(targets, &past, mean))?.to_vec(),
+            12 => solve(normal_equations::<12>(targets, &past, mean))?.to_vec(),
             _ => return None,
         };
         let limit = f64::from(i16::MAX) / f64::from(1u32 << COEFF_BITS);
@@ -825,7 +822,12 @@ impl Predictor {
         for (q, v) in coeffs.iter_mut().zip(&c) {
             *q = (v * f64::from(1u32 << COEFF_BITS)).round() as i16;
         }
-        let intercept = centring_intercept(targets_sum, inputs, &history, &coeffs[..order]);
+        let intercept = centring_intercept(
+            targets_sum,
+            &inputs[order..],
+            &history_before(order, inputs, history),
+            &coeffs[..order],
+        );
         let order = order as u8;
         Some(Predictor::Fitted {
             order,
