@@ -517,51 +517,9 @@ mod tests {
         packet
     }
 
-    /// A 2D lidar sweeping a wall whose distance breathes as the robot drives, with an
-    /// obstacle's edge moving across the beams: each beam's range moves as the beam before
-    /// did, and jumps where it jumped a scan earlier or later.
-    fn lidar_scans(beams: usize, scans: usize) -> (StreamSchema, Vec<Frame>) {
-        let schema = StreamSchema {
-            name: "lidar".into(),
-            kind: crate::SensorKind::Lidar,
-            sample_type: SampleType::F32,
-            channels: (0..beams).map(|b| format!("range_{b}")).collect(),
-            units: vec!["m".into(); beams],
-            rate_hz: 10.0,
-            noise_sigma: vec![0.002; beams],
-            lsb: vec![Some(0.001); beams],
-        };
-        let mut uniform = crate::synthetic::uniform_source(4);
-        let (mut wall, mut speed) = (3.0, 0.0);
-        let frames = (0..scans)
-            .map(|t| {
-                // The robot's speed towards the wall wanders, so no beam's own past
-                // foretells its next range; its neighbour's present does.
-                speed = (speed + (uniform() - 0.5) * 0.04).clamp(-0.2, 0.2);
-                if !(1.5..6.0).contains(&(wall + speed)) {
-                    speed = -speed;
-                }
-                wall += speed;
-                let edge = (t / 10) % beams;
-                let ranges = (0..beams).map(|b| {
-                    // A degree apart, as a 360-beam scanner's.
-                    let angle = (b as f64 - beams as f64 / 2.0).to_radians();
-                    let range = if (edge..edge + 6).contains(&b) {
-                        1.2 + 0.1 * (t as f64 * 0.05).cos()
-                    } else {
-                        wall / angle.cos()
-                    } + (uniform() - 0.5) * 0.006;
-                    crate::quantize_to_lsb(range, 0.001, SampleType::F32)
-                });
-                Frame::new(t as i64 * 100_000_000, ranges.collect())
-            })
-            .collect();
-        (schema, frames)
-    }
-
     #[test]
     fn neighbouring_lidar_beams_predict_each_other() {
-        let (schema, frames) = lidar_scans(32, 400);
+        let (schema, frames) = crate::synthetic::lidar_scans(32, 400);
         let packet = assert_round_trip(&schema, &frames);
         let mut neighbour_predicted = 0;
         for_each_value_column(

@@ -55,6 +55,48 @@ pub fn imu_frames(n: usize, seed: u64, noise: f64) -> Vec<Frame> {
         .collect()
 }
 
+/// A 2D lidar (`beams` a degree apart, 1 mm steps, 10 Hz) facing a wall while the robot
+/// drives to and fro, with an obstacle's edge moving across the beams: each beam's range
+/// moves as the beam before did, and jumps where it jumped a scan earlier or later.
+pub fn lidar_scans(beams: usize, scans: usize) -> (StreamSchema, Vec<Frame>) {
+    let schema = StreamSchema {
+        name: "lidar".into(),
+        kind: SensorKind::Lidar,
+        sample_type: SampleType::F32,
+        channels: (0..beams).map(|b| format!("range_{b}")).collect(),
+        units: vec!["m".into(); beams],
+        rate_hz: 10.0,
+        noise_sigma: vec![0.002; beams],
+        lsb: vec![Some(0.001); beams],
+    };
+    let mut uniform = uniform_source(4);
+    let (mut wall, mut speed) = (3.0, 0.0);
+    let frames = (0..scans)
+        .map(|t| {
+            // The robot's speed towards the wall wanders, so no beam's own past
+            // foretells its next range; its neighbour's present does.
+            speed = (speed + (uniform() - 0.5) * 0.04).clamp(-0.2, 0.2);
+            if !(1.5..6.0).contains(&(wall + speed)) {
+                speed = -speed;
+            }
+            wall += speed;
+            let edge = (t / 10) % beams;
+            let ranges = (0..beams).map(|b| {
+                // A degree apart, as a 360-beam scanner's.
+                let angle = (b as f64 - beams as f64 / 2.0).to_radians();
+                let range = if (edge..edge + 6).contains(&b) {
+                    1.2 + 0.1 * (t as f64 * 0.05).cos()
+                } else {
+                    wall / angle.cos()
+                } + (uniform() - 0.5) * 0.006;
+                quantize_to_lsb(range, 0.001, SampleType::F32)
+            });
+            Frame::new(t as i64 * 100_000_000, ranges.collect())
+        })
+        .collect();
+    (schema, frames)
+}
+
 /// Reproducible uniform numbers in `[0, 1)` from `seed` (a 64-bit linear congruential
 /// generator: enough for test data, no statistics claimed beyond that).
 pub fn uniform_source(seed: u64) -> impl FnMut() -> f64 {
