@@ -207,6 +207,24 @@ pub(crate) mod tests {
 
     pub(crate) use crate::synthetic::imu_schema;
 
+    /// Channel `c` of a stream as a stream of its own.
+    pub(crate) fn one_channel(
+        schema: &StreamSchema,
+        frames: &[Frame],
+        c: usize,
+    ) -> (StreamSchema, Vec<Frame>) {
+        let mut one = schema.clone();
+        one.channels = vec![schema.channels[c].clone()];
+        one.units = vec![schema.units[c].clone()];
+        one.noise_sigma = vec![schema.noise_sigma[c]];
+        one.lsb = vec![schema.lsb[c]];
+        let frames = frames
+            .iter()
+            .map(|f| Frame::new(f.timestamp_ns, vec![f.values[c]]))
+            .collect();
+        (one, frames)
+    }
+
     #[test]
     fn schema_hash_changes_with_any_interpreting_field() {
         let base = imu_schema();

@@ -538,15 +538,7 @@ mod tests {
         // Each beam alone, predicted only from its own past.
         let alone: usize = (0..32)
             .map(|b| {
-                let mut one = schema.clone();
-                one.channels = vec![schema.channels[b].clone()];
-                one.units.truncate(1);
-                one.noise_sigma.truncate(1);
-                one.lsb.truncate(1);
-                let beam: Vec<Frame> = frames
-                    .iter()
-                    .map(|f| Frame::new(f.timestamp_ns, vec![f.values[b]]))
-                    .collect();
+                let (one, beam) = crate::frame::tests::one_channel(&schema, &frames, b);
                 LosslessCodec.encode(&one, &beam).unwrap().payload.len()
             })
             .sum();

@@ -727,7 +727,7 @@ fn choose_units_quantisation(
         Some(neighbour) if neighbour_looks_cheaper(ints, neighbour, e, &first) => {
             let median = quantise_units_neighbour(column, ints, neighbour, e, None);
             if median.cost() * 10 < first.cost() * 9 {
-                return checked_median(column, ints, neighbour, e, bound, median);
+                return checked(column, ints, e, bound, median, Some(neighbour));
             }
             if median.cost() < first.cost() {
                 median
@@ -764,47 +764,32 @@ fn choose_units_quantisation(
         })
         .filter(|refit| refit.cost() <= best.cost())
         .map_or_else(
-            || match neighbour {
-                Some(neighbour) if best.from_neighbour => {
-                    checked_median(column, ints, neighbour, e, bound, best)
-                }
-                _ => checked(column, ints, e, bound, best),
-            },
-            |refit| checked(column, ints, e, bound, refit),
+            || checked(column, ints, e, bound, best, neighbour),
+            |refit| checked(column, ints, e, bound, refit, neighbour),
         )
-}
-
-/// [`checked`] for a column quantised with the neighbour median.
-fn checked_median(
-    column: &[f64],
-    ints: &[i64],
-    neighbour: &[i64],
-    e: i64,
-    bound: Bound<'_>,
-    median: UnitsQuantised,
-) -> UnitsQuantised {
-    if bound.holds_everywhere(&median.reconstruction, column) {
-        median
-    } else {
-        quantise_units_neighbour(column, ints, neighbour, e, Some(bound))
-    }
 }
 
 /// `quantised`, made without the bound check, where every reconstruction meets the bound
 /// anyway (misses are rare: none on the simulated streams), otherwise quantised again with
 /// the check. Where nothing misses, the check at each sample would have made the same
 /// choices: checking the result after the pass takes the check off the prediction chain.
+/// `neighbour` is what a column quantised with the neighbour median was predicted from.
 fn checked(
     column: &[f64],
     ints: &[i64],
     e: i64,
     bound: Bound<'_>,
     quantised: UnitsQuantised,
+    neighbour: Option<&[i64]>,
 ) -> UnitsQuantised {
     if bound.holds_everywhere(&quantised.reconstruction, column) {
-        quantised
-    } else {
-        quantise_units(column, ints, quantised.predictor, e, Some(bound))
+        return quantised;
+    }
+    match neighbour {
+        Some(neighbour) if quantised.from_neighbour => {
+            quantise_units_neighbour(column, ints, neighbour, e, Some(bound))
+        }
+        _ => quantise_units(column, ints, quantised.predictor, e, Some(bound)),
     }
 }
 
@@ -1348,15 +1333,7 @@ mod tests {
         }
         let alone: usize = (0..32)
             .map(|b| {
-                let mut one = schema.clone();
-                one.channels = vec![schema.channels[b].clone()];
-                one.units.truncate(1);
-                one.noise_sigma.truncate(1);
-                one.lsb.truncate(1);
-                let beam: Vec<Frame> = frames
-                    .iter()
-                    .map(|f| Frame::new(f.timestamp_ns, vec![f.values[b]]))
-                    .collect();
+                let (one, beam) = crate::frame::tests::one_channel(&schema, &frames, b);
                 codec.encode(&one, &beam).unwrap().payload.len()
             })
             .sum();
