@@ -441,27 +441,23 @@ fn quantise_units_neighbour(
     out
 }
 
-/// Whether the neighbour median looks cheaper than `first` over the column's first values,
-/// judged on the originals (a pass without the quantiser's chain): only then is the column
-/// quantised with it. An IMU's axes share a unit and would each pay a quantising pass for
+/// Whether the neighbour median looks cheaper than the previous value over the column's
+/// first values, judged on the originals (no quantiser's chain): only then is the column
+/// quantised with it. An IMU's axes share a unit and would each pay a quantising chain for
 /// nothing.
-fn neighbour_looks_cheaper(
-    ints: &[i64],
-    neighbour: &[i64],
-    e: i64,
-    first: &UnitsQuantised,
-) -> bool {
+fn neighbour_looks_cheaper(ints: &[i64], neighbour: &[i64], e: i64) -> bool {
     let n = ints.len().min(NEIGHBOUR_TRIAL);
     let per_step = 1.0 / (2 * e + 1) as f64;
+    // Truncated: `round` is a call where the baseline x86-64 has no instruction for it.
+    let steps = |r: i64| residual_bits((r as f64 * per_step) as i64);
     let (mut north, mut north_west) = (0, 0);
-    let mut bits = 0;
+    let (mut median_bits, mut previous_bits) = (0, 0);
     for (&x, &west) in ints[..n].iter().zip(neighbour) {
-        let r = x.wrapping_sub(neighbour_median(west, north, north_west));
-        bits += residual_bits((r as f64 * per_step).round() as i64);
+        median_bits += steps(x.wrapping_sub(neighbour_median(west, north, north_west)));
+        previous_bits += steps(x.wrapping_sub(north));
         (north, north_west) = (x, west);
     }
-    // The first ranking's indices cover every sample but its exceptions: near enough.
-    bits < cost(&first.indices[..n.min(first.indices.len())])
+    median_bits < previous_bits
 }
 
 /// Predictor tag of a units column predicted by [`neighbour_median`] from the channel
@@ -517,17 +513,28 @@ fn within(limit: i64, ints: &[i64], e: i64, fitted: Option<Predictor>) -> bool {
 /// reconstruction, kept in registers (the generic windows in memory put a store and a load
 /// on every step). With `float_fit` (everything below [`FLOAT_PREDICTION_LIMIT`]) the fit's
 /// older values are taken in floating point.
+///
+/// With `median_of`, the neighbour median's chain runs beside the fitted one (the two
+/// overlap, where a pass of its own waited on each reconstruction): it comes back where no
+/// prediction left the fast path.
 fn first_ranking_short(
     ints: &[i64],
     e: i64,
     fit3: Option<Predictor>,
     float_fit: bool,
-) -> Option<[UnitsQuantised; 4]> {
+    median_of: Option<&[i64]>,
+) -> Option<([UnitsQuantised; 4], Option<UnitsQuantised>)> {
     let quantiser = Quantiser::new(e);
     let n = ints.len();
     let fitted_predictor = fit3.unwrap_or(Predictor::Linear);
     let mut zero = UnitsQuantised::filled(Predictor::Zero, n);
     let mut fitted = UnitsQuantised::filled(fitted_predictor, n);
+    let mut median = median_of.map(|_| {
+        let mut median = UnitsQuantised::filled(Predictor::Zero, n);
+        median.from_neighbour = true;
+        median
+    });
+    let (mut north, mut north_west) = (0, 0);
     let fit = FloatFitted::<3>::new(fitted_predictor);
     // The lattice indices of the last two values, newest first; the fitted chain's last
     // three reconstructions, newest first, and as floats, oldest first (the history is zeros).
@@ -549,6 +556,13 @@ fn first_ranking_short(
         let r = fitted.put(i, quantiser.quantise(x, prediction)?);
         f = [r, f[0], f[1]];
         f_float = [f_float[1], f_float[2], r as f64];
+        if let (Some(neighbour), Some(out)) = (median_of, median.as_mut()) {
+            let west = neighbour[i];
+            match quantiser.quantise(x, neighbour_median(west, north, north_west)) {
+                Some(quantised) => (north, north_west) = (out.put(i, quantised), west),
+                None => median = None,
+            }
+        }
     }
     let on_lattice = |predictor, bits, weights: [i64; 2]| {
         let mut before = [0i64; 2];
@@ -572,7 +586,7 @@ fn first_ranking_short(
     };
     let previous = on_lattice(Predictor::Previous, previous_bits, [1, 0]);
     let linear = on_lattice(Predictor::Linear, linear_bits, [2, -1]);
-    Some([zero, previous, linear, fitted])
+    Some(([zero, previous, linear, fitted], median))
 }
 
 /// [`quantise_units`] without the bound check, for a fitted predictor, where the values,
@@ -712,10 +726,11 @@ fn choose_units_quantisation(
     let fit3 = Predictor::fit(ints, &[0; MAX_ORDER], 3);
     let short = within(SHORT_RANKING_LIMIT, ints, e, fit3);
     let float_fit = short && within(FLOAT_PREDICTION_LIMIT, ints, e, fit3);
-    let candidates = short
-        .then(|| first_ranking_short(ints, e, fit3, float_fit))
+    let neighbour = neighbour.filter(|nb| neighbour_looks_cheaper(ints, nb, e));
+    let (candidates, median) = short
+        .then(|| first_ranking_short(ints, e, fit3, float_fit, neighbour))
         .flatten()
-        .unwrap_or_else(|| first_ranking(column, ints, e, fit3));
+        .unwrap_or_else(|| (first_ranking(column, ints, e, fit3), None));
     let first = candidates
         .into_iter()
         .min_by_key(UnitsQuantised::cost)
@@ -723,18 +738,14 @@ fn choose_units_quantisation(
     // Predicted from the channel before where that is cheaper; where it is cheaper by a
     // tenth, the column skips the refit: a longer predictor from its own past averages
     // noise, but a lidar beam's next range is in its neighbour's present.
-    let best = match neighbour {
-        Some(neighbour) if neighbour_looks_cheaper(ints, neighbour, e, &first) => {
-            let median = quantise_units_neighbour(column, ints, neighbour, e, None);
-            if median.cost() * 10 < first.cost() * 9 {
-                return checked(column, ints, e, bound, median, Some(neighbour));
-            }
-            if median.cost() < first.cost() {
-                median
-            } else {
-                first
-            }
+    let median = median.or_else(|| {
+        neighbour.map(|neighbour| quantise_units_neighbour(column, ints, neighbour, e, None))
+    });
+    let best = match median {
+        Some(median) if median.cost() * 10 < first.cost() * 9 => {
+            return checked(column, ints, e, bound, median, neighbour);
         }
+        Some(median) if median.cost() < first.cost() => median,
         _ => first,
     };
     // Fitted on the whole block: fitting only the first 512 values of a 1000-frame block
@@ -1429,7 +1440,7 @@ mod tests {
     fn the_short_loops_quantise_as_the_generic_one() {
         let mut uniform = crate::synthetic::uniform_source(99);
         let mut tags = std::collections::BTreeSet::new();
-        let (mut refits, mut floats, mut shorts) = (0, 0, 0);
+        let (mut refits, mut floats, mut shorts, mut medians) = (0, 0, 0, 0);
         for case in 0..60 {
             // The last scale leaves floating-point predictions out.
             let scale = [1.0, 30.0, 1e4, 1e9, 1e11][case % 5];
@@ -1455,7 +1466,20 @@ mod tests {
             let float_fit = within(FLOAT_PREDICTION_LIMIT, &ints, e, fit3);
             floats += usize::from(float_fit);
             shorts += 1;
-            let short = first_ranking_short(&ints, e, fit3, float_fit).expect("small values");
+            // A neighbour that follows the column, off by noise.
+            let neighbour: Vec<i64> = ints
+                .iter()
+                .map(|&x| x + (scale * 0.1 * (uniform() - 0.5)) as i64)
+                .collect();
+            let (short, median) = first_ranking_short(&ints, e, fit3, float_fit, Some(&neighbour))
+                .expect("small values");
+            let alone = quantise_units_neighbour(&column, &ints, &neighbour, e, None);
+            if let Some(median) = median {
+                medians += 1;
+                assert_eq!(median.indices, alone.indices, "case {case}");
+                assert_eq!(median.reconstruction, alone.reconstruction, "case {case}");
+                assert_eq!(median.cost(), alone.cost(), "case {case}");
+            }
             let generic = first_ranking(&column, &ints, e, fit3);
             for (short, generic) in short.iter().zip(&generic) {
                 assert_eq!(short.predictor, generic.predictor, "case {case}");
@@ -1492,6 +1516,10 @@ mod tests {
         assert!(
             floats >= 20 && shorts - floats >= 5,
             "{floats} of {shorts} in floats"
+        );
+        assert!(
+            medians * 2 >= shorts,
+            "{medians} of {shorts} with the median"
         );
     }
 
