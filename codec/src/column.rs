@@ -1161,6 +1161,14 @@ pub(crate) fn encode_residuals(
     }
 }
 
+/// Whether a column counted in `unit` may be predicted from a neighbour counted in
+/// `neighbour_unit` (both the same, but for the last digits that quanta detected in two
+/// columns differ in): a neighbour in other units (an accelerometer beside a gyroscope)
+/// would only be tried and lost.
+pub(crate) fn same_unit(unit: Option<f64>, neighbour_unit: f64) -> bool {
+    unit.is_some_and(|unit| (unit - neighbour_unit).abs() <= unit * 1e-9)
+}
+
 /// LOCO-I's (JPEG-LS) median edge detector over a column and the channel before it, seen
 /// as an image whose rows are the samples: the prediction of `x[t]` from `west = y[t]`,
 /// `north = x[t - 1]` and `north_west = y[t - 1]` (`y` the channel before). It follows an

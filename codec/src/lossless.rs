@@ -7,12 +7,13 @@
 //! unit, LOCO-I's median edge detector), then codes the prediction residuals with rANS over
 //! adaptive models (see `entropy`). Layout in `codec/FORMAT.md`.
 
+use std::ops::RangeInclusive;
+
 use crate::column::{
     MAX_ORDER, Predictor, Representation, choose_predictor_and_cost, decode_column,
     decode_neighbour_column, encode_residuals, neighbour_cost, neighbour_residuals, residuals,
+    same_unit,
 };
-use std::ops::RangeInclusive;
-
 use crate::container::{CodecId, Packet, PacketHeader};
 use crate::entropy::{ResidualDecoder, ResidualEncoder};
 use crate::frame::INLINE_VALUES;
@@ -78,9 +79,7 @@ pub(crate) fn plan_column(ints: &[i64], neighbour: Option<&[i64]>) -> (Predictio
 }
 
 /// The lossless codec's value columns, in order: each channel's representation, integers
-/// and the channel before it where that counts in the same unit (an accelerometer beside a
-/// gyroscope would only be tried and lost; quanta detected in two columns differ in their
-/// last digits).
+/// and the channel before it where that counts in the [`same_unit`].
 pub(crate) fn for_each_value_column<C: AsRef<[f64]>>(
     schema: &StreamSchema,
     column: impl Fn(usize) -> C,
@@ -102,7 +101,7 @@ pub(crate) fn for_each_value_column<C: AsRef<[f64]>>(
         };
         let neighbour = previous
             .as_ref()
-            .filter(|(u, _)| unit.is_some_and(|unit| (unit - u).abs() <= unit * 1e-9))
+            .filter(|(u, _)| same_unit(unit, *u))
             .map(|(_, ints)| ints.as_slice());
         each(repr, &ints, neighbour);
         previous = unit.map(|u| (u, ints));

@@ -12,7 +12,7 @@
 
 use crate::column::{
     EXACT_IN_FLOAT, FloatFitted, MAX_ORDER, Past, Predictor, Representation, decode_column,
-    encode_residuals, nearest_integer, neighbour_median, residual_bits,
+    encode_residuals, nearest_integer, neighbour_median, residual_bits, same_unit,
 };
 use crate::container::{CodecId, Packet, PacketHeader};
 use crate::divisor::Divisor;
@@ -952,7 +952,7 @@ impl BoundedCodec {
             let neighbour_in = |unit: Option<f64>| {
                 before
                     .as_ref()
-                    .filter(|(u, _)| unit.is_some_and(|unit| (unit - u).abs() <= unit * 1e-9))
+                    .filter(|(u, _)| same_unit(unit, *u))
                     .map(|(_, reconstruction)| reconstruction.as_slice())
             };
             match unit_bound {
