@@ -313,6 +313,14 @@ impl UnitsQuantised {
         }
     }
 
+    /// [`UnitsQuantised::filled`] for the neighbour median.
+    fn filled_from_neighbour(n: usize) -> Self {
+        UnitsQuantised {
+            from_neighbour: true,
+            ..UnitsQuantised::filled(Predictor::Zero, n)
+        }
+    }
+
     /// Room for `n` samples' indices and reconstructions, for [`UnitsQuantised::put`].
     fn filled(predictor: Predictor, n: usize) -> Self {
         UnitsQuantised {
@@ -425,8 +433,10 @@ fn quantise_units_neighbour(
     bound: Option<Bound<'_>>,
 ) -> UnitsQuantised {
     let quantiser = Quantiser::new(eb_units);
-    let mut out = UnitsQuantised::new(Predictor::Zero, ints.len());
-    out.from_neighbour = true;
+    let mut out = UnitsQuantised {
+        from_neighbour: true,
+        ..UnitsQuantised::new(Predictor::Zero, ints.len())
+    };
     let mut reconstruction = Vec::with_capacity(ints.len());
     let (mut north, mut north_west) = (0, 0);
     for (i, ((&x, &value), &west)) in ints.iter().zip(column).zip(neighbour).enumerate() {
@@ -529,11 +539,7 @@ fn first_ranking_short(
     let fitted_predictor = fit3.unwrap_or(Predictor::Linear);
     let mut zero = UnitsQuantised::filled(Predictor::Zero, n);
     let mut fitted = UnitsQuantised::filled(fitted_predictor, n);
-    let mut median = median_of.map(|_| {
-        let mut median = UnitsQuantised::filled(Predictor::Zero, n);
-        median.from_neighbour = true;
-        median
-    });
+    let mut median = median_of.map(|_| UnitsQuantised::filled_from_neighbour(n));
     let (mut north, mut north_west) = (0, 0);
     let fit = FloatFitted::<3>::new(fitted_predictor);
     // The lattice indices of the last two values, newest first; the fitted chain's last
