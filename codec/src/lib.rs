@@ -2,7 +2,8 @@
 //!
 //! Owns [`Frame`] and [`StreamSchema`] (what a sensor-motor stream is), the versioned packet
 //! container ([`Packet`], specified byte by byte in `codec/FORMAT.md`), the [`Codec`] trait and
-//! the codecs themselves, with their entropy coding (rANS of our own, `entropy`).
+//! the codecs themselves, with their entropy coding (a rANS coder of our own, `entropy`, for
+//! the classical codecs; `constriction`'s range coder for the neural one).
 //!
 //! Must not: open sockets or files, spawn threads, or depend on the simulator, the bus or any
 //! heavy framework. This crate is what a robot builds (it cross-compiles to aarch64), and every
