@@ -51,8 +51,9 @@ pub(crate) fn encode_column(
         (prediction @ Prediction::NeighbourMedian, residuals) => write_column(
             descriptors,
             encoder,
-            NEIGHBOUR_TAG | repr.tag() << REPR_SHIFT,
+            (NEIGHBOUR_TAG, repr.tag()),
             &parameters,
+            |_| {},
             residuals,
             prediction.warmup(),
         ),
@@ -118,30 +119,32 @@ pub(crate) fn encode_predicted_column(
     predictor: Predictor,
     residuals: Vec<i64>,
 ) {
-    let mut parameters = parameters.to_vec();
-    predictor.write_parameters(&mut parameters);
     write_column(
         descriptors,
         encoder,
-        predictor.tag() | repr_tag << REPR_SHIFT,
-        &parameters,
+        (predictor.tag(), repr_tag),
+        parameters,
+        |out| predictor.write_parameters(out),
         residuals,
         predictor.warmup(),
     );
 }
 
-/// A column's descriptor (its all-zero bit added here), parameters and residuals.
+/// A column's descriptor (predictor and representation tags, the all-zero bit added here),
+/// the representation's parameters, the predictor's, and the residuals.
 fn write_column(
     descriptors: &mut Vec<u8>,
     encoder: &mut ResidualEncoder,
-    tags: u8,
+    (predictor_tag, repr_tag): (u8, u8),
     parameters: &[u8],
+    predictor_parameters: impl FnOnce(&mut Vec<u8>),
     residuals: Vec<i64>,
     warmup: usize,
 ) {
     let all_zero = residuals.iter().all(|r| *r == 0);
-    descriptors.push(tags | if all_zero { ALL_ZERO_BIT } else { 0 });
+    descriptors.push(descriptor(predictor_tag, repr_tag, all_zero));
     descriptors.extend_from_slice(parameters);
+    predictor_parameters(descriptors);
     if !all_zero {
         encode_residuals(encoder, residuals.into_iter(), warmup);
     }
