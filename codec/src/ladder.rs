@@ -169,8 +169,8 @@ pub fn entropy_report(schema: &StreamSchema, frames: &[Frame]) -> EntropyReport 
                 .collect::<Vec<f64>>()
         },
         |_, ints, neighbour| {
-            let (prediction, residuals) = plan_column(ints, neighbour);
-            add(&residuals, prediction.warmup());
+            let plan = plan_column(ints, neighbour);
+            add(&plan.residuals, plan.prediction.warmup());
         },
     );
     report

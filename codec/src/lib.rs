@@ -15,6 +15,7 @@ mod divisor;
 mod entropy;
 mod error;
 mod frame;
+mod holes;
 mod ladder;
 mod lossless;
 mod lossy;

@@ -17,16 +17,20 @@ use crate::column::{
 use crate::container::{CodecId, Packet, PacketHeader};
 use crate::entropy::{ResidualDecoder, ResidualEncoder};
 use crate::frame::INLINE_VALUES;
+use crate::holes::Holes;
 use crate::timestamps::{decode_timestamps, encode_timestamps, read_timestamp_head};
 use crate::varint::{Reader, put_uvarint};
 use crate::{Codec, CodecError, Frame, FrameValues, StreamSchema};
 
-const VERSION: u8 = 5;
-/// Version 4 packets differ only in never holding an interval palette (`timestamps`).
+const VERSION: u8 = 6;
+/// Version 4 packets differ only in never holding an interval palette (`timestamps`),
+/// version 5 ones in never taking holes out of prediction.
 const OLDEST_READ: u8 = 4;
 /// Descriptor: bits 0-2 predictor, bits 3-5 representation, bit 6 all residuals zero.
 pub(crate) const REPR_SHIFT: u8 = 3;
 pub(crate) const ALL_ZERO_BIT: u8 = 1 << 6;
+/// Descriptor bit 7 of a value column (both codecs): its holes' runs precede its residuals.
+pub(crate) const HOLES_BIT: u8 = 1 << 7;
 /// Writes one column: descriptor, parameters, and residuals into the shared coder. With
 /// `neighbour`, the channel before counted in the same unit (the lossless codec's columns
 /// only), the column may be predicted from it as well.
@@ -39,44 +43,69 @@ pub(crate) fn encode_column(
 ) {
     let mut parameters = Vec::new();
     write_representation_parameters(&mut parameters, repr);
-    match plan_column(ints, neighbour) {
-        (Prediction::Own(predictor), residuals) => encode_predicted_column(
-            descriptors,
-            encoder,
-            repr.tag(),
-            &parameters,
-            predictor,
-            residuals,
-        ),
-        (prediction @ Prediction::NeighbourMedian, residuals) => write_column(
-            descriptors,
-            encoder,
-            (NEIGHBOUR_TAG, repr.tag()),
-            &parameters,
-            |_| {},
-            residuals,
-            prediction.warmup(),
-        ),
+    let ColumnPlan {
+        holes,
+        prediction,
+        residuals,
+    } = plan_column(ints, neighbour);
+    let (predictor_tag, predictor) = match prediction {
+        Prediction::Own(predictor) => (predictor.tag(), Some(predictor)),
+        Prediction::NeighbourMedian => (NEIGHBOUR_TAG, None),
+    };
+    let all_zero = residuals.iter().all(|r| *r == 0);
+    descriptors.push(descriptor(predictor_tag, repr.tag(), all_zero) | holes_bit(&holes));
+    descriptors.extend_from_slice(&parameters);
+    if let Some(predictor) = predictor {
+        predictor.write_parameters(descriptors);
+    }
+    if let Some(holes) = &holes {
+        holes.encode(encoder);
+    }
+    if !all_zero {
+        encode_residuals(encoder, residuals.into_iter(), prediction.warmup());
     }
 }
 
-/// A column's prediction and residuals: the cheapest of its own predictors, or the
-/// neighbour median where a neighbour is given and that is cheaper.
-/// Both are judged on the column's first values, as [`choose_predictor`] judges its own.
-pub(crate) fn plan_column(ints: &[i64], neighbour: Option<&[i64]>) -> (Prediction, Vec<i64>) {
-    let (predictor, cost) = choose_predictor_and_cost(ints, [0; MAX_ORDER]);
-    if let Some(neighbour) = neighbour
-        && neighbour_cost(ints, neighbour) < cost
-    {
-        return (
+/// A column's plan: its holes where they are taken out of prediction, the prediction of the
+/// rest, and the residuals.
+pub(crate) struct ColumnPlan {
+    pub holes: Option<Holes>,
+    pub prediction: Prediction,
+    pub residuals: Vec<i64>,
+}
+
+/// The cheapest of a column's own predictors, or the neighbour median where a neighbour is
+/// given and that is cheaper, over the column's samples that are not holes (all of them
+/// where the holes are better predicted through). Both are judged on the column's first
+/// values, as [`choose_predictor`] judges its own.
+pub(crate) fn plan_column(ints: &[i64], neighbour: Option<&[i64]>) -> ColumnPlan {
+    let holes = Holes::worth_taking_out(ints, 1);
+    let (present, neighbour) = match &holes {
+        Some(holes) => (
+            std::borrow::Cow::Owned(holes.compact(ints)),
+            neighbour.map(|nb| std::borrow::Cow::Owned(holes.neighbour_at_present(nb.to_vec()))),
+        ),
+        None => (
+            std::borrow::Cow::Borrowed(ints),
+            neighbour.map(std::borrow::Cow::Borrowed),
+        ),
+    };
+    let (predictor, cost) = choose_predictor_and_cost(&present, [0; MAX_ORDER]);
+    let (prediction, residuals) = match neighbour {
+        Some(neighbour) if neighbour_cost(&present, &neighbour) < cost => (
             Prediction::NeighbourMedian,
-            neighbour_residuals(ints, neighbour),
-        );
+            neighbour_residuals(&present, &neighbour),
+        ),
+        _ => (
+            Prediction::Own(predictor),
+            residuals(&present, predictor, [0; MAX_ORDER]),
+        ),
+    };
+    ColumnPlan {
+        holes,
+        prediction,
+        residuals,
     }
-    (
-        Prediction::Own(predictor),
-        residuals(ints, predictor, [0; MAX_ORDER]),
-    )
 }
 
 /// The lossless codec's value columns, in order: each channel's representation, integers
@@ -109,8 +138,8 @@ pub(crate) fn for_each_value_column<C: AsRef<[f64]>>(
     }
 }
 
-/// [`encode_column`] for any representation tag, its parameters already written, once the
-/// predictor and its residuals are known.
+/// A timestamp column's descriptor, parameters and residuals, once its predictor and its
+/// residuals are known.
 pub(crate) fn encode_predicted_column(
     descriptors: &mut Vec<u8>,
     encoder: &mut ResidualEncoder,
@@ -119,40 +148,23 @@ pub(crate) fn encode_predicted_column(
     predictor: Predictor,
     residuals: Vec<i64>,
 ) {
-    write_column(
-        descriptors,
-        encoder,
-        (predictor.tag(), repr_tag),
-        parameters,
-        |out| predictor.write_parameters(out),
-        residuals,
-        predictor.warmup(),
-    );
-}
-
-/// A column's descriptor (predictor and representation tags, the all-zero bit added here),
-/// the representation's parameters, the predictor's, and the residuals.
-fn write_column(
-    descriptors: &mut Vec<u8>,
-    encoder: &mut ResidualEncoder,
-    (predictor_tag, repr_tag): (u8, u8),
-    parameters: &[u8],
-    predictor_parameters: impl FnOnce(&mut Vec<u8>),
-    residuals: Vec<i64>,
-    warmup: usize,
-) {
     let all_zero = residuals.iter().all(|r| *r == 0);
-    descriptors.push(descriptor(predictor_tag, repr_tag, all_zero));
+    descriptors.push(descriptor(predictor.tag(), repr_tag, all_zero));
     descriptors.extend_from_slice(parameters);
-    predictor_parameters(descriptors);
+    predictor.write_parameters(descriptors);
     if !all_zero {
-        encode_residuals(encoder, residuals.into_iter(), warmup);
+        encode_residuals(encoder, residuals.into_iter(), predictor.warmup());
     }
 }
 
 /// A column's descriptor byte.
 pub(crate) fn descriptor(predictor_tag: u8, repr_tag: u8, all_zero: bool) -> u8 {
     predictor_tag | repr_tag << REPR_SHIFT | if all_zero { ALL_ZERO_BIT } else { 0 }
+}
+
+/// The descriptor bit of a value column whose holes are taken out of prediction.
+pub(crate) fn holes_bit(holes: &Option<Holes>) -> u8 {
+    if holes.is_some() { HOLES_BIT } else { 0 }
 }
 
 /// Parameters that follow a descriptor: decimal digits or the detected quantum.
@@ -223,13 +235,11 @@ pub(crate) struct ColumnHead {
     pub repr: Representation,
     pub prediction: Prediction,
     pub all_zero: bool,
+    pub holes: bool,
 }
 
 pub(crate) fn read_column_head(reader: &mut Reader<'_>) -> Result<ColumnHead, CodecError> {
     let d = reader.u8()?;
-    if d & 0x80 != 0 {
-        return Err(CodecError::Corrupt("bad column descriptor"));
-    }
     let repr = read_representation(d >> REPR_SHIFT & 0b111, reader)?;
     let prediction = match d & 0b111 {
         NEIGHBOUR_TAG => Prediction::NeighbourMedian,
@@ -239,7 +249,44 @@ pub(crate) fn read_column_head(reader: &mut Reader<'_>) -> Result<ColumnHead, Co
         repr,
         prediction,
         all_zero: d & ALL_ZERO_BIT != 0,
+        holes: d & HOLES_BIT != 0,
     })
+}
+
+/// Decodes a value column of `n` samples with `head`: its holes' runs first where it has
+/// them, then the samples that are not holes. `neighbour` is the channel before, decoded,
+/// where the column may be predicted from it.
+pub(crate) fn decode_value_column(
+    decoder: &mut ResidualDecoder,
+    n: usize,
+    head: &ColumnHead,
+    neighbour: Option<&[i64]>,
+) -> Result<Vec<i64>, CodecError> {
+    let holes = head.holes.then(|| Holes::decode(decoder, n)).transpose()?;
+    let present = holes.as_ref().map_or(n, Holes::present);
+    let ints = match head.prediction {
+        Prediction::Own(predictor) => {
+            decode_column(decoder, present, predictor, [0; MAX_ORDER], head.all_zero)?
+        }
+        Prediction::NeighbourMedian => {
+            let neighbour = neighbour.ok_or(CodecError::Corrupt(
+                "the first channel predicted from the one before",
+            ))?;
+            match &holes {
+                Some(holes) => decode_neighbour_column(
+                    decoder,
+                    &holes.neighbour_at_present(neighbour.to_vec()),
+                    head.all_zero,
+                )?,
+                None => decode_neighbour_column(decoder, neighbour, head.all_zero)?,
+            }
+        }
+    };
+    let mut ints = ints;
+    if let Some(holes) = &holes {
+        holes.expand_in_place(&mut ints);
+    }
+    Ok(ints)
 }
 
 /// The payload of a packet of columns (codecs 1 and 2), its header checked, read past the
@@ -477,17 +524,7 @@ pub(crate) fn decode_lossless(
             ))?,
             _ => 1.0,
         };
-        let ints = match head.prediction {
-            Prediction::Own(predictor) => {
-                decode_column(&mut decoder, n, predictor, [0; MAX_ORDER], head.all_zero)?
-            }
-            Prediction::NeighbourMedian => {
-                let neighbour = previous.as_deref().ok_or(CodecError::Corrupt(
-                    "the first channel predicted from the one before",
-                ))?;
-                decode_neighbour_column(&mut decoder, neighbour, head.all_zero)?
-            }
-        };
+        let ints = decode_value_column(&mut decoder, n, head, previous.as_deref())?;
         let (start, stride) = layout.column(ch, n, channels);
         head.repr
             .fill_column(&ints, lsb, schema.sample_type, &mut values, start, stride)?;
@@ -528,7 +565,7 @@ mod tests {
             &schema,
             |c| frames.iter().map(|f| f.values[c]).collect::<Vec<f64>>(),
             |_, ints, neighbour| {
-                if let (Prediction::NeighbourMedian, _) = plan_column(ints, neighbour) {
+                if let Prediction::NeighbourMedian = plan_column(ints, neighbour).prediction {
                     neighbour_predicted += 1;
                 }
             },
@@ -552,6 +589,34 @@ mod tests {
     }
 
     #[test]
+    fn lidar_no_returns_are_taken_out_of_prediction() {
+        let (schema, clean) = crate::synthetic::lidar_scans(32, 400);
+        let frames = crate::synthetic::with_no_returns(&clean, 0.02, 4, 100..140);
+        let holes: usize = frames
+            .iter()
+            .map(|f| f.values.iter().filter(|&&v| v == 0.0).count())
+            .sum();
+        let packet = assert_round_trip(&schema, &frames);
+        let mut with_holes = 0;
+        for_each_value_column(
+            &schema,
+            |c| frames.iter().map(|f| f.values[c]).collect::<Vec<f64>>(),
+            |_, ints, neighbour| {
+                with_holes += plan_column(ints, neighbour).holes.is_some() as usize
+            },
+        );
+        assert_eq!(with_holes, 32);
+        // Predicted through, a no-return costs two jumps of a few metres in millimetres
+        // (over 24 bits); taken out, a few bits for its run and the run after it.
+        let clean_bytes = LosslessCodec.encode(&schema, &clean).unwrap().payload.len();
+        let extra_bits = (packet.payload.len() - clean_bytes) * 8;
+        assert!(
+            extra_bits < holes * 12,
+            "{extra_bits} bits for {holes} no-returns"
+        );
+    }
+
+    #[test]
     fn independent_channels_keep_their_own_predictors() {
         let schema = imu_schema();
         let frames = imu_block(1000, 5);
@@ -559,7 +624,10 @@ mod tests {
             &schema,
             |c| frames.iter().map(|f| f.values[c]).collect::<Vec<f64>>(),
             |_, ints, neighbour| {
-                assert!(matches!(plan_column(ints, neighbour).0, Prediction::Own(_)));
+                assert!(matches!(
+                    plan_column(ints, neighbour).prediction,
+                    Prediction::Own(_)
+                ));
             },
         );
     }

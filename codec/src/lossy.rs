@@ -11,23 +11,25 @@
 //! exactly as an exception. Layout in `codec/FORMAT.md`.
 
 use crate::column::{
-    EXACT_IN_FLOAT, FloatFitted, MAX_ORDER, Past, Predictor, Representation, decode_column,
-    encode_residuals, nearest_integer, neighbour_median, residual_bits, same_unit,
+    EXACT_IN_FLOAT, FloatFitted, MAX_ORDER, Past, Predictor, Representation, encode_residuals,
+    nearest_integer, neighbour_median, residual_bits, same_unit,
 };
 use crate::container::{CodecId, Packet, PacketHeader};
 use crate::divisor::Divisor;
 use crate::entropy::{ResidualContext, ResidualDecoder, ResidualEncoder, zigzag};
+use crate::holes::Holes;
 use crate::lossless::{
-    ColumnHead, Columns, DecodedBlock, Layout, Prediction, check_block, column_payload,
-    encode_column, quantum, read_column_head, read_representation, row_buffer,
-    write_representation_parameters,
+    ALL_ZERO_BIT, ColumnHead, Columns, DecodedBlock, HOLES_BIT, Layout, Prediction, REPR_SHIFT,
+    check_block, column_payload, decode_value_column, descriptor, encode_column, holes_bit,
+    quantum, read_column_head, read_representation, row_buffer, write_representation_parameters,
 };
 use crate::timestamps::{decode_timestamps, encode_timestamps, read_timestamp_head};
 use crate::varint::{Reader, put_uvarint};
 use crate::{Codec, CodecError, Frame, SampleType, StreamSchema};
 
-const VERSION: u8 = 6;
-/// Version 5 packets differ only in never holding an interval palette (`timestamps`).
+const VERSION: u8 = 7;
+/// Version 5 packets differ only in never holding an interval palette (`timestamps`),
+/// version 6 ones in never taking holes out of prediction.
 const OLDEST_READ: u8 = 5;
 /// Units column representation: a detected quantum given as an `f32`.
 const QUANTUM_F32_TAG: u8 = 6;
@@ -954,13 +956,7 @@ impl BoundedCodec {
                 quantum = Some(q);
             }
             let lsb = schema.lsb(c).unwrap_or(1.0);
-            let before = previous.take();
-            let neighbour_in = |unit: Option<f64>| {
-                before
-                    .as_ref()
-                    .filter(|(u, _)| same_unit(unit, *u))
-                    .map(|(_, reconstruction)| reconstruction.as_slice())
-            };
+            let mut before = previous.take();
             match unit_bound {
                 _ if eb <= 0.0 => {
                     head.push(MODE_LOSSLESS);
@@ -971,6 +967,39 @@ impl BoundedCodec {
                     encode_column(&mut head, &mut encoder, &ints, repr, None);
                 }
                 Some(e) => {
+                    // Holes are 0 units, which the representation gives back as 0: exactly
+                    // the value on the column's own grid, within the bound on a coarse grid
+                    // (it rounds to within half a unit of the bound), checked all the same.
+                    let holes = Holes::worth_taking_out(&ints, 2 * e + 1).filter(|holes| {
+                        on_own_grid || {
+                            let bound = Bound {
+                                repr: &repr,
+                                lsb,
+                                ty,
+                                eb,
+                            };
+                            holes.holes_of(column).all(|&value| bound.holds(0, value))
+                        }
+                    });
+                    // The column, its integers and the channel before, at the samples
+                    // that are not holes.
+                    let mut ints = ints;
+                    let mut compacted = None;
+                    if let Some(holes) = &holes {
+                        holes.compact_in_place(&mut ints);
+                        compacted = Some(holes.compact(column));
+                        before = before.map(|(unit, reconstruction)| {
+                            (unit, holes.neighbour_at_present(reconstruction))
+                        });
+                    }
+                    let column = compacted.as_deref().unwrap_or(column);
+                    let ints = ints.as_slice();
+                    let neighbour_in = |unit: Option<f64>| {
+                        before
+                            .as_ref()
+                            .filter(|(u, _)| same_unit(unit, *u))
+                            .map(|(_, reconstruction)| reconstruction.as_slice())
+                    };
                     // A units column needs its quantum only as finely as its bound: as an
                     // f32 it takes 4 bytes instead of 8, where every sample, exceptions
                     // included, still meets the bound with it.
@@ -990,7 +1019,7 @@ impl BoundedCodec {
                                 };
                                 let quantised = choose_units_quantisation(
                                     column,
-                                    &ints,
+                                    ints,
                                     e,
                                     bound,
                                     neighbour_in(narrow.unit(None)),
@@ -1014,7 +1043,7 @@ impl BoundedCodec {
                         (
                             repr,
                             e,
-                            choose_units_quantisation(column, &ints, e, bound, neighbour),
+                            choose_units_quantisation(column, ints, e, bound, neighbour),
                         )
                     });
                     let predictor = quantised.predictor;
@@ -1024,18 +1053,19 @@ impl BoundedCodec {
                         (predictor.tag(), predictor.warmup())
                     };
                     head.push(MODE_UNITS);
-                    let unit = match repr {
+                    let (repr_tag, unit) = match repr {
                         Representation::Quantum(q) if quantum_as_f32 => {
-                            head.push(predictor_tag | QUANTUM_F32_TAG << 3);
-                            head.extend_from_slice(&(q as f32).to_le_bytes());
-                            Some(f64::from(q as f32))
+                            (QUANTUM_F32_TAG, Some(f64::from(q as f32)))
                         }
-                        _ => {
-                            head.push(predictor_tag | repr.tag() << 3);
-                            write_representation_parameters(&mut head, repr);
-                            repr.unit(schema.lsb(c))
-                        }
+                        _ => (repr.tag(), repr.unit(schema.lsb(c))),
                     };
+                    head.push(descriptor(predictor_tag, repr_tag, false) | holes_bit(&holes));
+                    match repr {
+                        Representation::Quantum(q) if quantum_as_f32 => {
+                            head.extend_from_slice(&(q as f32).to_le_bytes());
+                        }
+                        _ => write_representation_parameters(&mut head, repr),
+                    }
                     if !quantised.from_neighbour {
                         predictor.write_parameters(&mut head);
                     }
@@ -1044,9 +1074,16 @@ impl BoundedCodec {
                     for (_, v) in &quantised.exceptions {
                         put_uvarint(&mut head, zigzag(*v));
                     }
+                    if let Some(holes) = &holes {
+                        holes.encode(&mut encoder);
+                    }
                     observe(&quantised.indices, warmup);
                     encode_residuals(&mut encoder, quantised.indices.into_iter(), warmup);
-                    previous = unit.map(|u| (u, quantised.reconstruction));
+                    let mut reconstruction = quantised.reconstruction;
+                    if let Some(holes) = &holes {
+                        holes.expand_in_place(&mut reconstruction);
+                    }
+                    previous = unit.map(|u| (u, reconstruction));
                 }
                 None => {
                     let (order, quantised) = (0..=2u8)
@@ -1128,14 +1165,11 @@ pub(crate) fn decode_bounded(
     let channels = schema.channels.len();
     let ty = schema.sample_type;
     enum Head {
-        Lossless {
-            repr: Representation,
-            predictor: Predictor,
-            all_zero: bool,
-        },
+        Lossless(ColumnHead),
         Units {
             predictor: Predictor,
             from_neighbour: bool,
+            holes: bool,
             repr: Representation,
             eb: i64,
             exceptions: Vec<(usize, i64)>,
@@ -1151,15 +1185,10 @@ pub(crate) fn decode_bounded(
     for c_index in 0..channels {
         heads.push(match reader.u8()? {
             MODE_LOSSLESS => match read_column_head(&mut reader)? {
-                ColumnHead {
-                    repr,
-                    prediction: Prediction::Own(predictor),
-                    all_zero,
-                } => Head::Lossless {
-                    repr,
-                    predictor,
-                    all_zero,
-                },
+                head @ ColumnHead {
+                    prediction: Prediction::Own(_),
+                    ..
+                } => Head::Lossless(head),
                 _ => {
                     return Err(CodecError::Corrupt(
                         "a bounded column predicted from another",
@@ -1168,7 +1197,11 @@ pub(crate) fn decode_bounded(
             },
             MODE_UNITS => {
                 let d = reader.u8()?;
-                let repr = match d >> 3 {
+                // Bit 6 (all zero in a lossless column's descriptor) is not used here.
+                if d & ALL_ZERO_BIT != 0 {
+                    return Err(CodecError::Corrupt("bad units column descriptor"));
+                }
+                let repr = match d >> REPR_SHIFT & 0b111 {
                     QUANTUM_F32_TAG => quantum(f64::from(f32::from_le_bytes(reader.array()?)))?,
                     tag => read_representation(tag, &mut reader)?,
                 };
@@ -1192,6 +1225,7 @@ pub(crate) fn decode_bounded(
                 Head::Units {
                     predictor,
                     from_neighbour,
+                    holes: d & HOLES_BIT != 0,
                     repr,
                     eb,
                     exceptions,
@@ -1228,22 +1262,20 @@ pub(crate) fn decode_bounded(
         let (start, stride) = layout.column(c, n, channels);
         let before = previous.take();
         match head {
-            Head::Lossless {
-                repr,
-                predictor,
-                all_zero,
-            } => {
-                if repr == Representation::LsbCounts && schema.lsb(c).is_none() {
+            Head::Lossless(head) => {
+                if head.repr == Representation::LsbCounts && schema.lsb(c).is_none() {
                     return Err(CodecError::Corrupt(
                         "ADC-step column for a channel without one",
                     ));
                 }
-                let ints = decode_column(&mut decoder, n, predictor, [0; MAX_ORDER], all_zero)?;
-                repr.fill_column(&ints, lsb, ty, &mut values, start, stride)?;
+                let ints = decode_value_column(&mut decoder, n, &head, None)?;
+                head.repr
+                    .fill_column(&ints, lsb, ty, &mut values, start, stride)?;
             }
             Head::Units {
                 predictor,
                 from_neighbour,
+                holes,
                 repr,
                 eb,
                 exceptions,
@@ -1253,32 +1285,58 @@ pub(crate) fn decode_bounded(
                         "ADC-step column for a channel without one",
                     ));
                 }
+                let holes = holes.then(|| Holes::decode(&mut decoder, n)).transpose()?;
+                // Exceptions count the samples that are not holes.
+                let present = holes.as_ref().map_or(n, Holes::present);
+                if exceptions.last().is_some_and(|&(at, _)| at >= present) {
+                    return Err(CodecError::Corrupt(
+                        "an exception past the column's samples",
+                    ));
+                }
                 let ints = if from_neighbour {
                     let neighbour = before.as_deref().ok_or(CodecError::Corrupt(
                         "a column predicted from a channel before it that is not a units column",
                     ))?;
+                    let held;
+                    let neighbour = match &holes {
+                        Some(holes) => {
+                            held = holes.neighbour_at_present(neighbour.to_vec());
+                            &held
+                        }
+                        None => neighbour,
+                    };
                     let mut column = NeighbourReconstruction {
-                        values: Vec::with_capacity(n),
+                        values: Vec::with_capacity(present),
                         neighbour,
                         step: 2 * eb + 1,
                     };
-                    dequantise(&mut decoder, n, NEIGHBOUR_WARMUP, &exceptions, &mut column)?;
+                    dequantise(
+                        &mut decoder,
+                        present,
+                        NEIGHBOUR_WARMUP,
+                        &exceptions,
+                        &mut column,
+                    )?;
                     column.values
                 } else {
                     let mut column = UnitsReconstruction {
-                        past: Past::new(&[0; MAX_ORDER], n),
+                        past: Past::new(&[0; MAX_ORDER], present),
                         predictor,
                         step: 2 * eb + 1,
                     };
                     dequantise(
                         &mut decoder,
-                        n,
+                        present,
                         predictor.warmup(),
                         &exceptions,
                         &mut column,
                     )?;
                     column.past.into_values()
                 };
+                let mut ints = ints;
+                if let Some(holes) = &holes {
+                    holes.expand_in_place(&mut ints);
+                }
                 repr.fill_column(&ints, lsb, ty, &mut values, start, stride)?;
                 previous = Some(ints);
             }
@@ -1358,6 +1416,36 @@ mod tests {
             packet.payload.len() * 10 < alone * 8,
             "{} bytes with neighbours, {alone} alone",
             packet.payload.len()
+        );
+    }
+
+    #[test]
+    fn lidar_no_returns_come_back_exactly_and_cost_little() {
+        let (schema, clean) = crate::synthetic::lidar_scans(32, 400);
+        let frames = crate::synthetic::with_no_returns(&clean, 0.02, 4, 100..140);
+        let holes: usize = frames
+            .iter()
+            .map(|f| f.values.iter().filter(|&&v| v == 0.0).count())
+            .sum();
+        let codec = BoundedCodec::new(ErrorBound::Sigma(2.0));
+        let packet = codec.encode(&schema, &frames).unwrap();
+        let back = codec.decode(&schema, &packet).unwrap();
+        for c in 0..32 {
+            assert!(
+                max_error(&frames, &back, c) <= 2.0 * schema.noise_sigma[c],
+                "beam {c}"
+            );
+        }
+        for (original, decoded) in frames.iter().zip(&back) {
+            for (&a, &b) in original.values.iter().zip(decoded.values.iter()) {
+                assert_eq!(a == 0.0, b == 0.0);
+            }
+        }
+        let clean_bytes = codec.encode(&schema, &clean).unwrap().payload.len();
+        let extra_bits = (packet.payload.len() - clean_bytes) * 8;
+        assert!(
+            extra_bits < holes * 12,
+            "{extra_bits} bits for {holes} no-returns"
         );
     }
 

@@ -97,6 +97,29 @@ pub fn lidar_scans(beams: usize, scans: usize) -> (StreamSchema, Vec<Frame>) {
     (schema, frames)
 }
 
+/// `frames` with a lidar's no-returns, reported as a range of 0: each sample dropped with
+/// probability `rate`, and the first `beams` beams seeing nothing within range for the
+/// scans in `out_of_range`.
+pub fn with_no_returns(
+    frames: &[Frame],
+    rate: f64,
+    beams: usize,
+    out_of_range: std::ops::Range<usize>,
+) -> Vec<Frame> {
+    let mut uniform = uniform_source(9);
+    frames
+        .iter()
+        .enumerate()
+        .map(|(t, frame)| {
+            let values = frame.values.iter().enumerate().map(|(b, &range)| {
+                let dropped = uniform() < rate || (b < beams && out_of_range.contains(&t));
+                if dropped { 0.0 } else { range }
+            });
+            Frame::new(frame.timestamp_ns, values.collect())
+        })
+        .collect()
+}
+
 /// Reproducible uniform numbers in `[0, 1)` from `seed` (a 64-bit linear congruential
 /// generator: enough for test data, no statistics claimed beyond that).
 pub fn uniform_source(seed: u64) -> impl FnMut() -> f64 {
