@@ -99,25 +99,28 @@ pub fn lidar_scans(beams: usize, scans: usize) -> (StreamSchema, Vec<Frame>) {
 
 /// `frames` with a lidar's no-returns, reported as a range of 0: each sample dropped with
 /// probability `rate`, and the first `beams` beams seeing nothing within range for the
-/// scans in `out_of_range`.
+/// scans in `out_of_range`; and how many samples read 0.
 pub fn with_no_returns(
     frames: &[Frame],
     rate: f64,
     beams: usize,
     out_of_range: std::ops::Range<usize>,
-) -> Vec<Frame> {
+) -> (Vec<Frame>, usize) {
     let mut uniform = uniform_source(9);
-    frames
+    let mut no_returns = 0;
+    let frames = frames
         .iter()
         .enumerate()
         .map(|(t, frame)| {
             let values = frame.values.iter().enumerate().map(|(b, &range)| {
                 let dropped = uniform() < rate || (b < beams && out_of_range.contains(&t));
+                no_returns += usize::from(dropped || range == 0.0);
                 if dropped { 0.0 } else { range }
             });
             Frame::new(frame.timestamp_ns, values.collect())
         })
-        .collect()
+        .collect();
+    (frames, no_returns)
 }
 
 /// Reproducible uniform numbers in `[0, 1)` from `seed` (a 64-bit linear congruential
