@@ -365,7 +365,11 @@ impl UnitsQuantised {
 
     /// Rough size in bits: indices, exceptions and the predictor's coefficients.
     fn cost(&self) -> u64 {
-        self.bits + 64 * self.exceptions.len() as u64 + coefficient_bits(self.predictor)
+        let coefficients = match self.predictor {
+            Predictor::Fitted { order, .. } => 16 * u64::from(order) + 16,
+            _ => 0,
+        };
+        self.bits + 64 * self.exceptions.len() as u64 + coefficients
     }
 }
 
@@ -804,15 +808,6 @@ fn choose_units_quantisation(
             )
         })
         .flatten()
-        // Quantised only where its cost predicted from the first reconstruction (no chain,
-        // every fourth value) is within a fiftieth of the first ranking's: that estimate
-        // runs 1-4 % under the quantised cost, and past the margin it skipped none of the
-        // refits that won on the real and flock IMUs, and half to three quarters of the
-        // ones that lost (the chain is a fifth of the bounded encoder's time there).
-        .filter(|&p| {
-            open_loop_cost(ints, &best.reconstruction, p, e) + coefficient_bits(p)
-                <= best.cost() * 51 / 50
-        })
         .map(|p| {
             if float_fit
                 && within(FLOAT_PREDICTION_LIMIT, &[], e, Some(p))
@@ -829,48 +824,6 @@ fn choose_units_quantisation(
             || checked(column, ints, e, bound, best, neighbour),
             |refit| checked(column, ints, e, bound, refit, neighbour),
         )
-}
-
-/// The rough size of a predictor's parameters in bits.
-fn coefficient_bits(predictor: Predictor) -> u64 {
-    match predictor {
-        Predictor::Fitted { order, .. } => 16 * u64::from(order) + 16,
-        _ => 0,
-    }
-}
-
-/// A rough cost of `predictor`'s indices predicted from `reconstruction` instead of from its
-/// own (no quantising chain: each prediction stands alone), over every `STRIDE`th value past
-/// the warm-up, scaled to the column.
-fn open_loop_cost(ints: &[i64], reconstruction: &[i64], predictor: Predictor, e: i64) -> u64 {
-    const STRIDE: usize = 4;
-    const FLOOR_OFFSET: f64 = (1u64 << 40) as f64;
-    let Predictor::Fitted {
-        order,
-        coeffs,
-        intercept,
-    } = predictor
-    else {
-        return u64::MAX;
-    };
-    let order = usize::from(order);
-    let per_step = 1.0 / (2 * e + 1) as f64;
-    let mut bits = 0;
-    let mut sampled = 0;
-    for i in (order..ints.len()).step_by(STRIDE) {
-        let window = &reconstruction[i - order..i];
-        let sum: i64 = coeffs[..order]
-            .iter()
-            .zip(window.iter().rev())
-            .map(|(&c, &x)| i64::from(c) * x)
-            .sum();
-        let p = ((sum + (1 << 11)) >> 12) + intercept;
-        // floor((d + e) / step), the quantiser's index, by truncating a positive number.
-        let shifted = ((ints[i] - p + e) as f64 * per_step) + FLOOR_OFFSET;
-        bits += residual_bits(shifted as i64 - FLOOR_OFFSET as i64);
-        sampled += 1;
-    }
-    bits * (ints.len() - order) as u64 / sampled.max(1)
 }
 
 /// `quantised`, made without the bound check, where every reconstruction meets the bound
