@@ -4,6 +4,8 @@
 //! two large residuals (into the hole and back out); taken out of prediction, a run of holes
 //! costs its length and the length of the run after it. Layout in `codec/FORMAT.md`.
 
+use std::borrow::Cow;
+
 use crate::CodecError;
 use crate::column::residual_bits;
 use crate::entropy::{ResidualContext, ResidualDecoder, ResidualEncoder, unzigzag, zigzag};
@@ -201,6 +203,38 @@ impl Holes {
             is_present,
         })
     }
+}
+
+/// A column's holes where its descriptor says it has them, read from the residual section,
+/// and how many of its `n` samples are coded (the ones that are not holes).
+pub(crate) fn decode_if(
+    flagged: bool,
+    decoder: &mut ResidualDecoder,
+    n: usize,
+) -> Result<(Option<Holes>, usize), CodecError> {
+    if !flagged {
+        return Ok((None, n));
+    }
+    let holes = Holes::decode(decoder, n)?;
+    let present = holes.present();
+    Ok((Some(holes), present))
+}
+
+/// What a column with `holes` sees of the channel before it: [`Holes::neighbour_at_present`],
+/// or without holes the neighbour as it is.
+pub(crate) fn neighbour_seen<'a>(holes: Option<&Holes>, neighbour: &'a [i64]) -> Cow<'a, [i64]> {
+    match holes {
+        Some(holes) => Cow::Owned(holes.neighbour_at_present(neighbour.to_vec())),
+        None => Cow::Borrowed(neighbour),
+    }
+}
+
+/// A column's coded samples with its holes (if any) put back.
+pub(crate) fn put_back(holes: Option<&Holes>, mut column: Vec<i64>) -> Vec<i64> {
+    if let Some(holes) = holes {
+        holes.expand_in_place(&mut column);
+    }
+    column
 }
 
 /// The position of the first 0 in `values`: eight at a time, without a branch on each.

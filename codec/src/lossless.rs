@@ -7,6 +7,7 @@
 //! unit, LOCO-I's median edge detector), then codes the prediction residuals with rANS over
 //! adaptive models (see `entropy`). Layout in `codec/FORMAT.md`.
 
+use std::borrow::Cow;
 use std::ops::RangeInclusive;
 
 use crate::column::{
@@ -17,7 +18,7 @@ use crate::column::{
 use crate::container::{CodecId, Packet, PacketHeader};
 use crate::entropy::{ResidualDecoder, ResidualEncoder};
 use crate::frame::INLINE_VALUES;
-use crate::holes::Holes;
+use crate::holes::{self, Holes, neighbour_seen};
 use crate::timestamps::{decode_timestamps, encode_timestamps, read_timestamp_head};
 use crate::varint::{Reader, put_uvarint};
 use crate::{Codec, CodecError, Frame, FrameValues, StreamSchema};
@@ -80,16 +81,11 @@ pub(crate) struct ColumnPlan {
 /// values, as [`choose_predictor`] judges its own.
 pub(crate) fn plan_column(ints: &[i64], neighbour: Option<&[i64]>) -> ColumnPlan {
     let holes = Holes::worth_taking_out(ints, 1);
-    let (present, neighbour) = match &holes {
-        Some(holes) => (
-            std::borrow::Cow::Owned(holes.compact(ints)),
-            neighbour.map(|nb| std::borrow::Cow::Owned(holes.neighbour_at_present(nb.to_vec()))),
-        ),
-        None => (
-            std::borrow::Cow::Borrowed(ints),
-            neighbour.map(std::borrow::Cow::Borrowed),
-        ),
+    let present = match &holes {
+        Some(holes) => Cow::Owned(holes.compact(ints)),
+        None => Cow::Borrowed(ints),
     };
+    let neighbour = neighbour.map(|nb| neighbour_seen(holes.as_ref(), nb));
     let (predictor, cost) = choose_predictor_and_cost(&present, [0; MAX_ORDER]);
     let (prediction, residuals) = match neighbour {
         Some(neighbour) if neighbour_cost(&present, &neighbour) < cost => (
@@ -262,8 +258,7 @@ pub(crate) fn decode_value_column(
     head: &ColumnHead,
     neighbour: Option<&[i64]>,
 ) -> Result<Vec<i64>, CodecError> {
-    let holes = head.holes.then(|| Holes::decode(decoder, n)).transpose()?;
-    let present = holes.as_ref().map_or(n, Holes::present);
+    let (holes, present) = holes::decode_if(head.holes, decoder, n)?;
     let ints = match head.prediction {
         Prediction::Own(predictor) => {
             decode_column(decoder, present, predictor, [0; MAX_ORDER], head.all_zero)?
@@ -272,21 +267,11 @@ pub(crate) fn decode_value_column(
             let neighbour = neighbour.ok_or(CodecError::Corrupt(
                 "the first channel predicted from the one before",
             ))?;
-            match &holes {
-                Some(holes) => decode_neighbour_column(
-                    decoder,
-                    &holes.neighbour_at_present(neighbour.to_vec()),
-                    head.all_zero,
-                )?,
-                None => decode_neighbour_column(decoder, neighbour, head.all_zero)?,
-            }
+            let neighbour = neighbour_seen(holes.as_ref(), neighbour);
+            decode_neighbour_column(decoder, &neighbour, head.all_zero)?
         }
     };
-    let mut ints = ints;
-    if let Some(holes) = &holes {
-        holes.expand_in_place(&mut ints);
-    }
-    Ok(ints)
+    Ok(holes::put_back(holes.as_ref(), ints))
 }
 
 /// The payload of a packet of columns (codecs 1 and 2), its header checked, read past the

@@ -17,7 +17,7 @@ use crate::column::{
 use crate::container::{CodecId, Packet, PacketHeader};
 use crate::divisor::Divisor;
 use crate::entropy::{ResidualContext, ResidualDecoder, ResidualEncoder, zigzag};
-use crate::holes::Holes;
+use crate::holes::{self, Holes, neighbour_seen};
 use crate::lossless::{
     ALL_ZERO_BIT, ColumnHead, Columns, DecodedBlock, HOLES_BIT, Layout, Prediction, REPR_SHIFT,
     check_block, column_payload, decode_value_column, descriptor, encode_column, holes_bit,
@@ -1117,10 +1117,7 @@ impl BoundedCodec {
                     }
                     observe(&quantised.indices, warmup);
                     encode_residuals(&mut encoder, quantised.indices.into_iter(), warmup);
-                    let mut reconstruction = quantised.reconstruction;
-                    if let Some(holes) = &holes {
-                        holes.expand_in_place(&mut reconstruction);
-                    }
+                    let reconstruction = holes::put_back(holes.as_ref(), quantised.reconstruction);
                     previous = unit.map(|u| (u, reconstruction));
                 }
                 None => {
@@ -1323,9 +1320,8 @@ pub(crate) fn decode_bounded(
                         "ADC-step column for a channel without one",
                     ));
                 }
-                let holes = holes.then(|| Holes::decode(&mut decoder, n)).transpose()?;
                 // Exceptions count the samples that are not holes.
-                let present = holes.as_ref().map_or(n, Holes::present);
+                let (holes, present) = holes::decode_if(holes, &mut decoder, n)?;
                 if exceptions.last().is_some_and(|&(at, _)| at >= present) {
                     return Err(CodecError::Corrupt(
                         "an exception past the column's samples",
@@ -1335,17 +1331,10 @@ pub(crate) fn decode_bounded(
                     let neighbour = before.as_deref().ok_or(CodecError::Corrupt(
                         "a column predicted from a channel before it that is not a units column",
                     ))?;
-                    let held;
-                    let neighbour = match &holes {
-                        Some(holes) => {
-                            held = holes.neighbour_at_present(neighbour.to_vec());
-                            &held
-                        }
-                        None => neighbour,
-                    };
+                    let neighbour = neighbour_seen(holes.as_ref(), neighbour);
                     let mut column = NeighbourReconstruction {
                         values: Vec::with_capacity(present),
-                        neighbour,
+                        neighbour: &neighbour,
                         step: 2 * eb + 1,
                     };
                     dequantise(
@@ -1371,10 +1360,7 @@ pub(crate) fn decode_bounded(
                     )?;
                     column.past.into_values()
                 };
-                let mut ints = ints;
-                if let Some(holes) = &holes {
-                    holes.expand_in_place(&mut ints);
-                }
+                let ints = holes::put_back(holes.as_ref(), ints);
                 repr.fill_column(&ints, lsb, ty, &mut values, start, stride)?;
                 previous = Some(ints);
             }
