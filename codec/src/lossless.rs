@@ -53,18 +53,15 @@ pub(crate) fn encode_column(
         Prediction::Own(predictor) => (predictor.tag(), Some(predictor)),
         Prediction::NeighbourMedian => (NEIGHBOUR_TAG, None),
     };
-    let all_zero = residuals.iter().all(|r| *r == 0);
-    descriptors.push(descriptor(predictor_tag, repr.tag(), all_zero) | holes_bit(&holes));
-    descriptors.extend_from_slice(&parameters);
-    if let Some(predictor) = predictor {
-        predictor.write_parameters(descriptors);
-    }
-    if let Some(holes) = &holes {
-        holes.encode(encoder);
-    }
-    if !all_zero {
-        encode_residuals(encoder, residuals.into_iter(), prediction.warmup());
-    }
+    write_column(
+        descriptors,
+        encoder,
+        (predictor_tag, repr.tag()),
+        &parameters,
+        predictor,
+        holes.as_ref(),
+        (residuals, prediction.warmup()),
+    );
 }
 
 /// A column's plan: its holes where they are taken out of prediction, the prediction of the
@@ -144,12 +141,40 @@ pub(crate) fn encode_predicted_column(
     predictor: Predictor,
     residuals: Vec<i64>,
 ) {
+    write_column(
+        descriptors,
+        encoder,
+        (predictor.tag(), repr_tag),
+        parameters,
+        Some(predictor),
+        None,
+        (residuals, predictor.warmup()),
+    );
+}
+
+/// A column's descriptor (the all-zero and holes bits added here), the representation's
+/// parameters, the predictor's (where it has any), then in the coder the holes' runs and
+/// the residuals with their warm-up.
+fn write_column(
+    descriptors: &mut Vec<u8>,
+    encoder: &mut ResidualEncoder,
+    (predictor_tag, repr_tag): (u8, u8),
+    parameters: &[u8],
+    predictor: Option<Predictor>,
+    holes: Option<&Holes>,
+    (residuals, warmup): (Vec<i64>, usize),
+) {
     let all_zero = residuals.iter().all(|r| *r == 0);
-    descriptors.push(descriptor(predictor.tag(), repr_tag, all_zero));
+    descriptors.push(descriptor(predictor_tag, repr_tag, all_zero) | holes_bit(holes));
     descriptors.extend_from_slice(parameters);
-    predictor.write_parameters(descriptors);
+    if let Some(predictor) = predictor {
+        predictor.write_parameters(descriptors);
+    }
+    if let Some(holes) = holes {
+        holes.encode(encoder);
+    }
     if !all_zero {
-        encode_residuals(encoder, residuals.into_iter(), predictor.warmup());
+        encode_residuals(encoder, residuals.into_iter(), warmup);
     }
 }
 
@@ -159,7 +184,7 @@ pub(crate) fn descriptor(predictor_tag: u8, repr_tag: u8, all_zero: bool) -> u8 
 }
 
 /// The descriptor bit of a value column whose holes are taken out of prediction.
-pub(crate) fn holes_bit(holes: &Option<Holes>) -> u8 {
+pub(crate) fn holes_bit(holes: Option<&Holes>) -> u8 {
     if holes.is_some() { HOLES_BIT } else { 0 }
 }
 

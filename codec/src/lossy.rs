@@ -1097,7 +1097,9 @@ impl BoundedCodec {
                         }
                         _ => (repr.tag(), repr.unit(schema.lsb(c))),
                     };
-                    head.push(descriptor(predictor_tag, repr_tag, false) | holes_bit(&holes));
+                    head.push(
+                        descriptor(predictor_tag, repr_tag, false) | holes_bit(holes.as_ref()),
+                    );
                     match repr {
                         Representation::Quantum(q) if quantum_as_f32 => {
                             head.extend_from_slice(&(q as f32).to_le_bytes());
