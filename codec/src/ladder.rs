@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::column::{choose_predictor, residuals};
-use crate::entropy::ResidualEncoder;
+use crate::entropy::{ResidualContext, ResidualEncoder};
 use crate::lossless::{for_each_value_column, plan_column};
 use crate::timestamps::timestamp_ticks;
 use crate::{BoundedCodec, Codec, CodecError, ErrorBound, Frame, LosslessCodec, StreamSchema};
@@ -154,13 +154,23 @@ pub fn entropy_report(schema: &StreamSchema, frames: &[Frame]) -> EntropyReport 
     let times: Vec<i64> = frames.iter().map(|f| f.timestamp_ns).collect();
     let (_, ticks, history) = timestamp_ticks(&times, schema);
     let predictor = choose_predictor(&ticks, history);
-    let mut add = |residuals: &[i64], warmup: usize| {
+    // A column codes its residuals from where the one before left off where it inherits
+    // that context (`inherits_context`), as the codec does.
+    let mut add = |residuals: &[i64], warmup: usize, rest: ResidualContext| {
         // An all-zero column codes nothing (its descriptor says so).
         if residuals.iter().any(|r| *r != 0) {
-            report.add(residuals, warmup);
+            report.add(residuals, warmup, rest)
+        } else {
+            rest
         }
     };
-    add(&residuals(&ticks, predictor, history), predictor.warmup());
+    let fresh = ResidualContext::default();
+    add(
+        &residuals(&ticks, predictor, history),
+        predictor.warmup(),
+        fresh,
+    );
+    let mut carried = ResidualContext::default();
     for_each_value_column(
         schema,
         |c| {
@@ -171,7 +181,8 @@ pub fn entropy_report(schema: &StreamSchema, frames: &[Frame]) -> EntropyReport 
         },
         |_, ints, neighbour| {
             let plan = plan_column(ints, neighbour);
-            add(&plan.residuals, plan.prediction.warmup());
+            let rest = plan.prediction.starting_context(&mut carried);
+            carried = add(&plan.residuals, plan.prediction.warmup(), rest);
         },
     );
     report
@@ -188,7 +199,15 @@ pub fn bounded_entropy_report(
     let mut report = EntropyReport::default();
     let codec = BoundedCodec::new(bound);
     for block in frames.chunks(block_frames.max(1)) {
-        codec.encode_observed(schema, block, |indices, warmup| report.add(indices, warmup))?;
+        let mut carried = ResidualContext::default();
+        codec.encode_observed(schema, block, |indices, warmup, inherits| {
+            let rest = if inherits {
+                std::mem::take(&mut carried)
+            } else {
+                ResidualContext::default()
+            };
+            carried = report.add(indices, warmup, rest);
+        })?;
     }
     Ok(report)
 }
@@ -206,8 +225,8 @@ impl Default for EntropyReport {
 
 impl EntropyReport {
     /// One column's residuals: the entropy of their histogram, and what they cost coded
-    /// alone.
-    fn add(&mut self, residuals: &[i64], warmup: usize) {
+    /// alone, after the warm-up from `rest`; returns the context they leave.
+    fn add(&mut self, residuals: &[i64], warmup: usize, rest: ResidualContext) -> ResidualContext {
         let mut histogram: BTreeMap<i64, usize> = BTreeMap::new();
         for r in residuals {
             *histogram.entry(*r).or_default() += 1;
@@ -219,9 +238,11 @@ impl EntropyReport {
             .sum::<f64>();
         self.coverage_adjusted_entropy_bits += n * coverage_adjusted_entropy(histogram.values());
         let mut encoder = ResidualEncoder::new();
-        crate::column::encode_residuals(&mut encoder, residuals.iter().copied(), warmup);
+        let left =
+            crate::column::encode_residuals(&mut encoder, residuals.iter().copied(), warmup, rest);
         self.coded_bits += encoder.finish().len() as f64 * 8.0;
         self.residuals += residuals.len();
+        left
     }
 }
 

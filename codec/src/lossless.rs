@@ -12,11 +12,11 @@ use std::ops::RangeInclusive;
 
 use crate::column::{
     MAX_ORDER, Predictor, Representation, choose_predictor_and_cost, decode_column,
-    decode_neighbour_column, encode_residuals, neighbour_cost, neighbour_residuals, residuals,
-    same_unit,
+    decode_neighbour_column, encode_residuals, inherits_context, neighbour_cost,
+    neighbour_residuals, residuals, same_unit,
 };
 use crate::container::{CodecId, Packet, PacketHeader};
-use crate::entropy::{ResidualDecoder, ResidualEncoder};
+use crate::entropy::{ResidualContext, ResidualDecoder, ResidualEncoder};
 use crate::frame::INLINE_VALUES;
 use crate::holes::{self, Holes, neighbour_seen};
 use crate::timestamps::{decode_timestamps, encode_timestamps, read_timestamp_head};
@@ -34,13 +34,15 @@ pub(crate) const ALL_ZERO_BIT: u8 = 1 << 6;
 pub(crate) const HOLES_BIT: u8 = 1 << 7;
 /// Writes one column: descriptor, parameters, and residuals into the shared coder. With
 /// `neighbour`, the channel before counted in the same unit (the lossless codec's columns
-/// only), the column may be predicted from it as well.
+/// only), the column may be predicted from it as well. `carried` is the context the channel
+/// before left ([`inherits_context`]); the column leaves its own there.
 pub(crate) fn encode_column(
     descriptors: &mut Vec<u8>,
     encoder: &mut ResidualEncoder,
     ints: &[i64],
     repr: Representation,
     neighbour: Option<&[i64]>,
+    carried: &mut ResidualContext,
 ) {
     let mut parameters = Vec::new();
     write_representation_parameters(&mut parameters, repr);
@@ -53,14 +55,15 @@ pub(crate) fn encode_column(
         Prediction::Own(predictor) => (predictor.tag(), Some(predictor)),
         Prediction::NeighbourMedian => (NEIGHBOUR_TAG, None),
     };
-    write_column(
+    let rest = prediction.starting_context(carried);
+    *carried = write_column(
         descriptors,
         encoder,
         (predictor_tag, repr.tag()),
         &parameters,
         predictor,
         holes.as_ref(),
-        (residuals, prediction.warmup()),
+        (residuals, prediction.warmup(), rest),
     );
 }
 
@@ -148,13 +151,13 @@ pub(crate) fn encode_predicted_column(
         parameters,
         Some(predictor),
         None,
-        (residuals, predictor.warmup()),
+        (residuals, predictor.warmup(), ResidualContext::default()),
     );
 }
 
 /// A column's descriptor (the all-zero and holes bits added here), the representation's
 /// parameters, the predictor's (where it has any), then in the coder the holes' runs and
-/// the residuals with their warm-up.
+/// the residuals with their warm-up, the rest from `rest`; returns the context they leave.
 fn write_column(
     descriptors: &mut Vec<u8>,
     encoder: &mut ResidualEncoder,
@@ -162,8 +165,8 @@ fn write_column(
     parameters: &[u8],
     predictor: Option<Predictor>,
     holes: Option<&Holes>,
-    (residuals, warmup): (Vec<i64>, usize),
-) {
+    (residuals, warmup, rest): (Vec<i64>, usize, ResidualContext),
+) -> ResidualContext {
     let all_zero = residuals.iter().all(|r| *r == 0);
     descriptors.push(descriptor(predictor_tag, repr_tag, all_zero) | holes_bit(holes));
     descriptors.extend_from_slice(parameters);
@@ -173,9 +176,10 @@ fn write_column(
     if let Some(holes) = holes {
         holes.encode(encoder);
     }
-    if !all_zero {
-        encode_residuals(encoder, residuals.into_iter(), warmup);
+    if all_zero {
+        return rest;
     }
+    encode_residuals(encoder, residuals.into_iter(), warmup, rest)
 }
 
 /// A column's descriptor byte.
@@ -242,6 +246,17 @@ pub(crate) enum Prediction {
 }
 
 impl Prediction {
+    /// The context the column's residuals after the warm-up start from: what the channel
+    /// before left in `carried` where the column inherits it ([`inherits_context`]), else a
+    /// fresh one.
+    pub(crate) fn starting_context(self, carried: &mut ResidualContext) -> ResidualContext {
+        if inherits_context(matches!(self, Prediction::NeighbourMedian)) {
+            std::mem::take(carried)
+        } else {
+            ResidualContext::default()
+        }
+    }
+
     /// Samples at the start of a block whose prediction leans on the zero history.
     pub(crate) fn warmup(self) -> usize {
         match self {
@@ -276,26 +291,35 @@ pub(crate) fn read_column_head(reader: &mut Reader<'_>) -> Result<ColumnHead, Co
 
 /// Decodes a value column of `n` samples with `head`: its holes' runs first where it has
 /// them, then the samples that are not holes. `neighbour` is the channel before, decoded,
-/// where the column may be predicted from it.
+/// where the column may be predicted from it, `carried` the context it left, where the
+/// column leaves its own.
 pub(crate) fn decode_value_column(
     decoder: &mut ResidualDecoder,
     n: usize,
     head: &ColumnHead,
     neighbour: Option<&[i64]>,
+    carried: &mut ResidualContext,
 ) -> Result<Vec<i64>, CodecError> {
     let (holes, present) = holes::decode_if(head.holes, decoder, n)?;
-    let ints = match head.prediction {
-        Prediction::Own(predictor) => {
-            decode_column(decoder, present, predictor, [0; MAX_ORDER], head.all_zero)?
-        }
+    let rest = head.prediction.starting_context(carried);
+    let (ints, left) = match head.prediction {
+        Prediction::Own(predictor) => decode_column(
+            decoder,
+            present,
+            predictor,
+            [0; MAX_ORDER],
+            head.all_zero,
+            rest,
+        )?,
         Prediction::NeighbourMedian => {
             let neighbour = neighbour.ok_or(CodecError::Corrupt(
                 "the first channel predicted from the one before",
             ))?;
             let neighbour = neighbour_seen(holes.as_ref(), neighbour);
-            decode_neighbour_column(decoder, &neighbour, head.all_zero)?
+            decode_neighbour_column(decoder, &neighbour, head.all_zero, rest)?
         }
     };
+    *carried = left;
     Ok(holes::put_back(holes.as_ref(), ints))
 }
 
@@ -449,11 +473,19 @@ impl Codec for LosslessCodec {
         let times: Vec<i64> = frames.iter().map(|f| f.timestamp_ns).collect();
         encode_timestamps(&mut descriptors, &mut encoder, &times, schema);
         let columns = Columns::of(frames, channels);
+        let mut carried = ResidualContext::default();
         for_each_value_column(
             schema,
             |ch| columns.column(ch),
             |repr, ints, neighbour| {
-                encode_column(&mut descriptors, &mut encoder, ints, repr, neighbour)
+                encode_column(
+                    &mut descriptors,
+                    &mut encoder,
+                    ints,
+                    repr,
+                    neighbour,
+                    &mut carried,
+                )
             },
         );
 
@@ -527,6 +559,7 @@ pub(crate) fn decode_lossless(
     )?;
     let mut values = row_buffer(n, channels);
     let mut previous: Option<Vec<i64>> = None;
+    let mut carried = ResidualContext::default();
     for (ch, head) in heads.iter().enumerate() {
         let lsb = match head.repr {
             Representation::LsbCounts => schema.lsb(ch).ok_or(CodecError::Corrupt(
@@ -534,7 +567,7 @@ pub(crate) fn decode_lossless(
             ))?,
             _ => 1.0,
         };
-        let ints = decode_value_column(&mut decoder, n, head, previous.as_deref())?;
+        let ints = decode_value_column(&mut decoder, n, head, previous.as_deref(), &mut carried)?;
         let (start, stride) = layout.column(ch, n, channels);
         head.repr
             .fill_column(&ints, lsb, schema.sample_type, &mut values, start, stride)?;

@@ -12,7 +12,7 @@
 
 use crate::column::{
     EXACT_IN_FLOAT, FloatFitted, MAX_ORDER, Past, Predictor, Representation, encode_residuals,
-    nearest_integer, neighbour_median, residual_bits, same_unit,
+    inherits_context, nearest_integer, neighbour_median, residual_bits, same_unit,
 };
 use crate::container::{CodecId, Packet, PacketHeader};
 use crate::divisor::Divisor;
@@ -166,7 +166,8 @@ fn dequantise<C: Reconstruction>(
     warmup: usize,
     exceptions: &[(usize, C::Value)],
     column: &mut C,
-) -> Result<(), CodecError> {
+    rest: ResidualContext,
+) -> Result<ResidualContext, CodecError> {
     crate::entropy::with_popcount(
         #[inline(always)]
         || {
@@ -175,8 +176,9 @@ fn dequantise<C: Reconstruction>(
             // A local copy of the coder's position keeps it in registers through the loop,
             // and so does one context per phase (a choice per sample would keep it in memory).
             let mut local = *decoder;
-            for coded_end in [warmup, usize::MAX] {
-                let mut ctx = ResidualContext::default();
+            let mut contexts = [ResidualContext::default(), rest];
+            for (phase, coded_end) in [warmup, usize::MAX].into_iter().enumerate() {
+                let mut ctx = std::mem::take(&mut contexts[phase]);
                 while i < n && coded < coded_end {
                     // The coded run up to the next exception (positions ascend, below `n`)
                     // goes without a check per sample.
@@ -195,9 +197,11 @@ fn dequantise<C: Reconstruction>(
                     i += run;
                     coded += run;
                 }
+                contexts[phase] = ctx;
             }
             *decoder = local;
-            Ok(())
+            let [_, rest] = contexts;
+            Ok(rest)
         },
     )
 }
@@ -952,7 +956,7 @@ impl Codec for BoundedCodec {
     }
 
     fn encode(&self, schema: &StreamSchema, frames: &[Frame]) -> Result<Packet, CodecError> {
-        self.encode_observed(schema, frames, |_, _| {})
+        self.encode_observed(schema, frames, |_, _, _| {})
     }
 
     fn decode(&self, schema: &StreamSchema, packet: &Packet) -> Result<Vec<Frame>, CodecError> {
@@ -961,13 +965,14 @@ impl Codec for BoundedCodec {
 }
 
 impl BoundedCodec {
-    /// [`Codec::encode`], showing `observe` each quantised column's indices and warm-up
-    /// count as they go to the entropy coder (for [`crate::bounded_entropy_report`]).
+    /// [`Codec::encode`], showing `observe` each quantised column's indices, warm-up count
+    /// and whether they start from the context the column before left, as they go to the
+    /// entropy coder (for [`crate::bounded_entropy_report`]).
     pub(crate) fn encode_observed(
         &self,
         schema: &StreamSchema,
         frames: &[Frame],
-        mut observe: impl FnMut(&[i64], usize),
+        mut observe: impl FnMut(&[i64], usize, bool),
     ) -> Result<Packet, CodecError> {
         let frame_count = check_block(schema, frames)?;
         let first = frames[0].timestamp_ns;
@@ -982,6 +987,8 @@ impl BoundedCodec {
         let mut quantum = None;
         // The channel before's unit and reconstruction, where it was a units column.
         let mut previous: Option<(f64, Vec<i64>)> = None;
+        // The context the channel before left (see `inherits_context`).
+        let mut carried = ResidualContext::default();
         for (c, &eb) in bounds.iter().enumerate() {
             let column = columns.column(c);
             let QuantisationGrid {
@@ -998,11 +1005,11 @@ impl BoundedCodec {
             match unit_bound {
                 _ if eb <= 0.0 => {
                     head.push(MODE_LOSSLESS);
-                    encode_column(&mut head, &mut encoder, &ints, repr, None);
+                    encode_column(&mut head, &mut encoder, &ints, repr, None, &mut carried);
                 }
                 Some(e) if e < 1 => {
                     head.push(MODE_LOSSLESS);
-                    encode_column(&mut head, &mut encoder, &ints, repr, None);
+                    encode_column(&mut head, &mut encoder, &ints, repr, None, &mut carried);
                 }
                 Some(e) => {
                     // Holes are 0 units, which the representation gives back as 0: exactly
@@ -1117,8 +1124,15 @@ impl BoundedCodec {
                     if let Some(holes) = &holes {
                         holes.encode(&mut encoder);
                     }
-                    observe(&quantised.indices, warmup);
-                    encode_residuals(&mut encoder, quantised.indices.into_iter(), warmup);
+                    let inherits = inherits_context(quantised.from_neighbour);
+                    observe(&quantised.indices, warmup, inherits);
+                    let rest = if inherits {
+                        std::mem::take(&mut carried)
+                    } else {
+                        ResidualContext::default()
+                    };
+                    carried =
+                        encode_residuals(&mut encoder, quantised.indices.into_iter(), warmup, rest);
                     let reconstruction = holes::put_back(holes.as_ref(), quantised.reconstruction);
                     previous = unit.map(|u| (u, reconstruction));
                 }
@@ -1134,11 +1148,12 @@ impl BoundedCodec {
                     for (_, v) in &quantised.exceptions {
                         head.extend_from_slice(&v.to_bits().to_le_bytes());
                     }
-                    observe(&quantised.indices, usize::from(order));
-                    encode_residuals(
+                    observe(&quantised.indices, usize::from(order), false);
+                    carried = encode_residuals(
                         &mut encoder,
                         quantised.indices.into_iter(),
                         usize::from(order),
+                        ResidualContext::default(),
                     );
                 }
             }
@@ -1294,6 +1309,8 @@ pub(crate) fn decode_bounded(
     let mut values = row_buffer(n, channels);
     // The channel before's reconstruction, where it was a units column.
     let mut previous: Option<Vec<i64>> = None;
+    // The context the channel before left (see `inherits_context`).
+    let mut carried = ResidualContext::default();
     for (c, head) in heads.into_iter().enumerate() {
         let lsb = schema.lsb(c).unwrap_or(1.0);
         let (start, stride) = layout.column(c, n, channels);
@@ -1305,7 +1322,7 @@ pub(crate) fn decode_bounded(
                         "ADC-step column for a channel without one",
                     ));
                 }
-                let ints = decode_value_column(&mut decoder, n, &head, None)?;
+                let ints = decode_value_column(&mut decoder, n, &head, None, &mut carried)?;
                 head.repr
                     .fill_column(&ints, lsb, ty, &mut values, start, stride)?;
             }
@@ -1329,6 +1346,11 @@ pub(crate) fn decode_bounded(
                         "an exception past the column's samples",
                     ));
                 }
+                let rest = if inherits_context(from_neighbour) {
+                    std::mem::take(&mut carried)
+                } else {
+                    ResidualContext::default()
+                };
                 let ints = if from_neighbour {
                     let neighbour = before.as_deref().ok_or(CodecError::Corrupt(
                         "a column predicted from a channel before it that is not a units column",
@@ -1339,12 +1361,13 @@ pub(crate) fn decode_bounded(
                         neighbour: &neighbour,
                         step: 2 * eb + 1,
                     };
-                    dequantise(
+                    carried = dequantise(
                         &mut decoder,
                         present,
                         NEIGHBOUR_WARMUP,
                         &exceptions,
                         &mut column,
+                        rest,
                     )?;
                     column.values
                 } else {
@@ -1353,12 +1376,13 @@ pub(crate) fn decode_bounded(
                         predictor,
                         step: 2 * eb + 1,
                     };
-                    dequantise(
+                    carried = dequantise(
                         &mut decoder,
                         present,
                         predictor.warmup(),
                         &exceptions,
                         &mut column,
+                        rest,
                     )?;
                     column.past.into_values()
                 };
@@ -1378,12 +1402,13 @@ pub(crate) fn decode_bounded(
                     eb,
                     ty,
                 };
-                dequantise(
+                carried = dequantise(
                     &mut decoder,
                     n,
                     usize::from(order),
                     &exceptions,
                     &mut column,
+                    ResidualContext::default(),
                 )?;
                 for (slot, v) in values
                     .iter_mut()
@@ -1547,7 +1572,7 @@ mod tests {
         let codec = BoundedCodec::new(ErrorBound::Absolute(eb));
         let mut warmups = Vec::new();
         codec
-            .encode_observed(&schema, &frames, |_, warmup| warmups.push(warmup))
+            .encode_observed(&schema, &frames, |_, warmup, _| warmups.push(warmup))
             .unwrap();
         assert_eq!(warmups[0], RECONSTRUCTION_ORDER);
         let packet = codec.encode(&schema, &frames).unwrap();

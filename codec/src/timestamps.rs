@@ -181,7 +181,8 @@ pub(crate) fn decode_timestamps(
     let history = tick_history(schema, head.tick);
     let ticks = match &head.model {
         TimestampModel::Predicted(predictor) => {
-            decode_column(decoder, n, *predictor, history, head.all_zero)?
+            let fresh = ResidualContext::default();
+            decode_column(decoder, n, *predictor, history, head.all_zero, fresh)?.0
         }
         TimestampModel::Palette(intervals) => {
             decode_palette_ticks(decoder, n, intervals, history[0], head.all_zero)?
