@@ -154,8 +154,8 @@ pub fn entropy_report(schema: &StreamSchema, frames: &[Frame]) -> EntropyReport 
     let times: Vec<i64> = frames.iter().map(|f| f.timestamp_ns).collect();
     let (_, ticks, history) = timestamp_ticks(&times, schema);
     let predictor = choose_predictor(&ticks, history);
-    // A column codes its residuals from where the one before left off where it inherits
-    // that context (`inherits_context`), as the codec does.
+    // A column codes its residuals from the context the codec starts it from
+    // (`starting_context`).
     let mut add = |residuals: &[i64], warmup: usize, rest: ResidualContext| {
         // An all-zero column codes nothing (its descriptor says so).
         if residuals.iter().any(|r| *r != 0) {
@@ -200,12 +200,8 @@ pub fn bounded_entropy_report(
     let codec = BoundedCodec::new(bound);
     for block in frames.chunks(block_frames.max(1)) {
         let mut carried = ResidualContext::default();
-        codec.encode_observed(schema, block, |indices, warmup, inherits| {
-            let rest = if inherits {
-                std::mem::take(&mut carried)
-            } else {
-                ResidualContext::default()
-            };
+        codec.encode_observed(schema, block, |indices, warmup, from_neighbour| {
+            let rest = crate::column::starting_context(from_neighbour, &mut carried);
             carried = report.add(indices, warmup, rest);
         })?;
     }

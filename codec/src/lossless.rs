@@ -12,8 +12,8 @@ use std::ops::RangeInclusive;
 
 use crate::column::{
     MAX_ORDER, Predictor, Representation, choose_predictor_and_cost, decode_column,
-    decode_neighbour_column, encode_residuals, inherits_context, neighbour_cost,
-    neighbour_residuals, residuals, same_unit,
+    decode_neighbour_column, encode_residuals, neighbour_cost, neighbour_residuals, residuals,
+    same_unit, starting_context,
 };
 use crate::container::{CodecId, Packet, PacketHeader};
 use crate::entropy::{ResidualContext, ResidualDecoder, ResidualEncoder};
@@ -35,7 +35,7 @@ pub(crate) const HOLES_BIT: u8 = 1 << 7;
 /// Writes one column: descriptor, parameters, and residuals into the shared coder. With
 /// `neighbour`, the channel before counted in the same unit (the lossless codec's columns
 /// only), the column may be predicted from it as well. `carried` is the context the channel
-/// before left ([`inherits_context`]); the column leaves its own there.
+/// before left ([`starting_context`]); the column leaves its own there.
 pub(crate) fn encode_column(
     descriptors: &mut Vec<u8>,
     encoder: &mut ResidualEncoder,
@@ -246,15 +246,10 @@ pub(crate) enum Prediction {
 }
 
 impl Prediction {
-    /// The context the column's residuals after the warm-up start from: what the channel
-    /// before left in `carried` where the column inherits it ([`inherits_context`]), else a
-    /// fresh one.
+    /// The context the column's residuals after the warm-up start from
+    /// ([`starting_context`]).
     pub(crate) fn starting_context(self, carried: &mut ResidualContext) -> ResidualContext {
-        if inherits_context(matches!(self, Prediction::NeighbourMedian)) {
-            std::mem::take(carried)
-        } else {
-            ResidualContext::default()
-        }
+        starting_context(matches!(self, Prediction::NeighbourMedian), carried)
     }
 
     /// Samples at the start of a block whose prediction leans on the zero history.

@@ -12,7 +12,7 @@
 
 use crate::column::{
     EXACT_IN_FLOAT, FloatFitted, MAX_ORDER, Past, Predictor, Representation, encode_residuals,
-    inherits_context, nearest_integer, neighbour_median, residual_bits, same_unit,
+    nearest_integer, neighbour_median, residual_bits, same_unit, starting_context,
 };
 use crate::container::{CodecId, Packet, PacketHeader};
 use crate::divisor::Divisor;
@@ -966,8 +966,8 @@ impl Codec for BoundedCodec {
 
 impl BoundedCodec {
     /// [`Codec::encode`], showing `observe` each quantised column's indices, warm-up count
-    /// and whether they start from the context the column before left, as they go to the
-    /// entropy coder (for [`crate::bounded_entropy_report`]).
+    /// and whether it is predicted from the column before (whose context it then starts
+    /// from), as they go to the entropy coder (for [`crate::bounded_entropy_report`]).
     pub(crate) fn encode_observed(
         &self,
         schema: &StreamSchema,
@@ -987,7 +987,7 @@ impl BoundedCodec {
         let mut quantum = None;
         // The channel before's unit and reconstruction, where it was a units column.
         let mut previous: Option<(f64, Vec<i64>)> = None;
-        // The context the channel before left (see `inherits_context`).
+        // The context the channel before left (see `starting_context`).
         let mut carried = ResidualContext::default();
         for (c, &eb) in bounds.iter().enumerate() {
             let column = columns.column(c);
@@ -1124,13 +1124,8 @@ impl BoundedCodec {
                     if let Some(holes) = &holes {
                         holes.encode(&mut encoder);
                     }
-                    let inherits = inherits_context(quantised.from_neighbour);
-                    observe(&quantised.indices, warmup, inherits);
-                    let rest = if inherits {
-                        std::mem::take(&mut carried)
-                    } else {
-                        ResidualContext::default()
-                    };
+                    observe(&quantised.indices, warmup, quantised.from_neighbour);
+                    let rest = starting_context(quantised.from_neighbour, &mut carried);
                     carried =
                         encode_residuals(&mut encoder, quantised.indices.into_iter(), warmup, rest);
                     let reconstruction = holes::put_back(holes.as_ref(), quantised.reconstruction);
@@ -1309,7 +1304,7 @@ pub(crate) fn decode_bounded(
     let mut values = row_buffer(n, channels);
     // The channel before's reconstruction, where it was a units column.
     let mut previous: Option<Vec<i64>> = None;
-    // The context the channel before left (see `inherits_context`).
+    // The context the channel before left (see `starting_context`).
     let mut carried = ResidualContext::default();
     for (c, head) in heads.into_iter().enumerate() {
         let lsb = schema.lsb(c).unwrap_or(1.0);
@@ -1346,11 +1341,7 @@ pub(crate) fn decode_bounded(
                         "an exception past the column's samples",
                     ));
                 }
-                let rest = if inherits_context(from_neighbour) {
-                    std::mem::take(&mut carried)
-                } else {
-                    ResidualContext::default()
-                };
+                let rest = starting_context(from_neighbour, &mut carried);
                 let ints = if from_neighbour {
                     let neighbour = before.as_deref().ok_or(CodecError::Corrupt(
                         "a column predicted from a channel before it that is not a units column",
