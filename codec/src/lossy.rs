@@ -1,4 +1,4 @@
-//! The error-bounded codec (codec id 2, version 6): every decoded value lies within the bound
+//! The error-bounded codec (codec id 2, version 7): every decoded value lies within the bound
 //! of its original, always.
 //!
 //! Prediction runs on the reconstructed values (what the decoder will have), the prediction
@@ -8,7 +8,8 @@
 //! (ADC counts, decimal digits, integer samples) are quantised in that unit, so the bound is
 //! met exactly; genuine floats are quantised in floating point and every sample is checked:
 //! one that misses the bound after rounding (or is NaN, infinite, or out of range) is sent
-//! exactly as an exception. Layout in `codec/FORMAT.md`.
+//! exactly as an exception. Units columns share the lossless codec's neighbour median,
+//! inherited contexts and holes. Layout in `codec/FORMAT.md`.
 
 use crate::column::{
     EXACT_IN_FLOAT, FloatFitted, MAX_ORDER, Past, Predictor, Representation, encode_residuals,
