@@ -1951,7 +1951,15 @@ mod tests {
             eb in 1e-6f64..100.0,
             f32_stream in any::<bool>(),
             integers in any::<bool>(),
+            zero_every in 0usize..8,
         ) {
+            // Zeros scattered through the columns (none where `zero_every` is 0): holes,
+            // where they are taken out.
+            let values: Vec<f64> = values
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| if zero_every > 0 && (i * 7 + i / 6) % zero_every == 0 { 0.0 } else { v })
+                .collect();
             let mut schema = imu_schema();
             schema.lsb = vec![None; 6];
             schema.sample_type = match (integers, f32_stream) {
