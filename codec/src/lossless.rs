@@ -27,8 +27,12 @@ use crate::{Codec, CodecError, Frame, FrameValues, StreamSchema};
 
 const VERSION: u8 = 6;
 /// Version 4 packets differ only in never holding an interval palette (`timestamps`),
-/// version 5 ones in never taking holes out of prediction.
+/// version 5 ones in never taking holes out of prediction and in starting every column's
+/// context fresh.
 const OLDEST_READ: u8 = 4;
+/// The first version whose neighbour-median columns start from the context the channel
+/// before left ([`starting_context`]).
+const FIRST_INHERITING: u8 = 6;
 /// Descriptor: bits 0-2 predictor, bits 3-5 representation, bit 6 all residuals zero.
 pub(crate) const REPR_SHIFT: u8 = 3;
 pub(crate) const ALL_ZERO_BIT: u8 = 1 << 6;
@@ -557,7 +561,12 @@ pub(crate) fn decode_lossless(
     let mut values = row_buffer(n, channels);
     let mut previous: Option<Vec<i64>> = None;
     let mut carried = ResidualContext::default();
+    // Version 5 started every column's context fresh (its neighbour-median columns too).
+    let inherits = packet.header.codec_version >= FIRST_INHERITING;
     for (ch, head) in heads.iter().enumerate() {
+        if !inherits {
+            carried = ResidualContext::default();
+        }
         let lsb = match head.repr {
             Representation::LsbCounts => schema.lsb(ch).ok_or(CodecError::Corrupt(
                 "ADC-step column for a channel without one",
@@ -626,6 +635,20 @@ mod tests {
             "{} bytes with neighbours, {alone} alone",
             packet.payload.len()
         );
+    }
+
+    /// A version-5 packet (`lidar_scans(16, 120)`, written by the build before holes and
+    /// inherited contexts) still decodes bit-exactly: its neighbour-median columns start
+    /// from fresh contexts, as they were coded.
+    #[test]
+    fn version_5_packets_still_decode() {
+        let (schema, frames) = crate::synthetic::lidar_scans(16, 120);
+        let packet = Packet::from_bytes(include_bytes!("../testdata/lidar_lossless_v5.bin"))
+            .expect("a packet");
+        assert_eq!(packet.header.codec_version, 5);
+        let decoded = LosslessCodec.decode(&schema, &packet).unwrap();
+        assert_eq!(decoded.len(), frames.len());
+        assert!(frames.iter().zip(&decoded).all(|(a, b)| a.bit_eq(b)));
     }
 
     #[test]

@@ -30,8 +30,12 @@ use crate::{Codec, CodecError, Frame, SampleType, StreamSchema};
 
 const VERSION: u8 = 7;
 /// Version 5 packets differ only in never holding an interval palette (`timestamps`),
-/// version 6 ones in never taking holes out of prediction.
+/// version 6 ones in never taking holes out of prediction and in starting every column's
+/// context fresh.
 const OLDEST_READ: u8 = 5;
+/// The first version whose neighbour-median columns start from the context the channel
+/// before left ([`starting_context`]).
+const FIRST_INHERITING: u8 = 7;
 /// Units column representation: a detected quantum given as an `f32`.
 const QUANTUM_F32_TAG: u8 = 6;
 const MODE_LOSSLESS: u8 = 0;
@@ -1307,7 +1311,12 @@ pub(crate) fn decode_bounded(
     let mut previous: Option<Vec<i64>> = None;
     // The context the channel before left (see `starting_context`).
     let mut carried = ResidualContext::default();
+    // Version 6 started every column's context fresh (its neighbour-median columns too).
+    let inherits = packet.header.codec_version >= FIRST_INHERITING;
     for (c, head) in heads.into_iter().enumerate() {
+        if !inherits {
+            carried = ResidualContext::default();
+        }
         let lsb = schema.lsb(c).unwrap_or(1.0);
         let (start, stride) = layout.column(c, n, channels);
         let before = previous.take();
@@ -1460,6 +1469,25 @@ mod tests {
             "{} bytes with neighbours, {alone} alone",
             packet.payload.len()
         );
+    }
+
+    /// A version-6 packet (`lidar_scans(16, 120)` at two sigma, written by the build before
+    /// holes and inherited contexts) still decodes within the bound.
+    #[test]
+    fn version_6_packets_still_decode() {
+        let (schema, frames) = crate::synthetic::lidar_scans(16, 120);
+        let packet = Packet::from_bytes(include_bytes!("../testdata/lidar_bounded_v6.bin"))
+            .expect("a packet");
+        assert_eq!(packet.header.codec_version, 6);
+        let decoded = BoundedCodec::new(ErrorBound::Sigma(2.0))
+            .decode(&schema, &packet)
+            .unwrap();
+        for c in 0..16 {
+            assert!(
+                max_error(&frames, &decoded, c) <= 2.0 * schema.noise_sigma[c],
+                "beam {c}"
+            );
+        }
     }
 
     #[test]
