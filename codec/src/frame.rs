@@ -207,6 +207,21 @@ pub(crate) mod tests {
 
     pub(crate) use crate::synthetic::imu_schema;
 
+    /// The payload bytes of each channel of `frames` encoded as a stream of its own, summed:
+    /// what a column costs predicted only from its own past.
+    pub(crate) fn payload_of_each_channel_alone(
+        codec: &dyn crate::Codec,
+        schema: &StreamSchema,
+        frames: &[Frame],
+    ) -> usize {
+        (0..schema.channels.len())
+            .map(|c| {
+                let (one, channel) = one_channel(schema, frames, c);
+                codec.encode(&one, &channel).unwrap().payload.len()
+            })
+            .sum()
+    }
+
     /// Channel `c` of a stream as a stream of its own.
     pub(crate) fn one_channel(
         schema: &StreamSchema,

@@ -624,12 +624,8 @@ mod tests {
             "{neighbour_predicted} of 31 beams"
         );
         // Each beam alone, predicted only from its own past.
-        let alone: usize = (0..32)
-            .map(|b| {
-                let (one, beam) = crate::frame::tests::one_channel(&schema, &frames, b);
-                LosslessCodec.encode(&one, &beam).unwrap().payload.len()
-            })
-            .sum();
+        let alone =
+            crate::frame::tests::payload_of_each_channel_alone(&LosslessCodec, &schema, &frames);
         assert!(
             packet.payload.len() * 10 < alone * 9,
             "{} bytes with neighbours, {alone} alone",

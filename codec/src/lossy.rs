@@ -1221,7 +1221,7 @@ pub(crate) fn decode_bounded(
         Units {
             predictor: Predictor,
             from_neighbour: bool,
-            holes: bool,
+            has_holes: bool,
             repr: Representation,
             eb: i64,
             exceptions: Vec<(usize, i64)>,
@@ -1277,7 +1277,7 @@ pub(crate) fn decode_bounded(
                 Head::Units {
                     predictor,
                     from_neighbour,
-                    holes: d & HOLES_BIT != 0,
+                    has_holes: d & HOLES_BIT != 0,
                     repr,
                     eb,
                     exceptions,
@@ -1334,7 +1334,7 @@ pub(crate) fn decode_bounded(
             Head::Units {
                 predictor,
                 from_neighbour,
-                holes,
+                has_holes,
                 repr,
                 eb,
                 exceptions,
@@ -1345,7 +1345,7 @@ pub(crate) fn decode_bounded(
                     ));
                 }
                 // Exceptions count the samples that are not holes.
-                let (holes, present) = holes::decode_if(holes, &mut decoder, n)?;
+                let (holes, present) = holes::decode_if(has_holes, &mut decoder, n)?;
                 if exceptions.last().is_some_and(|&(at, _)| at >= present) {
                     return Err(CodecError::Corrupt(
                         "an exception past the column's samples",
@@ -1458,12 +1458,7 @@ mod tests {
             let bound = 2.0 * schema.noise_sigma[c];
             assert!(max_error(&frames, &back, c) <= bound, "beam {c}");
         }
-        let alone: usize = (0..32)
-            .map(|b| {
-                let (one, beam) = crate::frame::tests::one_channel(&schema, &frames, b);
-                codec.encode(&one, &beam).unwrap().payload.len()
-            })
-            .sum();
+        let alone = crate::frame::tests::payload_of_each_channel_alone(&codec, &schema, &frames);
         assert!(
             packet.payload.len() * 10 < alone * 8,
             "{} bytes with neighbours, {alone} alone",
