@@ -156,10 +156,10 @@ pub fn entropy_report(schema: &StreamSchema, frames: &[Frame]) -> EntropyReport 
     let predictor = choose_predictor(&ticks, history);
     // A column codes its residuals from the context the codec starts it from
     // (`starting_context`).
-    let mut add = |residuals: &[i64], warmup: usize, rest: ResidualContext| {
+    let mut add = |residuals: &[i64], activities: Option<&[u32]>, warmup: usize, rest| {
         // An all-zero column codes nothing (its descriptor says so).
         if residuals.iter().any(|r| *r != 0) {
-            report.add(residuals, warmup, rest)
+            report.add(residuals, activities, warmup, rest)
         } else {
             rest
         }
@@ -167,6 +167,7 @@ pub fn entropy_report(schema: &StreamSchema, frames: &[Frame]) -> EntropyReport 
     let fresh = ResidualContext::default();
     add(
         &residuals(&ticks, predictor, history),
+        None,
         predictor.warmup(),
         fresh,
     );
@@ -182,7 +183,12 @@ pub fn entropy_report(schema: &StreamSchema, frames: &[Frame]) -> EntropyReport 
         |_, ints, neighbour| {
             let plan = plan_column(ints, neighbour);
             let rest = plan.prediction.starting_context(&mut carried);
-            carried = add(&plan.residuals, plan.prediction.warmup(), rest);
+            carried = add(
+                &plan.residuals,
+                plan.activities.as_deref(),
+                plan.prediction.warmup(),
+                rest,
+            );
         },
     );
     report
@@ -200,9 +206,9 @@ pub fn bounded_entropy_report(
     let codec = BoundedCodec::new(bound);
     for block in frames.chunks(block_frames.max(1)) {
         let mut carried = ResidualContext::default();
-        codec.encode_observed(schema, block, |indices, warmup, from_neighbour| {
-            let rest = crate::column::starting_context(from_neighbour, &mut carried);
-            carried = report.add(indices, warmup, rest);
+        codec.encode_observed(schema, block, |indices, activities, warmup| {
+            let rest = crate::column::starting_context(activities.is_some(), &mut carried);
+            carried = report.add(indices, activities, warmup, rest);
         })?;
     }
     Ok(report)
@@ -221,8 +227,15 @@ impl Default for EntropyReport {
 
 impl EntropyReport {
     /// One column's residuals: the entropy of their histogram, and what they cost coded
-    /// alone, after the warm-up from `rest`; returns the context they leave.
-    fn add(&mut self, residuals: &[i64], warmup: usize, rest: ResidualContext) -> ResidualContext {
+    /// alone, after the warm-up from `rest` (beside their activities where they have them);
+    /// returns the context they leave.
+    fn add(
+        &mut self,
+        residuals: &[i64],
+        activities: Option<&[u32]>,
+        warmup: usize,
+        rest: ResidualContext,
+    ) -> ResidualContext {
         let mut histogram: BTreeMap<i64, usize> = BTreeMap::new();
         for r in residuals {
             *histogram.entry(*r).or_default() += 1;
@@ -234,8 +247,13 @@ impl EntropyReport {
             .sum::<f64>();
         self.coverage_adjusted_entropy_bits += n * coverage_adjusted_entropy(histogram.values());
         let mut encoder = ResidualEncoder::new();
-        let left =
-            crate::column::encode_residuals(&mut encoder, residuals.iter().copied(), warmup, rest);
+        let left = crate::column::encode_residuals(
+            &mut encoder,
+            residuals.iter().copied(),
+            activities,
+            warmup,
+            rest,
+        );
         self.coded_bits += encoder.finish().len() as f64 * 8.0;
         self.residuals += residuals.len();
         left

@@ -25,14 +25,17 @@ use crate::timestamps::{decode_timestamps, encode_timestamps, read_timestamp_hea
 use crate::varint::{Reader, put_uvarint};
 use crate::{Codec, CodecError, Frame, FrameValues, StreamSchema};
 
-const VERSION: u8 = 6;
+const VERSION: u8 = 7;
 /// Version 4 packets differ only in never holding an interval palette (`timestamps`),
 /// version 5 ones in never taking holes out of prediction and in starting every column's
-/// context fresh.
+/// context fresh, version 6 ones in coding neighbour-median residuals alone.
 const OLDEST_READ: u8 = 4;
 /// The first version whose neighbour-median columns start from the context the channel
 /// before left ([`starting_context`]).
 const FIRST_INHERITING: u8 = 6;
+/// The first version that codes neighbour-median residuals beside their activity
+/// ([`crate::column::activity`]).
+const FIRST_BESIDE: u8 = 7;
 /// Descriptor: bits 0-2 predictor, bits 3-5 representation, bit 6 all residuals zero.
 pub(crate) const REPR_SHIFT: u8 = 3;
 pub(crate) const ALL_ZERO_BIT: u8 = 1 << 6;
@@ -56,6 +59,7 @@ pub(crate) fn encode_column(
         holes,
         prediction,
         residuals,
+        activities,
     } = plan_column(ints, neighbour);
     let (predictor_tag, predictor) = match prediction {
         Prediction::Own(predictor) => (predictor.tag(), Some(predictor)),
@@ -69,16 +73,17 @@ pub(crate) fn encode_column(
         &parameters,
         predictor,
         holes.as_ref(),
-        (residuals, prediction.warmup(), rest),
+        (residuals, activities.as_deref(), prediction.warmup(), rest),
     );
 }
 
 /// A column's plan: its holes where they are taken out of prediction, the prediction of the
-/// rest, and the residuals.
+/// rest, the residuals, and each one's activity where the neighbour median predicts them.
 pub(crate) struct ColumnPlan {
     pub holes: Option<Holes>,
     pub prediction: Prediction,
     pub residuals: Vec<i64>,
+    pub activities: Option<Vec<u32>>,
 }
 
 /// The cheapest of a column's own predictors, or the neighbour median where a neighbour is
@@ -93,20 +98,22 @@ pub(crate) fn plan_column(ints: &[i64], neighbour: Option<&[i64]>) -> ColumnPlan
     };
     let neighbour = neighbour.map(|nb| neighbour_seen(holes.as_ref(), nb));
     let (predictor, cost) = choose_predictor_and_cost(&present, [0; MAX_ORDER]);
-    let (prediction, residuals) = match neighbour {
-        Some(neighbour) if neighbour_cost(&present, &neighbour) < cost => (
-            Prediction::NeighbourMedian,
-            neighbour_residuals(&present, &neighbour),
-        ),
+    let (prediction, residuals, activities) = match neighbour {
+        Some(neighbour) if neighbour_cost(&present, &neighbour) < cost => {
+            let (residuals, activities) = neighbour_residuals(&present, &neighbour);
+            (Prediction::NeighbourMedian, residuals, Some(activities))
+        }
         _ => (
             Prediction::Own(predictor),
             residuals(&present, predictor, [0; MAX_ORDER]),
+            None,
         ),
     };
     ColumnPlan {
         holes,
         prediction,
         residuals,
+        activities,
     }
 }
 
@@ -157,13 +164,19 @@ pub(crate) fn encode_predicted_column(
         parameters,
         Some(predictor),
         None,
-        (residuals, predictor.warmup(), ResidualContext::default()),
+        (
+            residuals,
+            None,
+            predictor.warmup(),
+            ResidualContext::default(),
+        ),
     );
 }
 
 /// A column's descriptor (the all-zero and holes bits added here), the representation's
 /// parameters, the predictor's (where it has any), then in the coder the holes' runs and
-/// the residuals with their warm-up, the rest from `rest`; returns the context they leave.
+/// the residuals with their warm-up, the rest from `rest` (beside their activities where
+/// they have them); returns the context they leave.
 fn write_column(
     descriptors: &mut Vec<u8>,
     encoder: &mut ResidualEncoder,
@@ -171,7 +184,7 @@ fn write_column(
     parameters: &[u8],
     predictor: Option<Predictor>,
     holes: Option<&Holes>,
-    (residuals, warmup, rest): (Vec<i64>, usize, ResidualContext),
+    (residuals, activities, warmup, rest): (Vec<i64>, Option<&[u32]>, usize, ResidualContext),
 ) -> ResidualContext {
     let all_zero = residuals.iter().all(|r| *r == 0);
     descriptors.push(descriptor(predictor_tag, repr_tag, all_zero) | holes_bit(holes));
@@ -185,7 +198,7 @@ fn write_column(
     if all_zero {
         return rest;
     }
-    encode_residuals(encoder, residuals.into_iter(), warmup, rest)
+    encode_residuals(encoder, residuals.into_iter(), activities, warmup, rest)
 }
 
 /// A column's descriptor byte.
@@ -293,12 +306,13 @@ pub(crate) fn read_column_head(reader: &mut Reader<'_>) -> Result<ColumnHead, Co
 /// Decodes a value column of `n` samples with `head`: its holes' runs first where it has
 /// them, then the samples that are not holes. `neighbour` is the channel before, decoded,
 /// where the column may be predicted from it, `carried` the context it left, where the
-/// column leaves its own.
+/// column leaves its own; `beside` where the packet codes neighbour-median residuals beside
+/// their activity.
 pub(crate) fn decode_value_column(
     decoder: &mut ResidualDecoder,
     n: usize,
     head: &ColumnHead,
-    neighbour: Option<&[i64]>,
+    (neighbour, beside): (Option<&[i64]>, bool),
     carried: &mut ResidualContext,
 ) -> Result<Vec<i64>, CodecError> {
     let (holes, present) = holes::decode_if(head.holes, decoder, n)?;
@@ -317,7 +331,7 @@ pub(crate) fn decode_value_column(
                 "the first channel predicted from the one before",
             ))?;
             let neighbour = neighbour_seen(holes.as_ref(), neighbour);
-            decode_neighbour_column(decoder, &neighbour, head.all_zero, rest)?
+            decode_neighbour_column(decoder, &neighbour, head.all_zero, beside, rest)?
         }
     };
     *carried = left;
@@ -563,6 +577,7 @@ pub(crate) fn decode_lossless(
     let mut carried = ResidualContext::default();
     // Version 5 started every column's context fresh (its neighbour-median columns too).
     let inherits = packet.header.codec_version >= FIRST_INHERITING;
+    let beside = packet.header.codec_version >= FIRST_BESIDE;
     for (ch, head) in heads.iter().enumerate() {
         if !inherits {
             carried = ResidualContext::default();
@@ -573,7 +588,13 @@ pub(crate) fn decode_lossless(
             ))?,
             _ => 1.0,
         };
-        let ints = decode_value_column(&mut decoder, n, head, previous.as_deref(), &mut carried)?;
+        let ints = decode_value_column(
+            &mut decoder,
+            n,
+            head,
+            (previous.as_deref(), beside),
+            &mut carried,
+        )?;
         let (start, stride) = layout.column(ch, n, channels);
         head.repr
             .fill_column(&ints, lsb, schema.sample_type, &mut values, start, stride)?;
@@ -633,18 +654,27 @@ mod tests {
         );
     }
 
-    /// A version-5 packet (`lidar_scans(16, 120)`, written by the build before holes and
-    /// inherited contexts) still decodes bit-exactly: its neighbour-median columns start
-    /// from fresh contexts, as they were coded.
+    /// Packets of `lidar_scans(16, 120)` written by the builds before still decode
+    /// bit-exactly: version 5's neighbour-median columns start from fresh contexts, and
+    /// version 6's code their residuals alone (not beside their activity), as they were
+    /// coded.
     #[test]
-    fn version_5_packets_still_decode() {
+    fn packets_of_earlier_versions_still_decode() {
         let (schema, frames) = crate::synthetic::lidar_scans(16, 120);
-        let packet = Packet::from_bytes(include_bytes!("../testdata/lidar_lossless_v5.bin"))
-            .expect("a packet");
-        assert_eq!(packet.header.codec_version, 5);
-        let decoded = LosslessCodec.decode(&schema, &packet).unwrap();
-        assert_eq!(decoded.len(), frames.len());
-        assert!(frames.iter().zip(&decoded).all(|(a, b)| a.bit_eq(b)));
+        let packets: [(&[u8], u8); 2] = [
+            (include_bytes!("../testdata/lidar_lossless_v5.bin"), 5),
+            (include_bytes!("../testdata/lidar_lossless_v6.bin"), 6),
+        ];
+        for (bytes, version) in packets {
+            let packet = Packet::from_bytes(bytes).expect("a packet");
+            assert_eq!(packet.header.codec_version, version);
+            let decoded = LosslessCodec.decode(&schema, &packet).unwrap();
+            assert_eq!(decoded.len(), frames.len());
+            assert!(
+                frames.iter().zip(&decoded).all(|(a, b)| a.bit_eq(b)),
+                "version {version}"
+            );
+        }
     }
 
     #[test]

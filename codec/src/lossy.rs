@@ -12,12 +12,13 @@
 //! inherited contexts and holes. Layout in `codec/FORMAT.md`.
 
 use crate::column::{
-    EXACT_IN_FLOAT, FloatFitted, MAX_ORDER, Past, Predictor, Representation, encode_residuals,
-    nearest_integer, neighbour_median, residual_bits, same_unit, starting_context,
+    EXACT_IN_FLOAT, FloatFitted, MAX_ORDER, Past, Predictor, Representation, activity,
+    encode_residuals, nearest_integer, neighbour_median, residual_bits, same_unit,
+    starting_context,
 };
 use crate::container::{CodecId, Packet, PacketHeader};
 use crate::divisor::Divisor;
-use crate::entropy::{ResidualContext, ResidualDecoder, ResidualEncoder, zigzag};
+use crate::entropy::{ChosenAhead, ResidualContext, ResidualDecoder, ResidualEncoder, zigzag};
 use crate::holes::{self, Holes, neighbour_seen};
 use crate::lossless::{
     ALL_ZERO_BIT, ColumnHead, Columns, DecodedBlock, HOLES_BIT, Layout, Prediction, REPR_SHIFT,
@@ -28,14 +29,17 @@ use crate::timestamps::{decode_timestamps, encode_timestamps, read_timestamp_hea
 use crate::varint::{Reader, put_uvarint};
 use crate::{Codec, CodecError, Frame, SampleType, StreamSchema};
 
-const VERSION: u8 = 7;
+const VERSION: u8 = 8;
 /// Version 5 packets differ only in never holding an interval palette (`timestamps`),
 /// version 6 ones in never taking holes out of prediction and in starting every column's
-/// context fresh.
+/// context fresh, version 7 ones in coding neighbour-median indices alone.
 const OLDEST_READ: u8 = 5;
 /// The first version whose neighbour-median columns start from the context the channel
 /// before left ([`starting_context`]).
 const FIRST_INHERITING: u8 = 7;
+/// The first version that codes neighbour-median indices beside their activity
+/// ([`activity`]).
+const FIRST_BESIDE: u8 = 8;
 /// Units column representation: a detected quantum given as an `f32`.
 const QUANTUM_F32_TAG: u8 = 6;
 const MODE_LOSSLESS: u8 = 0;
@@ -161,6 +165,16 @@ trait Reconstruction {
     type Value: Copy;
     fn reconstruct(&self, index: i64) -> Self::Value;
     fn push(&mut self, value: Self::Value);
+    /// Decodes the next coded sample from `ctx` (`after_warmup`: the rest's context).
+    #[inline(always)]
+    fn decode_next(
+        &mut self,
+        decoder: &mut ResidualDecoder,
+        ctx: &mut ResidualContext,
+        _after_warmup: bool,
+    ) -> Result<Self::Value, CodecError> {
+        Ok(self.reconstruct(decoder.decode(ctx)?))
+    }
 }
 
 /// Decodes `n` samples into `column`. The first `warmup` coded indices have a context of
@@ -196,7 +210,7 @@ fn dequantise<C: Reconstruction>(
                     }
                     let run = (run_end - i).min(coded_end - coded);
                     for _ in 0..run {
-                        let value = column.reconstruct(local.decode(&mut ctx)?);
+                        let value = column.decode_next(&mut local, &mut ctx, phase == 1)?;
                         column.push(value);
                     }
                     i += run;
@@ -223,14 +237,7 @@ impl Reconstruction for UnitsReconstruction {
 
     #[inline(always)]
     fn reconstruct(&self, index: i64) -> i64 {
-        let p = self.past.predict(self.predictor);
-        index
-            .checked_mul(self.step)
-            .and_then(|offset| p.checked_add(offset))
-            .unwrap_or_else(|| {
-                let r = i128::from(p) + i128::from(index) * i128::from(self.step);
-                r.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
-            })
+        units_reconstruction(self.past.predict(self.predictor), index, self.step)
     }
 
     #[inline(always)]
@@ -239,12 +246,68 @@ impl Reconstruction for UnitsReconstruction {
     }
 }
 
+/// The prediction `p` plus `index` steps, in units, saturated where that leaves the `i64`
+/// range (only a corrupt packet takes it there): the check is a branch the processor
+/// predicts, where computing in 128 bits costs every sample.
+#[inline(always)]
+fn units_reconstruction(p: i64, index: i64, step: i64) -> i64 {
+    index
+        .checked_mul(step)
+        .and_then(|offset| p.checked_add(offset))
+        .unwrap_or_else(|| {
+            let r = i128::from(p) + i128::from(index) * i128::from(step);
+            r.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
+        })
+}
+
 /// A units column predicted by [`neighbour_median`] from the channel before's
-/// reconstruction.
+/// reconstruction; its indices after the warm-up coded beside their activity where it has
+/// `beside`.
 struct NeighbourReconstruction<'a> {
     values: Vec<i64>,
     neighbour: &'a [i64],
     step: i64,
+    beside: Option<Beside>,
+}
+
+/// The activities of a column's coded indices ([`activities_beside`]), the model chosen
+/// ahead for the next index decoded after the warm-up
+/// ([`ResidualDecoder::decode_beside_ahead`]) and which one it is.
+struct Beside {
+    activities: Vec<u32>,
+    chosen: ChosenAhead,
+    next: usize,
+}
+
+impl Beside {
+    /// Beside `activities`, the model of the first index after the warm-up chosen from
+    /// `rest`, the context the indices after the warm-up are decoded from.
+    fn new(activities: Vec<u32>, rest: &mut ResidualContext) -> Beside {
+        let first = activities.get(NEIGHBOUR_WARMUP).copied().unwrap_or(0);
+        Beside {
+            chosen: rest.choose_beside(first),
+            activities,
+            next: NEIGHBOUR_WARMUP,
+        }
+    }
+}
+
+impl NeighbourReconstruction<'_> {
+    /// The prediction's inputs for the next sample: `west`, `north`, `north_west`.
+    #[inline(always)]
+    fn around_next(&self) -> (i64, i64, i64) {
+        let t = self.values.len();
+        let (north, north_west) = match t {
+            0 => (0, 0),
+            _ => (self.values[t - 1], self.neighbour[t - 1]),
+        };
+        (self.neighbour[t], north, north_west)
+    }
+
+    #[inline(always)]
+    fn reconstruct_from(&self, (west, north, north_west): (i64, i64, i64), index: i64) -> i64 {
+        units_reconstruction(neighbour_median(west, north, north_west), index, self.step)
+    }
 }
 
 impl Reconstruction for NeighbourReconstruction<'_> {
@@ -252,19 +315,30 @@ impl Reconstruction for NeighbourReconstruction<'_> {
 
     #[inline(always)]
     fn reconstruct(&self, index: i64) -> i64 {
-        let t = self.values.len();
-        let (north, north_west) = match t {
-            0 => (0, 0),
-            _ => (self.values[t - 1], self.neighbour[t - 1]),
-        };
-        let p = neighbour_median(self.neighbour[t], north, north_west);
-        let r = i128::from(p) + i128::from(index) * i128::from(self.step);
-        r.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
+        self.reconstruct_from(self.around_next(), index)
     }
 
     #[inline(always)]
     fn push(&mut self, value: i64) {
         self.values.push(value);
+    }
+
+    #[inline(always)]
+    fn decode_next(
+        &mut self,
+        decoder: &mut ResidualDecoder,
+        ctx: &mut ResidualContext,
+        after_warmup: bool,
+    ) -> Result<i64, CodecError> {
+        let index = match &mut self.beside {
+            Some(beside) if after_warmup => {
+                beside.next += 1;
+                let next = beside.activities.get(beside.next).copied().unwrap_or(0);
+                decoder.decode_beside_ahead(ctx, &mut beside.chosen, next)?
+            }
+            _ => decoder.decode(ctx)?,
+        };
+        Ok(self.reconstruct_from(self.around_next(), index))
     }
 }
 
@@ -977,7 +1051,7 @@ impl BoundedCodec {
         &self,
         schema: &StreamSchema,
         frames: &[Frame],
-        mut observe: impl FnMut(&[i64], usize, bool),
+        mut observe: impl FnMut(&[i64], Option<&[u32]>, usize),
     ) -> Result<Packet, CodecError> {
         let frame_count = check_block(schema, frames)?;
         let first = frames[0].timestamp_ns;
@@ -1129,10 +1203,21 @@ impl BoundedCodec {
                     if let Some(holes) = &holes {
                         holes.encode(&mut encoder);
                     }
-                    observe(&quantised.indices, warmup, quantised.from_neighbour);
+                    // The channel before it was quantised from (as chosen above).
+                    let activities = neighbour_in(repr.unit(schema.lsb(c)))
+                        .filter(|_| quantised.from_neighbour)
+                        .map(|neighbour| {
+                            activities_beside(neighbour, &quantised.exceptions, 2 * e + 1)
+                        });
+                    observe(&quantised.indices, activities.as_deref(), warmup);
                     let rest = starting_context(quantised.from_neighbour, &mut carried);
-                    carried =
-                        encode_residuals(&mut encoder, quantised.indices.into_iter(), warmup, rest);
+                    carried = encode_residuals(
+                        &mut encoder,
+                        quantised.indices.into_iter(),
+                        activities.as_deref(),
+                        warmup,
+                        rest,
+                    );
                     let reconstruction = holes::put_back(holes.as_ref(), quantised.reconstruction);
                     previous = unit.map(|u| (u, reconstruction));
                 }
@@ -1148,10 +1233,11 @@ impl BoundedCodec {
                     for (_, v) in &quantised.exceptions {
                         head.extend_from_slice(&v.to_bits().to_le_bytes());
                     }
-                    observe(&quantised.indices, usize::from(order), false);
+                    observe(&quantised.indices, None, usize::from(order));
                     carried = encode_residuals(
                         &mut encoder,
                         quantised.indices.into_iter(),
+                        None,
                         usize::from(order),
                         ResidualContext::default(),
                     );
@@ -1175,6 +1261,21 @@ impl BoundedCodec {
             payload,
         })
     }
+}
+
+/// The [`activity`] of each coded index of a column quantised with the neighbour median
+/// from `neighbour` (the exceptions code none), in steps of `step` units.
+fn activities_beside(neighbour: &[i64], exceptions: &[(usize, i64)], step: i64) -> Vec<u32> {
+    let mut next_exception = exceptions.iter().map(|e| e.0).peekable();
+    let mut activities = Vec::with_capacity(neighbour.len() - exceptions.len());
+    let mut north_west = 0;
+    for (i, &west) in neighbour.iter().enumerate() {
+        if next_exception.next_if_eq(&i).is_none() {
+            activities.push(activity(west, north_west, step as u64));
+        }
+        north_west = west;
+    }
+    activities
 }
 
 /// Count, then the gaps between successive positions (the first from 0).
@@ -1313,6 +1414,7 @@ pub(crate) fn decode_bounded(
     let mut carried = ResidualContext::default();
     // Version 6 started every column's context fresh (its neighbour-median columns too).
     let inherits = packet.header.codec_version >= FIRST_INHERITING;
+    let beside = packet.header.codec_version >= FIRST_BESIDE;
     for (c, head) in heads.into_iter().enumerate() {
         if !inherits {
             carried = ResidualContext::default();
@@ -1327,7 +1429,8 @@ pub(crate) fn decode_bounded(
                         "ADC-step column for a channel without one",
                     ));
                 }
-                let ints = decode_value_column(&mut decoder, n, &head, None, &mut carried)?;
+                let ints =
+                    decode_value_column(&mut decoder, n, &head, (None, false), &mut carried)?;
                 head.repr
                     .fill_column(&ints, lsb, ty, &mut values, start, stride)?;
             }
@@ -1351,7 +1454,7 @@ pub(crate) fn decode_bounded(
                         "an exception past the column's samples",
                     ));
                 }
-                let rest = starting_context(from_neighbour, &mut carried);
+                let mut rest = starting_context(from_neighbour, &mut carried);
                 let ints = if from_neighbour {
                     let neighbour = before.as_deref().ok_or(CodecError::Corrupt(
                         "a column predicted from a channel before it that is not a units column",
@@ -1361,6 +1464,10 @@ pub(crate) fn decode_bounded(
                         values: Vec::with_capacity(present),
                         neighbour: &neighbour,
                         step: 2 * eb + 1,
+                        beside: beside.then(|| {
+                            let activities = activities_beside(&neighbour, &exceptions, 2 * eb + 1);
+                            Beside::new(activities, &mut rest)
+                        }),
                     };
                     carried = dequantise(
                         &mut decoder,
@@ -1466,22 +1573,28 @@ mod tests {
         );
     }
 
-    /// A version-6 packet (`lidar_scans(16, 120)` at two sigma, written by the build before
-    /// holes and inherited contexts) still decodes within the bound.
+    /// Packets of `lidar_scans(16, 120)` written by the builds before still decode within
+    /// their bound: version 6's (two sigma) without holes or inherited contexts, version
+    /// 7's (one sigma) with its neighbour-median indices coded alone.
     #[test]
-    fn version_6_packets_still_decode() {
+    fn packets_of_earlier_versions_still_decode() {
         let (schema, frames) = crate::synthetic::lidar_scans(16, 120);
-        let packet = Packet::from_bytes(include_bytes!("../testdata/lidar_bounded_v6.bin"))
-            .expect("a packet");
-        assert_eq!(packet.header.codec_version, 6);
-        let decoded = BoundedCodec::new(ErrorBound::Sigma(2.0))
-            .decode(&schema, &packet)
-            .unwrap();
-        for c in 0..16 {
-            assert!(
-                max_error(&frames, &decoded, c) <= 2.0 * schema.noise_sigma[c],
-                "beam {c}"
-            );
+        let packets: [(&[u8], u8, f64); 2] = [
+            (include_bytes!("../testdata/lidar_bounded_v6.bin"), 6, 2.0),
+            (include_bytes!("../testdata/lidar_bounded_v7.bin"), 7, 1.0),
+        ];
+        for (bytes, version, sigmas) in packets {
+            let packet = Packet::from_bytes(bytes).expect("a packet");
+            assert_eq!(packet.header.codec_version, version);
+            let decoded = BoundedCodec::new(ErrorBound::Sigma(sigmas))
+                .decode(&schema, &packet)
+                .unwrap();
+            for c in 0..16 {
+                assert!(
+                    max_error(&frames, &decoded, c) <= sigmas * schema.noise_sigma[c],
+                    "version {version}, beam {c}"
+                );
+            }
         }
     }
 
@@ -1587,7 +1700,7 @@ mod tests {
         let codec = BoundedCodec::new(ErrorBound::Absolute(eb));
         let mut warmups = Vec::new();
         codec
-            .encode_observed(&schema, &frames, |_, warmup, _| warmups.push(warmup))
+            .encode_observed(&schema, &frames, |_, _, warmup| warmups.push(warmup))
             .unwrap();
         assert_eq!(warmups[0], RECONSTRUCTION_ORDER);
         let packet = codec.encode(&schema, &frames).unwrap();
