@@ -1167,14 +1167,17 @@ pub(crate) fn encode_residuals(
     // One context per phase, a local of its own, so that it stays in registers (a choice per
     // residual would keep it in memory).
     let mut first = ResidualContext::default();
+    let mut coded = 0;
     for r in residuals.by_ref().take(warmup) {
         encoder.encode(&mut first, r);
+        coded += 1;
     }
     let mut ctx = rest;
+    debug_assert!(activities.is_none_or(|a| a.len() == coded + residuals.size_hint().0));
     match activities {
         None => residuals.for_each(|r| encoder.encode(&mut ctx, r)),
         Some(activities) => residuals
-            .zip(activities.get(warmup..).unwrap_or_default())
+            .zip(activities.get(coded..).unwrap_or_default())
             .for_each(|(r, &activity)| encoder.encode_beside(&mut ctx, r, activity)),
     }
     ctx
@@ -1304,15 +1307,15 @@ fn decode_neighbour_column_as<const BESIDE: bool>(
                 (Some(&west), Some(&north_west)) => activity(west, north_west, 1),
                 _ => 0,
             };
-            let mut chosen = rest.choose_beside(activity_at(1));
+            let mut chosen = (BESIDE && !all_zero).then(|| rest.choose_beside(activity_at(1)));
             for (t, &west) in neighbour.iter().enumerate() {
-                let r = match (all_zero, t) {
-                    (true, _) => 0,
-                    (false, 0) => local.decode(&mut warmup)?,
-                    (false, _) if BESIDE => {
-                        local.decode_beside_ahead(&mut rest, &mut chosen, activity_at(t + 1))?
+                let r = match (all_zero, t, chosen.as_mut()) {
+                    (true, _, _) => 0,
+                    (false, 0, _) => local.decode(&mut warmup)?,
+                    (false, _, Some(chosen)) => {
+                        local.decode_beside_ahead(&mut rest, chosen, activity_at(t + 1))?
                     }
-                    (false, _) => local.decode(&mut rest)?,
+                    (false, _, None) => local.decode(&mut rest)?,
                 };
                 let x = neighbour_median(west, north, north_west).wrapping_add(r);
                 values.push(x);

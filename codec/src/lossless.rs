@@ -1,11 +1,11 @@
-//! The lossless predictive codec (codec id 1, version 6).
+//! The lossless predictive codec (codec id 1, version 7).
 //!
 //! Per block and per column (the timestamps, then each channel) it picks the cheapest exact
 //! integer representation (integers, ADC-step counts, decimal counts, or the order-preserving
 //! bit pattern of the float) and the cheapest predictor (none, previous value, linear
 //! extrapolation, a fitted third-order predictor, or, from the channel before in the same
 //! unit, LOCO-I's median edge detector, whose residuals then start from the context that
-//! channel left), takes a lidar's no-return zeros out of prediction where that is cheaper
+//! channel left and are coded beside its step at each sample), takes a lidar's no-return zeros out of prediction where that is cheaper
 //! (`holes`), then codes the prediction residuals with rANS over adaptive models (see
 //! `entropy`). Layout in `codec/FORMAT.md`.
 

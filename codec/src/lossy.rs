@@ -1,4 +1,4 @@
-//! The error-bounded codec (codec id 2, version 7): every decoded value lies within the bound
+//! The error-bounded codec (codec id 2, version 8): every decoded value lies within the bound
 //! of its original, always.
 //!
 //! Prediction runs on the reconstructed values (what the decoder will have), the prediction
@@ -9,7 +9,7 @@
 //! met exactly; genuine floats are quantised in floating point and every sample is checked:
 //! one that misses the bound after rounding (or is NaN, infinite, or out of range) is sent
 //! exactly as an exception. Units columns share the lossless codec's neighbour median,
-//! inherited contexts and holes. Layout in `codec/FORMAT.md`.
+//! inherited contexts, indices coded beside the channel before's step, and holes. Layout in `codec/FORMAT.md`.
 
 use crate::column::{
     EXACT_IN_FLOAT, FloatFitted, MAX_ORDER, Past, Predictor, Representation, activity,
