@@ -1176,9 +1176,13 @@ pub(crate) fn encode_residuals(
     debug_assert!(activities.is_none_or(|a| a.len() == coded + residuals.size_hint().0));
     match activities {
         None => residuals.for_each(|r| encoder.encode(&mut ctx, r)),
-        Some(activities) => residuals
-            .zip(activities.get(coded..).unwrap_or_default())
-            .for_each(|(r, &activity)| encoder.encode_beside(&mut ctx, r, activity)),
+        Some(activities) => {
+            let activity_at = |i: usize| activities.get(i).copied().unwrap_or(0);
+            let mut chosen = ctx.choose_beside(activity_at(coded));
+            for (i, r) in (coded..).zip(residuals) {
+                encoder.encode_beside(&mut ctx, &mut chosen, r, activity_at(i + 1));
+            }
+        }
     }
     ctx
 }
@@ -1240,7 +1244,7 @@ pub(crate) fn neighbour_cost(values: &[i64], neighbour: &[i64]) -> u64 {
 /// How much the channel before a column moved at a sample, as the neighbour median sees it
 /// (`west`, `north_west` as there), in multiples of `step` (the residuals' unit), as a bit
 /// length: an edge sweeping across the beams shows there. The entropy coder codes the
-/// column's residual beside it ([`crate::entropy::ResidualEncoder::encode_beside`]). It
+/// column's residual beside it ([`crate::entropy::ChosenAhead`]). It
 /// leaves out the column's own gap to the channel before a sample earlier (LOCO-I's other
 /// gradient), which would have saved another 0.7 % of the lidar's bits lossless and 1.6 % at
 /// one sigma: that one waits on the sample just decoded, and choosing the model after it
@@ -1313,7 +1317,7 @@ fn decode_neighbour_column_as<const BESIDE: bool>(
                     (true, _, _) => 0,
                     (false, 0, _) => local.decode(&mut warmup)?,
                     (false, _, Some(chosen)) => {
-                        local.decode_beside_ahead(&mut rest, chosen, activity_at(t + 1))?
+                        local.decode_beside(&mut rest, chosen, activity_at(t + 1))?
                     }
                     (false, _, None) => local.decode(&mut rest)?,
                 };

@@ -272,14 +272,14 @@ struct BesideModels {
     pending: u64,
 }
 
-/// How a residual is coded: alone, beside a channel, or beside a channel with its model
-/// chosen before the residual before it was decoded ([`ResidualDecoder::decode_beside_ahead`]).
-const ALONE: u8 = 0;
-const BESIDE: u8 = 1;
-const BESIDE_AHEAD: u8 = 2;
+/// Whether a residual is coded alone or beside a channel.
+const ALONE: bool = true;
+const BESIDE: bool = false;
 
-/// A model chosen ahead for the next residual beside a channel
-/// ([`ResidualContext::choose_beside`]).
+/// The model chosen for the next residual beside a channel, a residual ahead: the choice
+/// waits on the running mean, which waits on the residual before, and made before that one
+/// is decoded it overlaps the decoding. The encoder and the decoder run the same steps
+/// ([`ResidualEncoder::encode_beside`], [`ResidualDecoder::decode_beside`]).
 #[derive(Clone, Copy)]
 pub(crate) struct ChosenAhead(ModelChoice);
 
@@ -385,11 +385,22 @@ impl ResidualContext {
         }
     }
 
-    /// The model of the first residual beside a channel of bit length `activity` that
-    /// [`ResidualDecoder::decode_beside_ahead`] decodes.
+    /// The model of a column's first residual beside a channel, of an activity of bit
+    /// length `activity`.
     #[inline(always)]
     pub(crate) fn choose_beside(&mut self, activity: u32) -> ChosenAhead {
         ChosenAhead(self.beside(activity))
+    }
+
+    /// The model for this residual beside a channel, `chosen` ahead; the residual before it
+    /// enters the running mean, and the next one's model is chosen (its activity's bit
+    /// length `next_activity`).
+    #[inline(always)]
+    fn advance_beside(&mut self, chosen: &mut ChosenAhead, next_activity: u32) -> ModelChoice {
+        let before = self.beside_models().pending;
+        self.observe(before);
+        let ChosenAhead(choice) = std::mem::replace(chosen, self.choose_beside(next_activity));
+        choice
     }
 
     /// The distribution for expected bucket `k` alone. The expected bucket seldom changes
@@ -430,13 +441,6 @@ impl ResidualContext {
                 pending: 0,
             })
         })
-    }
-
-    /// Beside a channel: the `z` before this one goes into the running mean.
-    #[inline(always)]
-    fn observe_late(&mut self, z: u64) {
-        let before = std::mem::replace(&mut self.beside_models().pending, z);
-        self.observe(before);
     }
 
     #[inline]
@@ -575,21 +579,23 @@ impl ResidualEncoder {
         self.encode_with::<ALONE>(ctx, residual, choice);
     }
 
-    /// Codes `residual` beside an activity of bit length `activity`
-    /// ([`ResidualContext::beside`]).
+    /// Codes `residual` beside a channel from the model `chosen` ahead
+    /// ([`ChosenAhead`]), choosing the next one's (beside an activity of bit length
+    /// `next_activity`).
     #[inline(always)]
     pub(crate) fn encode_beside(
         &mut self,
         ctx: &mut ResidualContext,
+        chosen: &mut ChosenAhead,
         residual: i64,
-        activity: u32,
+        next_activity: u32,
     ) {
-        let choice = ctx.beside(activity);
+        let choice = ctx.advance_beside(chosen, next_activity);
         self.encode_with::<BESIDE>(ctx, residual, choice);
     }
 
     #[inline(always)]
-    fn encode_with<const MODE: u8>(
+    fn encode_with<const MODEL_ALONE: bool>(
         &mut self,
         ctx: &mut ResidualContext,
         residual: i64,
@@ -607,7 +613,7 @@ impl ResidualEncoder {
         } else {
             distance as usize
         };
-        let model = if MODE == ALONE {
+        let model = if MODEL_ALONE {
             ctx.distances(key)
         } else {
             ctx.distances_beside(key)
@@ -625,10 +631,10 @@ impl ResidualEncoder {
             model.update(top);
             self.raw.put(z, below_top - 1);
         }
-        match MODE {
-            ALONE => ctx.observe(z),
-            BESIDE => ctx.observe_late(z),
-            _ => ctx.beside_models().pending = z,
+        if MODEL_ALONE {
+            ctx.observe(z);
+        } else {
+            ctx.beside_models().pending = z;
         }
     }
 
@@ -792,30 +798,25 @@ impl<'a> ResidualDecoder<'a> {
     }
 
     /// Decodes a residual coded beside a channel ([`ResidualEncoder::encode_beside`]) from
-    /// the model `chosen` ahead, and chooses the next one's (beside an activity of bit
-    /// length `next_activity`) before it decodes: the choice waits on the running mean,
-    /// which waits on the residual before, and made first it overlaps the decoding.
+    /// the model `chosen` ahead, choosing the next one's before it decodes.
     #[inline(always)]
-    pub(crate) fn decode_beside_ahead(
+    pub(crate) fn decode_beside(
         &mut self,
         ctx: &mut ResidualContext,
         chosen: &mut ChosenAhead,
         next_activity: u32,
     ) -> Result<i64, CodecError> {
-        let ChosenAhead(choice) = *chosen;
-        let before = ctx.beside_models().pending;
-        ctx.observe(before);
-        *chosen = ChosenAhead(ctx.beside(next_activity));
-        self.decode_with::<BESIDE_AHEAD>(ctx, choice)
+        let choice = ctx.advance_beside(chosen, next_activity);
+        self.decode_with::<BESIDE>(ctx, choice)
     }
 
     #[inline(always)]
-    fn decode_with<const MODE: u8>(
+    fn decode_with<const MODEL_ALONE: bool>(
         &mut self,
         ctx: &mut ResidualContext,
         ModelChoice { k, key }: ModelChoice,
     ) -> Result<i64, CodecError> {
-        let model = if MODE == ALONE {
+        let model = if MODEL_ALONE {
             ctx.distances(key)
         } else {
             ctx.distances_beside(key)
@@ -853,10 +854,10 @@ impl<'a> ResidualDecoder<'a> {
         if self.coder.overran() {
             return Err(CORRUPT);
         }
-        match MODE {
-            ALONE => ctx.observe(z),
-            BESIDE => ctx.observe_late(z),
-            _ => ctx.beside_models().pending = z,
+        if MODEL_ALONE {
+            ctx.observe(z);
+        } else {
+            ctx.beside_models().pending = z;
         }
         Ok(unzigzag(z))
     }
@@ -883,8 +884,8 @@ mod tests {
     }
 
     /// Residuals whose size follows the activity beside them (an edge in the channel before
-    /// and a jump here) code in fewer bits beside it than alone, and decode back with each
-    /// model chosen ahead, from a context carried in as a column inherits one.
+    /// and a jump here) code in fewer bits beside it than alone, and decode back, from a
+    /// context carried in as a column inherits one.
     #[test]
     fn residuals_beside_their_activity_cost_less_and_decode_ahead() {
         let mut uniform = crate::synthetic::uniform_source(17);
@@ -907,12 +908,14 @@ mod tests {
         for &r in &residuals[..100] {
             alone.encode(&mut carried, r);
         }
+        let next_activity = |t: usize| activities.get(t + 1).copied().unwrap_or(0);
         let coded = |beside: bool| {
             let mut encoder = ResidualEncoder::new();
             let mut ctx = carried.clone();
-            for (&r, &a) in residuals.iter().zip(&activities) {
+            let mut chosen = ctx.choose_beside(activities[0]);
+            for (t, &r) in residuals.iter().enumerate() {
                 match beside {
-                    true => encoder.encode_beside(&mut ctx, r, a),
+                    true => encoder.encode_beside(&mut ctx, &mut chosen, r, next_activity(t)),
                     false => encoder.encode(&mut ctx, r),
                 }
             }
@@ -928,14 +931,8 @@ mod tests {
         let mut ctx = carried;
         let mut chosen = ctx.choose_beside(activities[0]);
         for (t, &r) in residuals.iter().enumerate() {
-            let next = activities.get(t + 1).copied().unwrap_or(0);
-            assert_eq!(
-                decoder
-                    .decode_beside_ahead(&mut ctx, &mut chosen, next)
-                    .unwrap(),
-                r,
-                "residual {t}"
-            );
+            let decoded = decoder.decode_beside(&mut ctx, &mut chosen, next_activity(t));
+            assert_eq!(decoded.unwrap(), r, "residual {t}");
         }
     }
 

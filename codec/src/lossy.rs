@@ -272,7 +272,7 @@ struct NeighbourReconstruction<'a> {
 
 /// The activities of a column's coded indices ([`activities_beside`]), the model chosen
 /// ahead for the next index decoded after the warm-up
-/// ([`ResidualDecoder::decode_beside_ahead`]) and which one it is.
+/// ([`ChosenAhead`]) and which one it is.
 struct Beside {
     activities: Vec<u32>,
     chosen: ChosenAhead,
@@ -334,7 +334,7 @@ impl Reconstruction for NeighbourReconstruction<'_> {
             Some(beside) if after_warmup => {
                 beside.next += 1;
                 let next = beside.activities.get(beside.next).copied().unwrap_or(0);
-                decoder.decode_beside_ahead(ctx, &mut beside.chosen, next)?
+                decoder.decode_beside(ctx, &mut beside.chosen, next)?
             }
             _ => decoder.decode(ctx)?,
         };
