@@ -354,15 +354,15 @@ impl ResidualContext {
         ModelChoice { k, key: k }
     }
 
-    /// A residual beside a channel whose activity at the sample ([`crate::column::activity`])
-    /// has bit length `activity`: the expected bucket is the mean of the running mean's and
-    /// the activity's, and the model one of three by whether the activity's bucket is
-    /// below, at or above the running mean's (a running mean without the residual just
-    /// coded, see [`BesideModels`]). The bench's lidar (4,000 scans): 2.1 % fewer bits lossless and
-    /// 3.1 % at one sigma in 1,000-scan packets, 1.6 % lossless in 10-scan ones. Tried in a
-    /// model of the coder on a flocking robot's lidar: a model per class without the mean
-    /// splits what a 10-scan packet learns and loses there; the mean without the classes
-    /// gains half.
+    /// A residual beside a channel whose activity at the sample
+    /// ([`crate::column::activity`]) has bit length `activity`: the expected bucket is the
+    /// mean of the running mean's and the activity's, and the model one of three by whether
+    /// the activity's bucket is below, at or above the running mean's (a running mean
+    /// without the residual just coded, see [`BesideModels`]). The bench's lidar (4,000
+    /// scans): 2.1 % fewer bits lossless and 3.1 % at one sigma in 1,000-scan packets, 1.6 %
+    /// lossless in 10-scan ones. Tried in a model of the coder on a flocking robot's lidar:
+    /// a model per class without the mean splits what a 10-scan packet learns and loses
+    /// there; the mean without the classes gains half.
     #[inline(always)]
     fn beside(&mut self, activity: u32) -> ModelChoice {
         let own = self.expected_bucket();

@@ -5,9 +5,9 @@
 //! bit pattern of the float) and the cheapest predictor (none, previous value, linear
 //! extrapolation, a fitted third-order predictor, or, from the channel before in the same
 //! unit, LOCO-I's median edge detector, whose residuals then start from the context that
-//! channel left and are coded beside its step at each sample), takes a lidar's no-return zeros out of prediction where that is cheaper
-//! (`holes`), then codes the prediction residuals with rANS over adaptive models (see
-//! `entropy`). Layout in `codec/FORMAT.md`.
+//! channel left and are coded beside its step at each sample), takes a lidar's no-return
+//! zeros out of prediction where that is cheaper (`holes`), then codes the prediction
+//! residuals with rANS over adaptive models (see `entropy`). Layout in `codec/FORMAT.md`.
 
 use std::borrow::Cow;
 use std::ops::RangeInclusive;

@@ -4,12 +4,13 @@
 //! Prediction runs on the reconstructed values (what the decoder will have), the prediction
 //! residual is quantised to a step of twice the bound, and the quantisation indices are
 //! range-coded like the lossless residuals. A predictor fitted over twelve values of a first
-//! reconstruction averages out the noise the bound lets through. Columns whose values are integers in some unit
-//! (ADC counts, decimal digits, integer samples) are quantised in that unit, so the bound is
-//! met exactly; genuine floats are quantised in floating point and every sample is checked:
-//! one that misses the bound after rounding (or is NaN, infinite, or out of range) is sent
-//! exactly as an exception. Units columns share the lossless codec's neighbour median,
-//! inherited contexts, indices coded beside the channel before's step, and holes. Layout in `codec/FORMAT.md`.
+//! reconstruction averages out the noise the bound lets through. Columns whose values are
+//! integers in some unit (ADC counts, decimal digits, integer samples) are quantised in that
+//! unit, so the bound is met exactly; genuine floats are quantised in floating point and
+//! every sample is checked: one that misses the bound after rounding (or is NaN, infinite,
+//! or out of range) is sent exactly as an exception. Units columns share the lossless
+//! codec's neighbour median, inherited contexts, indices coded beside the channel before's
+//! step, and holes. Layout in `codec/FORMAT.md`.
 
 use crate::column::{
     EXACT_IN_FLOAT, FloatFitted, MAX_ORDER, Past, Predictor, Representation, activity,
