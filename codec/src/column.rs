@@ -1246,9 +1246,9 @@ pub(crate) fn neighbour_cost(values: &[i64], neighbour: &[i64]) -> u64 {
 /// length: an edge sweeping across the beams shows there. The entropy coder codes the
 /// column's residual beside it ([`crate::entropy::ChosenAhead`]). It
 /// leaves out the column's own gap to the channel before a sample earlier (LOCO-I's other
-/// gradient), which would have saved another 0.7 % of the lidar's bits lossless and 1.6 % at
-/// one sigma: that one waits on the sample just decoded, and choosing the model after it
-/// cost the lidar's decoders 16 and 23 % of their speed.
+/// gradient), which would have saved another 0.5 % of the bench lidar's bits lossless and
+/// 1.1 % at one sigma: that one waits on the sample just decoded, and choosing the model
+/// after it cost the lidar's decoders 16 and 23 % of their speed.
 #[inline(always)]
 pub(crate) fn activity(west: i64, north_west: i64, step: u64) -> u32 {
     let moved = west.abs_diff(north_west);
