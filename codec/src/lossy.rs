@@ -1268,7 +1268,7 @@ impl BoundedCodec {
 /// from `neighbour` (the exceptions code none), in steps of `step` units.
 fn activities_beside(neighbour: &[i64], exceptions: &[(usize, i64)], step: i64) -> Vec<u32> {
     let mut next_exception = exceptions.iter().map(|e| e.0).peekable();
-    let mut activities = Vec::with_capacity(neighbour.len() - exceptions.len());
+    let mut activities = Vec::with_capacity(neighbour.len().saturating_sub(exceptions.len()));
     let mut north_west = 0;
     for (i, &west) in neighbour.iter().enumerate() {
         if next_exception.next_if_eq(&i).is_none() {
