@@ -14,8 +14,8 @@ use std::ops::RangeInclusive;
 
 use crate::column::{
     MAX_ORDER, Predictor, Representation, choose_predictor_and_cost, decode_column,
-    decode_neighbour_column, encode_residuals, neighbour_cost, neighbour_residuals, residuals,
-    same_unit, starting_context,
+    decode_neighbour_column, encode_residuals, neighbour_activities, neighbour_cost,
+    neighbour_residuals, residuals, same_unit, starting_context,
 };
 use crate::container::{CodecId, Packet, PacketHeader};
 use crate::entropy::{ResidualContext, ResidualDecoder, ResidualEncoder};
@@ -100,7 +100,8 @@ pub(crate) fn plan_column(ints: &[i64], neighbour: Option<&[i64]>) -> ColumnPlan
     let (predictor, cost) = choose_predictor_and_cost(&present, [0; MAX_ORDER]);
     let (prediction, residuals, activities) = match neighbour {
         Some(neighbour) if neighbour_cost(&present, &neighbour) < cost => {
-            let (residuals, activities) = neighbour_residuals(&present, &neighbour);
+            let activities = neighbour_activities(&neighbour, std::iter::empty(), 1);
+            let residuals = neighbour_residuals(&present, &neighbour);
             (Prediction::NeighbourMedian, residuals, Some(activities))
         }
         _ => (

@@ -13,8 +13,8 @@
 //! step, and holes. Layout in `codec/FORMAT.md`.
 
 use crate::column::{
-    EXACT_IN_FLOAT, FloatFitted, MAX_ORDER, Past, Predictor, Representation, activity,
-    encode_residuals, nearest_integer, neighbour_median, residual_bits, same_unit,
+    EXACT_IN_FLOAT, FloatFitted, MAX_ORDER, Past, Predictor, Representation, encode_residuals,
+    nearest_integer, neighbour_activities, neighbour_median, residual_bits, same_unit,
     starting_context,
 };
 use crate::container::{CodecId, Packet, PacketHeader};
@@ -271,7 +271,7 @@ struct NeighbourReconstruction<'a> {
     beside: Option<Beside>,
 }
 
-/// The activities of a column's coded indices ([`activities_beside`]), the model chosen
+/// The activities of a column's coded indices ([`neighbour_activities`]), the model chosen
 /// ahead for the next index decoded after the warm-up
 /// ([`ChosenAhead`]) and which one it is.
 struct Beside {
@@ -1208,7 +1208,11 @@ impl BoundedCodec {
                     let activities = neighbour_in(repr.unit(schema.lsb(c)))
                         .filter(|_| quantised.from_neighbour)
                         .map(|neighbour| {
-                            activities_beside(neighbour, &quantised.exceptions, 2 * e + 1)
+                            neighbour_activities(
+                                neighbour,
+                                quantised.exceptions.iter().map(|e| e.0),
+                                (2 * e + 1) as u64,
+                            )
                         });
                     observe(&quantised.indices, activities.as_deref(), warmup);
                     let rest = starting_context(quantised.from_neighbour, &mut carried);
@@ -1262,21 +1266,6 @@ impl BoundedCodec {
             payload,
         })
     }
-}
-
-/// The [`activity`] of each coded index of a column quantised with the neighbour median
-/// from `neighbour` (the exceptions code none), in steps of `step` units.
-fn activities_beside(neighbour: &[i64], exceptions: &[(usize, i64)], step: i64) -> Vec<u32> {
-    let mut next_exception = exceptions.iter().map(|e| e.0).peekable();
-    let mut activities = Vec::with_capacity(neighbour.len().saturating_sub(exceptions.len()));
-    let mut north_west = 0;
-    for (i, &west) in neighbour.iter().enumerate() {
-        if next_exception.next_if_eq(&i).is_none() {
-            activities.push(activity(west, north_west, step as u64));
-        }
-        north_west = west;
-    }
-    activities
 }
 
 /// Count, then the gaps between successive positions (the first from 0).
@@ -1466,7 +1455,11 @@ pub(crate) fn decode_bounded(
                         neighbour: &neighbour,
                         step: 2 * eb + 1,
                         beside: beside.then(|| {
-                            let activities = activities_beside(&neighbour, &exceptions, 2 * eb + 1);
+                            let activities = neighbour_activities(
+                                &neighbour,
+                                exceptions.iter().map(|e| e.0),
+                                (2 * eb + 1) as u64,
+                            );
                             Beside::new(activities, &mut rest)
                         }),
                     };
