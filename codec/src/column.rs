@@ -1164,27 +1164,32 @@ pub(crate) fn encode_residuals(
     warmup: usize,
     rest: ResidualContext,
 ) -> ResidualContext {
-    // One context per phase, a local of its own, so that it stays in registers (a choice per
-    // residual would keep it in memory).
-    let mut first = ResidualContext::default();
-    let mut coded = 0;
-    for r in residuals.by_ref().take(warmup) {
-        encoder.encode(&mut first, r);
-        coded += 1;
-    }
-    let mut ctx = rest;
-    debug_assert!(activities.is_none_or(|a| a.len() == coded + residuals.size_hint().0));
-    match activities {
-        None => residuals.for_each(|r| encoder.encode(&mut ctx, r)),
-        Some(activities) => {
-            let activity_at = |i: usize| activities.get(i).copied().unwrap_or(0);
-            let mut chosen = ctx.choose_beside(activity_at(coded));
-            for (i, r) in (coded..).zip(residuals) {
-                encoder.encode_beside(&mut ctx, &mut chosen, r, activity_at(i + 1));
+    crate::entropy::with_cpu_features(
+        #[inline(always)]
+        || {
+            // One context per phase, a local of its own, so that it stays in registers (a
+            // choice per residual would keep it in memory).
+            let mut first = ResidualContext::default();
+            let mut coded = 0;
+            for r in residuals.by_ref().take(warmup) {
+                encoder.encode(&mut first, r);
+                coded += 1;
             }
-        }
-    }
-    ctx
+            let mut ctx = rest;
+            debug_assert!(activities.is_none_or(|a| a.len() == coded + residuals.size_hint().0));
+            match activities {
+                None => residuals.for_each(|r| encoder.encode(&mut ctx, r)),
+                Some(activities) => {
+                    let activity_at = |i: usize| activities.get(i).copied().unwrap_or(0);
+                    let mut chosen = ctx.choose_beside(activity_at(coded));
+                    for (i, r) in (coded..).zip(residuals) {
+                        encoder.encode_beside(&mut ctx, &mut chosen, r, activity_at(i + 1));
+                    }
+                }
+            }
+            ctx
+        },
+    )
 }
 
 /// The context a column's residuals after its warm-up start from: where it is predicted
@@ -1318,7 +1323,7 @@ fn decode_neighbour_column_as<const BESIDE: bool>(
     all_zero: bool,
     rest: ResidualContext,
 ) -> Result<(Vec<i64>, ResidualContext), CodecError> {
-    crate::entropy::with_popcount(
+    crate::entropy::with_cpu_features(
         #[inline(always)]
         || {
             let mut values = Vec::with_capacity(neighbour.len());
@@ -1363,7 +1368,7 @@ pub(crate) fn decode_column(
     all_zero: bool,
     rest: ResidualContext,
 ) -> Result<(Vec<i64>, ResidualContext), CodecError> {
-    crate::entropy::with_popcount(
+    crate::entropy::with_cpu_features(
         #[inline(always)]
         || {
             let mut past = Past::new(&history, n);

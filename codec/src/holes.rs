@@ -175,9 +175,9 @@ impl Holes {
 
     /// Decodes the runs of a column of `n` samples, as [`Holes::encode`] codes them.
     pub(crate) fn decode(decoder: &mut ResidualDecoder, n: usize) -> Result<Holes, CodecError> {
-        // As the column decoders do: compiled for the population count, the coder's position
+        // As the column decoders do: compiled for the CPU's instructions, the coder's position
         // in a local copy (a lidar block's runs had taken 8 % of its decoding).
-        let (runs, present) = crate::entropy::with_popcount(
+        let (runs, present) = crate::entropy::with_cpu_features(
             #[inline(always)]
             || {
                 let mut local = *decoder;

@@ -188,7 +188,7 @@ fn dequantise<C: Reconstruction>(
     column: &mut C,
     rest: ResidualContext,
 ) -> Result<ResidualContext, CodecError> {
-    crate::entropy::with_popcount(
+    crate::entropy::with_cpu_features(
         #[inline(always)]
         || {
             let mut next = exceptions.iter().peekable();

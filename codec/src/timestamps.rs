@@ -359,7 +359,7 @@ fn decode_palette_ticks(
         }
         return Ok(ticks);
     }
-    crate::entropy::with_popcount(
+    crate::entropy::with_cpu_features(
         #[inline(always)]
         || {
             // A local copy of the coder's position keeps it in registers through the loop.
