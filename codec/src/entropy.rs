@@ -703,7 +703,13 @@ pub(crate) fn with_cpu_features<R>(hot: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::is_x86_feature_detected as has;
-        if has!("avx2") && has!("bmi1") && has!("bmi2") && has!("lzcnt") && has!("popcnt") {
+        if allowed(WITH_AVX2)
+            && has!("avx2")
+            && has!("bmi1")
+            && has!("bmi2")
+            && has!("lzcnt")
+            && has!("popcnt")
+        {
             #[target_feature(enable = "avx2,bmi1,bmi2,lzcnt,popcnt")]
             fn with_avx2<R>(hot: impl FnOnce() -> R) -> R {
                 hot()
@@ -712,7 +718,7 @@ pub(crate) fn with_cpu_features<R>(hot: impl FnOnce() -> R) -> R {
             // SAFETY: the CPU has just been checked for every feature enabled.
             return unsafe { with_avx2(hot) };
         }
-        if has!("popcnt") {
+        if allowed(WITH_POPCOUNT) && has!("popcnt") {
             #[target_feature(enable = "popcnt")]
             fn with_popcount<R>(hot: impl FnOnce() -> R) -> R {
                 hot()
@@ -723,6 +729,31 @@ pub(crate) fn with_cpu_features<R>(hot: impl FnOnce() -> R) -> R {
         }
     }
     hot()
+}
+
+/// The compilations of [`with_cpu_features`], narrowest first.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+const WITH_POPCOUNT: u8 = 1;
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+const WITH_AVX2: u8 = 2;
+
+#[cfg(test)]
+thread_local! {
+    /// The widest compilation [`with_cpu_features`] may run on this thread: tests narrow it
+    /// to check that every compilation codes the same bytes and values.
+    static WIDEST: std::cell::Cell<u8> = const { std::cell::Cell::new(WITH_AVX2) };
+}
+
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+#[inline(always)]
+fn allowed(compilation: u8) -> bool {
+    #[cfg(test)]
+    return WIDEST.get() >= compilation;
+    #[cfg(not(test))]
+    {
+        let _ = compilation;
+        true
+    }
 }
 
 /// rANS decoder over 16-bit words; reads past the end see zeros and mark the section corrupt.
@@ -955,6 +986,49 @@ mod tests {
 
     /// Only a corrupt section can name a bucket beyond 64 bits (an escape carries 7 raw bits,
     /// up to 127): an error, not an overflowing shift.
+    /// The decoders and the residual coding loop, compiled for AVX2, for the population
+    /// count alone and for x86-64's baseline ([`with_cpu_features`]), code the same bytes and
+    /// decode the same values: IMU frames with jittery timestamps (a palette of intervals)
+    /// and lidar scans with no-returns (holes, columns coded beside the channel before),
+    /// lossless and bounded.
+    #[test]
+    fn every_compilation_codes_the_same_bytes_and_values() {
+        use crate::{BoundedCodec, Codec, ErrorBound, LosslessCodec, synthetic};
+        let mut uniform = synthetic::uniform_source(5);
+        let mut imu = synthetic::imu_frames(600, 11, 40.0);
+        for frame in &mut imu {
+            frame.timestamp_ns += (uniform() * 4.0) as i64 * 1000;
+        }
+        let (lidar_schema, scans) = synthetic::lidar_scans(48, 120);
+        let (lidar, _) = synthetic::with_no_returns(&scans, 0.1, 4, 30..50);
+        let bounded = BoundedCodec::new(ErrorBound::Sigma(1.0));
+        let codecs: [&dyn Codec; 2] = [&LosslessCodec, &bounded];
+        for (schema, frames) in [(synthetic::imu_schema(), imu), (lidar_schema, lidar)] {
+            for codec in codecs {
+                let coded = |widest: u8| {
+                    WIDEST.set(widest);
+                    let packet = codec.encode(&schema, &frames).unwrap();
+                    let decoded = codec.decode(&schema, &packet).unwrap();
+                    WIDEST.set(WITH_AVX2);
+                    (packet.to_bytes(), decoded)
+                };
+                let (bytes, decoded) = coded(WITH_AVX2);
+                for widest in [WITH_POPCOUNT, 0] {
+                    let (narrow_bytes, narrow_decoded) = coded(widest);
+                    assert!(narrow_bytes == bytes, "{}: bytes differ", schema.name);
+                    assert!(
+                        narrow_decoded
+                            .iter()
+                            .zip(&decoded)
+                            .all(|(a, b)| a.bit_eq(b)),
+                        "{}: values differ",
+                        schema.name
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn an_escaped_bucket_beyond_64_bits_is_corrupt_not_a_panic() {
         let mut encoder = ResidualEncoder::new();
