@@ -512,6 +512,22 @@ fn round_to_integer(x: f64) -> f64 {
 /// an integer in the low mantissa bits.
 const SHIFTER: f64 = 6_755_399_441_055_744.0;
 
+/// [`nearest_integer`] of every value times `scale`, where every product is below 2^51 in
+/// magnitude (None otherwise): in two passes without an early exit, so that both vectorise
+/// (collected into an `Option<Vec>`, each value stops to be checked).
+pub(crate) fn nearest_integers_of_small(values: &[f64], scale: f64) -> Option<Vec<i64>> {
+    let limit = (1u64 << 51) as f64;
+    let small = values
+        .iter()
+        .fold(true, |small, &x| small & ((x * scale).abs() < limit));
+    small.then(|| {
+        values
+            .iter()
+            .map(|&x| (x * scale + SHIFTER).to_bits() as i64 - SHIFTER.to_bits() as i64)
+            .collect()
+    })
+}
+
 /// The integer nearest `x` (ties either way), if an `i64` holds it, by the same addition
 /// (SSE2 converts to integers only by truncating).
 #[inline(always)]
@@ -1556,6 +1572,24 @@ mod tests {
         }
         for v in [i64::MAX, i64::MIN, 1 << 31, -(1 << 31) - 1] {
             assert!(unordered_f32(v).is_err(), "{v}");
+        }
+    }
+
+    /// The vectorised pass gives [`nearest_integer`]'s counts, and none where a product
+    /// reaches 2^51 (or is not a number).
+    #[test]
+    fn nearest_integers_of_small_values_are_nearest_integers() {
+        let mut uniform = crate::synthetic::uniform_source(21);
+        let values: Vec<f64> = (0..1000).map(|_| (uniform() - 0.5) * 1e9).collect();
+        let scale = 2f64.powi(21);
+        let counts = nearest_integers_of_small(&values, scale).expect("all below 2^51");
+        for (&x, &c) in values.iter().zip(&counts) {
+            assert_eq!(Some(c), nearest_integer(x * scale), "{x}");
+        }
+        for outlier in [2f64.powi(30), -2f64.powi(30), f64::NAN, f64::INFINITY] {
+            let mut with = values.clone();
+            with[500] = outlier;
+            assert_eq!(nearest_integers_of_small(&with, scale), None, "{outlier}");
         }
     }
 

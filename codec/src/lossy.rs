@@ -14,8 +14,8 @@
 
 use crate::column::{
     EXACT_IN_FLOAT, FloatFitted, MAX_ORDER, Past, Predictor, Representation, encode_residuals,
-    nearest_integer, neighbour_activities, neighbour_median, residual_bits, same_unit,
-    starting_context,
+    nearest_integer, nearest_integers_of_small, neighbour_activities, neighbour_median,
+    residual_bits, same_unit, starting_context,
 };
 use crate::container::{CodecId, Packet, PacketHeader};
 use crate::divisor::Divisor;
@@ -1006,10 +1006,12 @@ impl QuantisationGrid {
     fn coarse(column: &[f64], eb: f64, q: f64) -> Option<QuantisationGrid> {
         // A power of two: the products are exact.
         let reciprocal = 1.0 / q;
-        let ints = column
-            .iter()
-            .map(|&x| nearest_integer(x * reciprocal).filter(|c| c.unsigned_abs() < 1 << 52))
-            .collect::<Option<Vec<i64>>>()?;
+        let ints = nearest_integers_of_small(column, reciprocal).or_else(|| {
+            column
+                .iter()
+                .map(|&x| nearest_integer(x * reciprocal).filter(|c| c.unsigned_abs() < 1 << 52))
+                .collect::<Option<Vec<i64>>>()
+        })?;
         Some(QuantisationGrid {
             repr: Representation::Quantum(q),
             ints,
