@@ -496,7 +496,7 @@ fn decimal_counts(values: &[f64], finest: f64) -> Option<(Representation, Vec<i6
 /// additions, where converting to an integer and back waits twice as long).
 #[inline(always)]
 fn round_to_integer(x: f64) -> f64 {
-    if x.abs() < (1u64 << 51) as f64 {
+    if x.abs() < SHIFTABLE {
         (x + SHIFTER) - SHIFTER
     } else if x.abs() < (1u64 << 52) as f64 {
         let truncated = x as i64;
@@ -511,19 +511,26 @@ fn round_to_integer(x: f64) -> f64 {
 /// 1.5 * 2^52: added to a number below 2^51 in magnitude, it leaves that number rounded to
 /// an integer in the low mantissa bits.
 const SHIFTER: f64 = 6_755_399_441_055_744.0;
+/// 2^51: below it in magnitude, [`SHIFTER`] rounds.
+const SHIFTABLE: f64 = (1u64 << 51) as f64;
+
+/// `x`, below [`SHIFTABLE`] in magnitude, rounded to the nearest integer (ties either way).
+#[inline(always)]
+fn nearest_of_shiftable(x: f64) -> i64 {
+    (x + SHIFTER).to_bits() as i64 - SHIFTER.to_bits() as i64
+}
 
 /// [`nearest_integer`] of every value times `scale`, where every product is below 2^51 in
 /// magnitude (None otherwise): in two passes without an early exit, so that both vectorise
 /// (collected into an `Option<Vec>`, each value stops to be checked).
 pub(crate) fn nearest_integers_of_small(values: &[f64], scale: f64) -> Option<Vec<i64>> {
-    let limit = (1u64 << 51) as f64;
     let small = values
         .iter()
-        .fold(true, |small, &x| small & ((x * scale).abs() < limit));
+        .fold(true, |small, &x| small & ((x * scale).abs() < SHIFTABLE));
     small.then(|| {
         values
             .iter()
-            .map(|&x| (x * scale + SHIFTER).to_bits() as i64 - SHIFTER.to_bits() as i64)
+            .map(|&x| nearest_of_shiftable(x * scale))
             .collect()
     })
 }
@@ -532,8 +539,8 @@ pub(crate) fn nearest_integers_of_small(values: &[f64], scale: f64) -> Option<Ve
 /// (SSE2 converts to integers only by truncating).
 #[inline(always)]
 pub(crate) fn nearest_integer(x: f64) -> Option<i64> {
-    if x.abs() < (1u64 << 51) as f64 {
-        Some((x + SHIFTER).to_bits() as i64 - SHIFTER.to_bits() as i64)
+    if x.abs() < SHIFTABLE {
+        Some(nearest_of_shiftable(x))
     } else {
         as_exact_integer(round_to_integer(x))
     }

@@ -984,8 +984,6 @@ mod tests {
         }
     }
 
-    /// Only a corrupt section can name a bucket beyond 64 bits (an escape carries 7 raw bits,
-    /// up to 127): an error, not an overflowing shift.
     /// The decoders and the residual coding loop, compiled for AVX2, for the population
     /// count alone and for x86-64's baseline ([`with_cpu_features`]), code the same bytes and
     /// decode the same values: IMU frames with jittery timestamps (a palette of intervals)
@@ -1029,6 +1027,8 @@ mod tests {
         }
     }
 
+    /// Only a corrupt section can name a bucket beyond 64 bits (an escape carries 7 raw bits,
+    /// up to 127): an error, not an overflowing shift.
     #[test]
     fn an_escaped_bucket_beyond_64_bits_is_corrupt_not_a_panic() {
         let mut encoder = ResidualEncoder::new();
