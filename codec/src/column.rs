@@ -65,10 +65,21 @@ impl Representation {
             }
         };
         let reciprocal = 1.0 / step;
-        values
-            .iter()
-            .map(|&x| step_count(x, step, reciprocal, ty))
-            .collect()
+        // Where every count is below 2^51 (an ADC's always are), the counts and then their
+        // check in passes without an early exit, which vectorise; a miss fails the whole
+        // column either way.
+        match nearest_integers_of_small(values, reciprocal) {
+            Some(counts) => {
+                let exact = values.iter().zip(&counts).fold(true, |exact, (&x, &c)| {
+                    exact & (lsb_multiple(c, step, ty).to_bits() == x.to_bits())
+                });
+                exact.then_some(counts)
+            }
+            None => values
+                .iter()
+                .map(|&x| step_count(x, step, reciprocal, ty))
+                .collect(),
+        }
     }
 
     #[inline]
@@ -1580,6 +1591,33 @@ mod tests {
         for v in [i64::MAX, i64::MIN, 1 << 31, -(1 << 31) - 1] {
             assert!(unordered_f32(v).is_err(), "{v}");
         }
+    }
+
+    /// ADC-step counts: exactly each value's [`step_count`], none where a value is off the
+    /// grid, and counts past 2^51 through the per-value path.
+    #[test]
+    fn adc_step_counts_are_each_values_count_or_none() {
+        let lsb = 0.000_976_562_5 * 1.1;
+        let mut uniform = crate::synthetic::uniform_source(33);
+        let values: Vec<f64> = (0..500)
+            .map(|_| crate::quantize_to_lsb((uniform() - 0.5) * 40.0, lsb, SampleType::F32))
+            .collect();
+        let counts = Representation::LsbCounts
+            .to_integers(&values, lsb, SampleType::F32)
+            .expect("on the grid");
+        for (&x, &c) in values.iter().zip(&counts) {
+            assert_eq!(Some(c), step_count(x, lsb, 1.0 / lsb, SampleType::F32));
+        }
+        let mut off = values.clone();
+        off[250] = f64::from((off[250] as f32).next_up());
+        assert_eq!(
+            Representation::LsbCounts.to_integers(&off, lsb, SampleType::F32),
+            None
+        );
+        let (tiny, far) = (1.0 / 1024.0, 2f64.powi(42));
+        let wide = [0.0, far, -far - tiny, tiny];
+        let counts = Representation::LsbCounts.to_integers(&wide, tiny, SampleType::F64);
+        assert_eq!(counts, Some(vec![0, 1 << 52, -(1 << 52) - 1, 1]));
     }
 
     /// The vectorised pass gives [`nearest_integer`]'s counts, and none where a product
