@@ -70,9 +70,10 @@ impl Representation {
         // column either way.
         match nearest_integers_of_small(values, reciprocal) {
             Some(counts) => {
-                let exact = values.iter().zip(&counts).fold(true, |exact, (&x, &c)| {
-                    exact & (lsb_multiple(c, step, ty).to_bits() == x.to_bits())
-                });
+                let exact = values
+                    .iter()
+                    .zip(&counts)
+                    .fold(true, |exact, (&x, &c)| exact & gives_back(c, step, ty, x));
                 exact.then_some(counts)
             }
             None => values
@@ -563,7 +564,13 @@ pub(crate) fn nearest_integer(x: f64) -> Option<i64> {
 #[inline]
 fn step_count(x: f64, step: f64, reciprocal: f64, ty: SampleType) -> Option<i64> {
     let count = nearest_integer(x * reciprocal)?;
-    (lsb_multiple(count, step, ty).to_bits() == x.to_bits()).then_some(count)
+    gives_back(count, step, ty, x).then_some(count)
+}
+
+/// Whether `count` steps, rounded to the sample type, are `x` bit for bit.
+#[inline(always)]
+fn gives_back(count: i64, step: f64, ty: SampleType, x: f64) -> bool {
+    lsb_multiple(count, step, ty).to_bits() == x.to_bits()
 }
 
 /// The order-preserving integer of `x`'s `f32` bit pattern, if `x` is an `f32`.
