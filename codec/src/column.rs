@@ -481,25 +481,64 @@ fn quantum_interval(values: &[f64], q: f64, ty: SampleType) -> Option<f64> {
 fn decimal_counts(values: &[f64], finest: f64) -> Option<(Representation, Vec<i64>)> {
     let mut digits = 0u8;
     let mut counts = Vec::with_capacity(values.len());
-    for &x in values {
-        let count = loop {
-            if let Some(count) = Representation::Decimal(digits).to_integer(x, 1.0, SampleType::F64)
-            {
-                break count;
+    let mut fours = values.chunks_exact(4);
+    for four in fours.by_ref() {
+        match decimal_counts_of_four(four, digits) {
+            Some(held) => counts.extend_from_slice(&held),
+            None => {
+                for &x in four {
+                    push_decimal_count(&mut counts, &mut digits, x, finest)?;
+                }
             }
-            digits += 1;
-            if digits > MAX_DECIMAL_DIGITS || POW10[usize::from(digits)] * finest >= 1.0 {
-                return None;
-            }
-            // The values before hold at the extra digit too: `c / 10^d` and `10 c / 10^(d+1)`
-            // are the same decimal, so they round to the same double.
-            for c in &mut counts {
-                *c = i64::checked_mul(*c, 10).filter(|c| c.unsigned_abs() < 1 << 53)?;
-            }
-        };
-        counts.push(count);
+        }
+    }
+    for &x in fours.remainder() {
+        push_decimal_count(&mut counts, &mut digits, x, finest)?;
     }
     Some((Representation::Decimal(digits), counts))
+}
+
+/// The counts of four values at `digits` decimal digits where all four hold there and are
+/// below 2^51 units (the common case once a column's digits are found), side by side: the
+/// divisions that check them vectorise.
+#[inline(always)]
+fn decimal_counts_of_four(four: &[f64], digits: u8) -> Option<[i64; 4]> {
+    let scale = POW10[usize::from(digits)];
+    let x: [f64; 4] = four.try_into().ok()?;
+    let scaled = x.map(|v| v * scale);
+    if !scaled
+        .iter()
+        .fold(true, |small, s| small & (s.abs() < SHIFTABLE))
+    {
+        return None;
+    }
+    let counts = scaled.map(nearest_of_shiftable);
+    // As [`Representation::to_integer`] checks a decimal count.
+    let held = counts.iter().zip(&x).fold(true, |held, (&c, v)| {
+        held & ((c as f64 / scale).to_bits() == v.to_bits())
+    });
+    held.then_some(counts)
+}
+
+/// Pushes the count of `x` at `digits` decimal digits, first adding digits (and rescaling
+/// the counts before) until `x` holds; None where it holds at none wider than `finest`.
+fn push_decimal_count(counts: &mut Vec<i64>, digits: &mut u8, x: f64, finest: f64) -> Option<()> {
+    let count = loop {
+        if let Some(count) = Representation::Decimal(*digits).to_integer(x, 1.0, SampleType::F64) {
+            break count;
+        }
+        *digits += 1;
+        if *digits > MAX_DECIMAL_DIGITS || POW10[usize::from(*digits)] * finest >= 1.0 {
+            return None;
+        }
+        // The values before hold at the extra digit too: `c / 10^d` and `10 c / 10^(d+1)`
+        // are the same decimal, so they round to the same double.
+        for c in counts.iter_mut() {
+            *c = i64::checked_mul(*c, 10).filter(|c| c.unsigned_abs() < 1 << 53)?;
+        }
+    };
+    counts.push(count);
+    Some(())
 }
 
 /// `x` rounded to an integer (ties either way), inline: without SSE4.1 `f64::round` is a
@@ -1683,6 +1722,26 @@ mod tests {
                 ),
                 Some(i64::MIN) => assert_eq!(got, None, "{x}"),
                 Some(c) => assert_eq!(got, Some(c), "{x}"),
+            }
+        }
+    }
+
+    /// Columns whose digits grow inside a group of four and in the values after the last
+    /// group get the fewest digits and each value's count at them.
+    #[test]
+    fn decimal_digits_grow_wherever_a_value_needs_them() {
+        let mut uniform = crate::synthetic::uniform_source(41);
+        let mut text: Vec<String> = (0..403)
+            .map(|_| format!("{:.1}", (uniform() - 0.5) * 200.0))
+            .collect();
+        text[201] = "-3.125".into();
+        text[401] = "17.00625".into();
+        let values: Vec<f64> = text.iter().map(|t| t.parse().unwrap()).collect();
+        for (cut, digits) in [(200, 1), (300, 3), (403, 5)] {
+            let (repr, counts) = decimal_counts(&values[..cut], 0.0).expect("decimal text");
+            assert_eq!(repr, Representation::Decimal(digits), "first {cut}");
+            for (&x, &c) in values.iter().zip(&counts) {
+                assert_eq!(Some(c), repr.to_integer(x, 1.0, SampleType::F64), "{x}");
             }
         }
     }
