@@ -93,9 +93,7 @@ impl Representation {
             Representation::Decimal(digits) => {
                 let scale = POW10[usize::from(digits)];
                 let count = nearest_integer(x * scale).filter(|c| c.unsigned_abs() < 1 << 53)?;
-                // Division by an exact power of ten is correctly rounded, so it reproduces the
-                // double nearest to the decimal text, which is what a parser produced.
-                ((count as f64 / scale).to_bits() == x.to_bits()).then_some(count)
+                decimal_gives_back(count, scale, x).then_some(count)
             }
             Representation::Quantum(q) => Representation::LsbCounts.to_integer(x, q, ty),
         }
@@ -513,11 +511,18 @@ fn decimal_counts_of_four(four: &[f64], digits: u8) -> Option<[i64; 4]> {
         return None;
     }
     let counts = scaled.map(nearest_of_shiftable);
-    // As [`Representation::to_integer`] checks a decimal count.
-    let held = counts.iter().zip(&x).fold(true, |held, (&c, v)| {
-        held & ((c as f64 / scale).to_bits() == v.to_bits())
+    let held = counts.iter().zip(&x).fold(true, |held, (&c, &v)| {
+        held & decimal_gives_back(c, scale, v)
     });
     held.then_some(counts)
+}
+
+/// Whether `count` units of `1 / scale` (a power of ten) are `x` bit for bit. Division by an
+/// exact power of ten is correctly rounded, so it reproduces the double nearest to the
+/// decimal text, which is what a parser produced.
+#[inline(always)]
+fn decimal_gives_back(count: i64, scale: f64, x: f64) -> bool {
+    (count as f64 / scale).to_bits() == x.to_bits()
 }
 
 /// Pushes the count of `x` at `digits` decimal digits, first adding digits (and rescaling
