@@ -254,12 +254,9 @@ impl AdaptiveDistances {
     #[inline(always)]
     fn find(&self, slot: u32) -> usize {
         #[cfg(target_arch = "x86_64")]
-        if allowed(WITH_AVX2)
-            && std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("popcnt")
-        {
+        if avx2_allowed() {
             #[allow(unsafe_code)]
-            // SAFETY: the CPU has just been checked for both features.
+            // SAFETY: `avx2_allowed` checked the CPU for both features `find_avx2` enables.
             return unsafe { self.find_avx2(slot) };
         }
         self.find_portable(slot)
@@ -780,13 +777,7 @@ pub(crate) fn with_cpu_features<R>(hot: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::is_x86_feature_detected as has;
-        if allowed(WITH_AVX2)
-            && has!("avx2")
-            && has!("bmi1")
-            && has!("bmi2")
-            && has!("lzcnt")
-            && has!("popcnt")
-        {
+        if avx2_allowed() && has!("bmi1") && has!("bmi2") && has!("lzcnt") {
             #[target_feature(enable = "avx2,bmi1,bmi2,lzcnt,popcnt")]
             fn with_avx2<R>(hot: impl FnOnce() -> R) -> R {
                 hot()
@@ -819,6 +810,16 @@ thread_local! {
     /// The widest compilation [`with_cpu_features`] may run on this thread: tests narrow it
     /// to check that every compilation codes the same bytes and values.
     static WIDEST: std::cell::Cell<u8> = const { std::cell::Cell::new(WITH_AVX2) };
+}
+
+/// Whether code compiled for AVX2 and the population count may run: the CPU has both, and
+/// (in tests) this thread's compilations reach that wide.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn avx2_allowed() -> bool {
+    allowed(WITH_AVX2)
+        && std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("popcnt")
 }
 
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
@@ -1153,11 +1154,9 @@ mod tests {
                 assert!(frequency >= FREQUENCY_FLOOR as u32);
                 assert!((start..start + frequency).contains(&slot), "slot {slot}");
                 #[cfg(target_arch = "x86_64")]
-                if std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("popcnt")
-                {
+                if avx2_allowed() {
                     #[allow(unsafe_code)]
-                    // SAFETY: the CPU has just been checked for both features.
+                    // SAFETY: `avx2_allowed` checked the CPU for both features.
                     let found = unsafe { model.find_avx2(slot) };
                     assert_eq!(found, symbol, "slot {slot}");
                 }
