@@ -903,8 +903,16 @@ impl Predictor {
             .collect();
         // The orders in use get code of their own: the loops unroll and vectorise.
         let c: Vec<f64> = match order {
-            3 => solve(normal_equations::<3>(targets, &past, mean))?.to_vec(),
-            12 => solve(normal_equations::<12>(targets, &past, mean))?.to_vec(),
+            3 => solve(crate::entropy::with_cpu_features(
+                #[inline(always)]
+                || normal_equations::<3>(targets, &past, mean),
+            ))?
+            .to_vec(),
+            12 => solve(crate::entropy::with_cpu_features(
+                #[inline(always)]
+                || normal_equations::<12>(targets, &past, mean),
+            ))?
+            .to_vec(),
             _ => return None,
         };
         let limit = f64::from(i16::MAX) / f64::from(1u32 << COEFF_BITS);
@@ -1077,6 +1085,7 @@ fn fitted_prediction_of_order(
 /// row further down and to the right is the same sum one target earlier, so only row 0 is
 /// summed over the block and the rest follows by adding the product that enters and taking
 /// off the one that leaves: 2N products per target instead of N(N + 1).
+#[inline(always)]
 fn normal_equations<const N: usize>(
     targets: &[i64],
     past: &[f64],
@@ -1089,23 +1098,22 @@ fn normal_equations<const N: usize>(
             .try_into()
             .expect("a window of N values")
     };
-    // Two passes, each with N sums that stay in registers (one pass with 2N spilled them).
-    let mut b = [0.0f64; N];
+    // Summed by position in the window (oldest first), which a vector loads whole: lag
+    // `c + 1` is position `N - 1 - c`. Each sum still adds its products in target order, so
+    // it is the same, to the bit, as summed lag by lag.
+    let mut b_by_position = [0.0f64; N];
+    let mut first_row_by_position = [0.0f64; N];
     for (i, &y) in targets.iter().enumerate().skip(N) {
         let y = y as f64 - mean;
         let window = window(i);
-        for c in 0..N {
-            b[c] += window[N - 1 - c] * y;
-        }
-    }
-    let mut first_row = [0.0f64; N];
-    for i in N..targets.len() {
-        let window = window(i);
         let newest = window[N - 1];
-        for c in 0..N {
-            first_row[c] += newest * window[N - 1 - c];
+        for d in 0..N {
+            b_by_position[d] += window[d] * y;
+            first_row_by_position[d] += window[d] * newest;
         }
     }
+    let b: [f64; N] = std::array::from_fn(|c| b_by_position[N - 1 - c]);
+    let first_row: [f64; N] = std::array::from_fn(|c| first_row_by_position[N - 1 - c]);
     let mut a = [[0.0f64; N]; N];
     a[0] = first_row;
     for (row, &sum) in a.iter_mut().zip(&first_row).skip(1) {
