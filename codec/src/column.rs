@@ -1271,7 +1271,13 @@ pub(crate) fn encode_residuals(
             let mut ctx = rest;
             debug_assert!(activities.is_none_or(|a| a.len() == coded + residuals.size_hint().0));
             match activities {
-                None => residuals.for_each(|r| encoder.encode(&mut ctx, r)),
+                // A loop, not `for_each`: the iterator's fold would be a function of its
+                // own, compiled without the CPU's features.
+                None => {
+                    for r in residuals {
+                        encoder.encode(&mut ctx, r);
+                    }
+                }
                 Some(activities) => {
                     let activity_at = |i: usize| activities.get(i).copied().unwrap_or(0);
                     let mut chosen = ctx.choose_beside(activity_at(coded));
