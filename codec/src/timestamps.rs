@@ -315,13 +315,19 @@ impl IntervalPalette {
         if all_zero {
             return;
         }
-        let mut contexts: [ResidualContext; RANK_CONTEXTS] = Default::default();
-        let mut previous = 0;
-        for &rank in &self.ranks {
-            let rank = rank as usize;
-            encoder.encode(&mut contexts[rank_context(previous)], unzigzag(rank as u64));
-            previous = rank;
-        }
+        // Compiled for the CPU's instructions, as the columns' coding loop is.
+        crate::entropy::with_cpu_features(
+            #[inline(always)]
+            || {
+                let mut contexts: [ResidualContext; RANK_CONTEXTS] = Default::default();
+                let mut previous = 0;
+                for &rank in &self.ranks {
+                    let rank = rank as usize;
+                    encoder.encode(&mut contexts[rank_context(previous)], unzigzag(rank as u64));
+                    previous = rank;
+                }
+            },
+        );
     }
 }
 
