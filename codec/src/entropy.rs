@@ -551,12 +551,12 @@ struct RawBitWriter {
 }
 
 impl RawBitWriter {
-    #[inline]
+    /// Appends the low `count` bits of `value` (`count` below 64; none costs nothing, and
+    /// takes no branch).
+    #[inline(always)]
     fn put(&mut self, value: u64, count: u32) {
-        if count == 0 {
-            return;
-        }
-        let value = value & (u64::MAX >> (64 - count));
+        debug_assert!(count < 64);
+        let value = value & ((1 << count) - 1);
         self.current |= value << self.filled;
         let room = 64 - self.filled;
         if count >= room {
@@ -678,16 +678,9 @@ impl ResidualEncoder {
     ) {
         let z = zigzag(residual);
         let bucket = bucket_of(z);
-        let distance = bucket as i32 - k as i32 + ORIGIN;
-        let symbol = if bucket == 0 {
-            ZERO
-        } else if distance <= ESCAPE_BELOW as i32 {
-            ESCAPE_BELOW
-        } else if distance >= ESCAPE_ABOVE as i32 {
-            ESCAPE_ABOVE
-        } else {
-            distance as usize
-        };
+        let distance = (bucket as i32 - k as i32 + ORIGIN)
+            .clamp(ESCAPE_BELOW as i32, ESCAPE_ABOVE as i32) as usize;
+        let symbol = std::hint::select_unpredictable(bucket == 0, ZERO, distance);
         let model = if MODEL_ALONE {
             ctx.distances(key)
         } else {
@@ -698,14 +691,18 @@ impl ResidualEncoder {
         if is_escape(symbol) {
             self.raw.put(u64::from(bucket), ESCAPE_BITS);
         }
-        if bucket >= 2 {
-            let below_top = bucket - 1;
-            let top = (z >> (below_top - 1)) & 1 == 1;
-            let model = &mut ctx.top_mantissa[bucket as usize];
-            self.code(model.interval(top));
-            model.update(top);
-            self.raw.put(z, below_top - 1);
-        }
+        // Small residuals mix buckets 0, 1 and 2 unpredictably: no branch on whether there
+        // is a top bit. Its interval is recorded either way and kept only where there is
+        // one; buckets 0 and 1 update a model that nothing codes with, as the decoder's do.
+        let has_top = bucket >= 2;
+        let below_top = bucket.saturating_sub(2);
+        let top = has_top & ((z >> below_top) & 1 == 1);
+        let model = &mut ctx.top_mantissa[bucket as usize];
+        self.code(model.interval(top));
+        let kept = self.intervals.len() - usize::from(!has_top);
+        self.intervals.truncate(kept);
+        model.update(top);
+        self.raw.put(z, below_top);
         if MODEL_ALONE {
             ctx.observe(z);
         } else {
