@@ -651,7 +651,7 @@ fn first_ranking_short(
     let mut f = [0i64; 3];
     let mut f_float = [0.0; 3];
     for (i, &x) in ints.iter().enumerate() {
-        let (k, r) = quantiser.quantise(x, 0)?;
+        let (k, r) = quantiser.quantise_near(x, 0)?;
         zero.put(i, (k, r));
         previous_bits += residual_bits(k - lattice[0]);
         linear_bits += residual_bits(k - 2 * lattice[0] + lattice[1]);
@@ -661,7 +661,7 @@ fn first_ranking_short(
             Some(fit3) => fit3.predict_short(f),
             None => 2 * f[0] - f[1],
         };
-        let r = fitted.put(i, quantiser.quantise(x, prediction)?);
+        let r = fitted.put(i, quantiser.quantise_near(x, prediction)?);
         f = [r, f[0], f[1]];
         f_float = [f_float[1], f_float[2], r as f64];
         if let (Some(neighbour), Some(out)) = (median_of, median.as_mut()) {
@@ -717,7 +717,7 @@ fn quantise_units_fitted_short<const N: usize>(
     for (i, &x) in ints.iter().enumerate() {
         let window: &[f64; N] = past[i..i + N].try_into().expect("N values");
         // Never `None` here (every value is small); the generic loop takes it otherwise.
-        let r = out.put(i, quantiser.quantise(x, fit.predict(window, newest))?);
+        let r = out.put(i, quantiser.quantise_near(x, fit.predict(window, newest))?);
         past[i + N] = r as f64;
         newest = [r, newest[0]];
     }
@@ -747,6 +747,24 @@ impl Quantiser {
             divisor: Divisor::new(step as u64),
             shift,
             offset: e + shift * step,
+        }
+    }
+
+    /// [`Quantiser::quantise`] where `x` and `p` are below 2^61 in magnitude (the short
+    /// ranking's values and predictions are far below): nothing can overflow on the way to
+    /// the 32-bit numerator, so one comparison stands for the overflow checks of the general
+    /// case, and the reconstruction needs none.
+    #[inline(always)]
+    fn quantise_near(&self, x: i64, p: i64) -> Option<(i64, i64)> {
+        debug_assert!(x.unsigned_abs() < 1 << 61 && p.unsigned_abs() < 1 << 61);
+        let shifted = x.wrapping_sub(p).wrapping_add(self.offset);
+        match u32::try_from(shifted) {
+            Ok(narrow) => {
+                let q = i64::from(self.divisor.quotient(narrow)) - self.shift;
+                // |q step| <= |x - p| + e + step < 2^63 - 2^61.
+                Some((q, p.wrapping_add(q * self.step)))
+            }
+            Err(_) => self.quantise(x, p),
         }
     }
 
@@ -1811,7 +1829,7 @@ mod tests {
 
     /// The quantiser's 64-bit shortcut (division by multiplying with a reciprocal) gives the
     /// 128-bit arithmetic's index and reconstruction, or `None` exactly where those leave
-    /// the `i64` range.
+    /// the `i64` range; so does its unchecked form wherever that may be used.
     #[test]
     fn quantisation_matches_the_128_bit_arithmetic() {
         let reference = |x: i64, p: i64, e: i64| -> Option<(i64, i64)> {
@@ -1845,10 +1863,19 @@ mod tests {
                 let x = ((uniform() - 0.5) * scale) as i64;
                 let p = ((uniform() - 0.5) * scale) as i64;
                 assert_eq!(quantiser.quantise(x, p), reference(x, p, e), "{x} {p} {e}");
+                assert_eq!(
+                    quantiser.quantise_near(x, p),
+                    reference(x, p, e),
+                    "{x} {p} {e}"
+                );
             }
             for &x in &edges {
                 for &p in &edges {
                     assert_eq!(quantiser.quantise(x, p), reference(x, p, e), "{x} {p} {e}");
+                    if x.unsigned_abs() < 1 << 61 && p.unsigned_abs() < 1 << 61 {
+                        let near = quantiser.quantise_near(x, p);
+                        assert_eq!(near, reference(x, p, e), "{x} {p} {e}");
+                    }
                 }
             }
         }
