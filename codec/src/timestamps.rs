@@ -53,8 +53,15 @@ pub(crate) fn encode_timestamps(
         put_uvarint(&mut parameters, tick as u64);
         TICKS_TAG
     };
-    let predictor = choose_predictor(&ticks, history);
-    let residuals = residuals(&ticks, predictor, history);
+    let (predictor, residuals) = match continues_its_history(&ticks, history) {
+        // Linear prediction leaves only zeros, which nothing beats: `choose_predictor`'s
+        // choice, without its passes.
+        true => (Predictor::Linear, vec![0; ticks.len()]),
+        false => {
+            let predictor = choose_predictor(&ticks, history);
+            (predictor, residuals(&ticks, predictor, history))
+        }
+    };
     // A regular stream's residuals are all zero, and nothing is cheaper.
     if residuals.iter().any(|r| *r != 0)
         && let Some(palette) = IntervalPalette::of(&ticks, history[0])
@@ -64,6 +71,22 @@ pub(crate) fn encode_timestamps(
         return;
     }
     encode_predicted_column(descriptors, encoder, tag, &parameters, predictor, residuals);
+}
+
+/// Whether `ticks` go on from `history` at its step (0, 1, 2, ... after a regular history),
+/// so that linear prediction leaves only zeros, and neither zero nor previous-value
+/// prediction, which [`choose_predictor`] tries first, does so on the values it judges.
+fn continues_its_history(ticks: &[i64], history: History) -> bool {
+    let step = history[0].wrapping_sub(history[1]);
+    let mut expected = history[0];
+    let linear = ticks.iter().all(|&t| {
+        expected = expected.wrapping_add(step);
+        t == expected
+    });
+    // Zero prediction leaves only zeros where every tick is 0, previous-value prediction
+    // where every tick is the history's newest: neither where the step is not 0 and there
+    // are two ticks to differ.
+    linear && step != 0 && ticks.len() >= 2
 }
 
 /// A block's timestamps as tick counts from the first: the tick, the counts, and the history
@@ -85,6 +108,15 @@ pub(crate) fn timestamp_ticks(times: &[i64], schema: &StreamSchema) -> (i64, Vec
 /// difference is not a multiple of the divisor so far (a regular stream needs none, a
 /// jittery one a few).
 fn timestamp_tick(times: &[i64]) -> i64 {
+    match regular_step(times) {
+        // Every offset a multiple of the step, the step itself one: the steps' divisor.
+        Some(step) => tick_of(step.unsigned_abs()),
+        None => tick_of_steps(times),
+    }
+}
+
+/// [`timestamp_tick`] from the divisor of the steps.
+fn tick_of_steps(times: &[i64]) -> i64 {
     let first = times.first().copied().unwrap_or(0);
     let mut divisor = 0u64;
     let mut multiples: Option<ExactDivisor> = None;
@@ -105,6 +137,18 @@ fn timestamp_tick(times: &[i64]) -> i64 {
         }
     }
     tick_of(divisor)
+}
+
+/// The step of a block whose timestamps all follow the first at the same step, without
+/// overflowing (the common case, found in a pass that vectorises): the last is the first
+/// plus the steps, so none of the timestamps between wrapped.
+fn regular_step(times: &[i64]) -> Option<i64> {
+    let (&first, &last) = (times.first()?, times.last()?);
+    let step = times.get(1)?.checked_sub(first)?;
+    let span = step.checked_mul(i64::try_from(times.len() - 1).ok()?)?;
+    (first.checked_add(span) == Some(last)
+        && times.windows(2).all(|w| w[1].wrapping_sub(w[0]) == step))
+    .then_some(step)
 }
 
 /// [`timestamp_tick`] over the wrapped offsets, for blocks that span more than an `i64`.
@@ -485,6 +529,59 @@ mod tests {
             })
             .collect();
         assert_ne!(coded(&jittered, true).0 & 0b111, PALETTE_TAG);
+    }
+
+    /// The shortcuts for regular blocks find the tick the steps' divisor finds, and the
+    /// predictor `choose_predictor` chooses, with all-zero residuals: steps up and down, of
+    /// 0 and 1, at the ends of the clock, one and two timestamps, and irregular blocks
+    /// (which they leave alone).
+    #[test]
+    fn regular_blocks_take_the_shortcuts_to_the_same_choices() {
+        let schema = imu_schema();
+        let mut cases: Vec<Vec<i64>> = Vec::new();
+        for (first, step) in [
+            (0, 5_000_000),
+            (1_000, -7),
+            (i64::MAX - 100, 1),
+            (i64::MIN, i64::MAX),
+            (i64::MAX, 0),
+            (-3, 1 << 62),
+        ] {
+            for n in [1, 2, 3, 600] {
+                cases.push(
+                    (0..n)
+                        .map(|k| first.wrapping_add(step.wrapping_mul(k)))
+                        .collect(),
+                );
+            }
+        }
+        cases.push(beating_timer(300));
+        cases.push(vec![0, 10, 20, 31, 40]);
+        let mut regular = 0;
+        for (case, times) in cases.iter().enumerate() {
+            let step = regular_step(times);
+            if let Some(step) = step {
+                assert_eq!(
+                    tick_of(step.unsigned_abs()),
+                    tick_of_steps(times),
+                    "case {case}"
+                );
+                regular += 1;
+            }
+            let (_, ticks, history) = timestamp_ticks(times, &schema);
+            if continues_its_history(&ticks, history) {
+                assert_eq!(
+                    choose_predictor(&ticks, history),
+                    Predictor::Linear,
+                    "case {case}"
+                );
+                let residuals = residuals(&ticks, Predictor::Linear, history);
+                assert!(residuals.iter().all(|&r| r == 0), "case {case}");
+            }
+        }
+        // Of the 24 blocks at a step, the six single timestamps and five whose steps or span
+        // overflow take the loop, as the irregular ones do.
+        assert_eq!(regular, 13, "regular blocks");
     }
 
     #[test]
