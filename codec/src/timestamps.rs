@@ -224,6 +224,16 @@ pub(crate) fn decode_timestamps(
 ) -> Result<Vec<i64>, CodecError> {
     let history = tick_history(schema, head.tick);
     let ticks = match &head.model {
+        // A regular block (linear prediction, every residual zero): the ticks go on from
+        // the history at its step, in closed form rather than a chain of predictions (modulo
+        // 2^64, as the predictions wrap).
+        TimestampModel::Predicted(Predictor::Linear) if head.all_zero => {
+            let step = history[0].wrapping_sub(history[1]);
+            let tick_at = |k: i64| history[0].wrapping_add(step.wrapping_mul(k));
+            return Ok((1..=n as i64)
+                .map(|k| first.wrapping_add(tick_at(k).wrapping_mul(head.tick)))
+                .collect());
+        }
         TimestampModel::Predicted(predictor) => {
             let fresh = ResidualContext::default();
             decode_column(decoder, n, *predictor, history, head.all_zero, fresh)?.0
