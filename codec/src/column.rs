@@ -734,11 +734,18 @@ impl Past {
 
     #[inline(always)]
     pub(crate) fn predict(&self, predictor: Predictor) -> i64 {
+        let (window, known_small) = self.window();
+        predictor.predict_within(window, known_small)
+    }
+
+    /// The last `MAX_ORDER` values, and whether every one [`is_small`].
+    #[inline(always)]
+    fn window(&self) -> (&[i64; MAX_ORDER], bool) {
         let end = self.values.len();
         let window: &[i64; MAX_ORDER] = self.values[end - MAX_ORDER..]
             .try_into()
             .expect("the history keeps MAX_ORDER values");
-        predictor.predict_within(window, end >= self.large_end + MAX_ORDER)
+        (window, end >= self.large_end + MAX_ORDER)
     }
 
     /// The column's values, the history left out.
@@ -1481,19 +1488,77 @@ pub(crate) fn decode_column(
             let mut local = *decoder;
             let warmup = predictor.warmup().min(n);
             let mut contexts = [ResidualContext::default(), rest];
-            for (phase, samples) in [(0..warmup), (warmup..n)].into_iter().enumerate() {
-                let mut ctx = std::mem::take(&mut contexts[phase]);
-                for _ in samples {
-                    let r = local.decode(&mut ctx)?;
-                    past.push(past.predict(predictor).wrapping_add(r));
-                }
-                contexts[phase] = ctx;
+            let phases = [0..warmup, warmup..n];
+            // The fitted orders the encoders choose get a loop of their own: no choice of
+            // predictor per value (the bench's lossless decode IMU 191-194 -> 206-215 MB/s,
+            // motors 194-196 -> 205-213, battery 170-172 -> 190-198).
+            match predictor {
+                Predictor::Fitted {
+                    order: 3,
+                    coeffs,
+                    intercept,
+                } => decode_phases(
+                    &mut local,
+                    &mut past,
+                    phases,
+                    &mut contexts,
+                    #[inline(always)]
+                    |past| {
+                        let (window, small) = past.window();
+                        fitted_prediction::<3>(window, &coeffs, intercept, small)
+                    },
+                )?,
+                Predictor::Fitted {
+                    order: 12,
+                    coeffs,
+                    intercept,
+                } => decode_phases(
+                    &mut local,
+                    &mut past,
+                    phases,
+                    &mut contexts,
+                    #[inline(always)]
+                    |past| {
+                        let (window, small) = past.window();
+                        fitted_prediction::<12>(window, &coeffs, intercept, small)
+                    },
+                )?,
+                _ => decode_phases(
+                    &mut local,
+                    &mut past,
+                    phases,
+                    &mut contexts,
+                    #[inline(always)]
+                    |past| past.predict(predictor),
+                )?,
             }
             *decoder = local;
             let [_, rest] = contexts;
             Ok((past.into_values(), rest))
         },
     )
+}
+
+/// Decodes the values of `phases` (the warm-up, then the rest), each phase's residuals from
+/// its context, the values predicted by `predict` from `past`.
+#[inline(always)]
+fn decode_phases(
+    decoder: &mut ResidualDecoder,
+    past: &mut Past,
+    phases: [std::ops::Range<usize>; 2],
+    contexts: &mut [ResidualContext; 2],
+    predict: impl Fn(&Past) -> i64,
+) -> Result<(), CodecError> {
+    for (phase, samples) in phases.into_iter().enumerate() {
+        // One context per phase, a local of its own, so that it stays in registers.
+        let mut ctx = std::mem::take(&mut contexts[phase]);
+        for _ in samples {
+            let r = decoder.decode(&mut ctx)?;
+            past.push(predict(past).wrapping_add(r));
+        }
+        contexts[phase] = ctx;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
