@@ -1488,50 +1488,13 @@ pub(crate) fn decode_column(
             let mut local = *decoder;
             let warmup = predictor.warmup().min(n);
             let mut contexts = [ResidualContext::default(), rest];
-            let phases = [0..warmup, warmup..n];
-            // The fitted orders the encoders choose get a loop of their own: no choice of
-            // predictor per value (the bench's lossless decode IMU 191-194 -> 206-215 MB/s,
-            // motors 194-196 -> 205-213, battery 170-172 -> 190-198).
-            match predictor {
-                Predictor::Fitted {
-                    order: 3,
-                    coeffs,
-                    intercept,
-                } => decode_phases(
-                    &mut local,
-                    &mut past,
-                    phases,
-                    &mut contexts,
-                    #[inline(always)]
-                    |past| {
-                        let (window, small) = past.window();
-                        fitted_prediction::<3>(window, &coeffs, intercept, small)
-                    },
-                )?,
-                Predictor::Fitted {
-                    order: 12,
-                    coeffs,
-                    intercept,
-                } => decode_phases(
-                    &mut local,
-                    &mut past,
-                    phases,
-                    &mut contexts,
-                    #[inline(always)]
-                    |past| {
-                        let (window, small) = past.window();
-                        fitted_prediction::<12>(window, &coeffs, intercept, small)
-                    },
-                )?,
-                _ => decode_phases(
-                    &mut local,
-                    &mut past,
-                    phases,
-                    &mut contexts,
-                    #[inline(always)]
-                    |past| past.predict(predictor),
-                )?,
-            }
+            let phases = Phases {
+                decoder: &mut local,
+                past: &mut past,
+                ranges: [0..warmup, warmup..n],
+                contexts: &mut contexts,
+            };
+            with_prediction(predictor, phases)?;
             *decoder = local;
             let [_, rest] = contexts;
             Ok((past.into_values(), rest))
@@ -1539,26 +1502,75 @@ pub(crate) fn decode_column(
     )
 }
 
-/// Decodes the values of `phases` (the warm-up, then the rest), each phase's residuals from
-/// its context, the values predicted by `predict` from `past`.
+/// A loop over a column's values that predicts each from the ones before, as
+/// [`with_prediction`] says.
+pub(crate) trait PredictedLoop {
+    type Output;
+    fn run(self, predict: impl Fn(&Past) -> i64) -> Self::Output;
+}
+
+/// Runs `job` with `predictor`'s prediction. The fitted orders the encoders choose get a
+/// loop of their own, with no choice of predictor per value: the bench's lossless decode
+/// IMU 191-194 -> 206-215 MB/s, motors 194-196 -> 205-213, battery 170-172 -> 190-198; its
+/// bounded decode IMU 195-197 -> 208-210, motors 193-196 -> 203-204, battery 177-178 ->
+/// 193-195.
 #[inline(always)]
-fn decode_phases(
-    decoder: &mut ResidualDecoder,
-    past: &mut Past,
-    phases: [std::ops::Range<usize>; 2],
-    contexts: &mut [ResidualContext; 2],
-    predict: impl Fn(&Past) -> i64,
-) -> Result<(), CodecError> {
-    for (phase, samples) in phases.into_iter().enumerate() {
-        // One context per phase, a local of its own, so that it stays in registers.
-        let mut ctx = std::mem::take(&mut contexts[phase]);
-        for _ in samples {
-            let r = decoder.decode(&mut ctx)?;
-            past.push(predict(past).wrapping_add(r));
-        }
-        contexts[phase] = ctx;
+pub(crate) fn with_prediction<J: PredictedLoop>(predictor: Predictor, job: J) -> J::Output {
+    match predictor {
+        Predictor::Fitted {
+            order: 3,
+            coeffs,
+            intercept,
+        } => job.run(
+            #[inline(always)]
+            move |past: &Past| {
+                let (window, small) = past.window();
+                fitted_prediction::<3>(window, &coeffs, intercept, small)
+            },
+        ),
+        Predictor::Fitted {
+            order: 12,
+            coeffs,
+            intercept,
+        } => job.run(
+            #[inline(always)]
+            move |past: &Past| {
+                let (window, small) = past.window();
+                fitted_prediction::<12>(window, &coeffs, intercept, small)
+            },
+        ),
+        _ => job.run(
+            #[inline(always)]
+            move |past: &Past| past.predict(predictor),
+        ),
     }
-    Ok(())
+}
+
+/// A column's values decoded in two phases (the warm-up, then the rest), each phase's
+/// residuals from its context, onto `past`.
+struct Phases<'p, 'd, 'a> {
+    decoder: &'d mut ResidualDecoder<'a>,
+    past: &'p mut Past,
+    ranges: [std::ops::Range<usize>; 2],
+    contexts: &'p mut [ResidualContext; 2],
+}
+
+impl PredictedLoop for Phases<'_, '_, '_> {
+    type Output = Result<(), CodecError>;
+
+    #[inline(always)]
+    fn run(self, predict: impl Fn(&Past) -> i64) -> Self::Output {
+        for (phase, samples) in self.ranges.into_iter().enumerate() {
+            // One context per phase, a local of its own, so that it stays in registers.
+            let mut ctx = std::mem::take(&mut self.contexts[phase]);
+            for _ in samples {
+                let r = self.decoder.decode(&mut ctx)?;
+                self.past.push(predict(self.past).wrapping_add(r));
+            }
+            self.contexts[phase] = ctx;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -13,9 +13,9 @@
 //! step, and holes. Layout in `codec/FORMAT.md`.
 
 use crate::column::{
-    EXACT_IN_FLOAT, FloatFitted, MAX_ORDER, Past, Predictor, Representation, encode_residuals,
-    nearest_integer, nearest_integers_of_small, neighbour_activities, neighbour_median,
-    residual_bits, same_unit, starting_context,
+    EXACT_IN_FLOAT, FloatFitted, MAX_ORDER, Past, PredictedLoop, Predictor, Representation,
+    encode_residuals, nearest_integer, nearest_integers_of_small, neighbour_activities,
+    neighbour_median, residual_bits, same_unit, starting_context, with_prediction,
 };
 use crate::container::{CodecId, Packet, PacketHeader};
 use crate::divisor::Divisor;
@@ -227,23 +227,56 @@ fn dequantise<C: Reconstruction>(
 }
 
 /// A units column: the prediction plus the index's multiple of the step, in units.
-struct UnitsReconstruction {
+struct UnitsReconstruction<P> {
     past: Past,
-    predictor: Predictor,
+    predict: P,
     step: i64,
 }
 
-impl Reconstruction for UnitsReconstruction {
+impl<P: Fn(&Past) -> i64> Reconstruction for UnitsReconstruction<P> {
     type Value = i64;
 
     #[inline(always)]
     fn reconstruct(&self, index: i64) -> i64 {
-        units_reconstruction(self.past.predict(self.predictor), index, self.step)
+        units_reconstruction((self.predict)(&self.past), index, self.step)
     }
 
     #[inline(always)]
     fn push(&mut self, value: i64) {
         self.past.push(value);
+    }
+}
+
+/// A units column of `present` samples to dequantise from `decoder`, its coded indices after
+/// the warm-up from `rest` ([`dequantise`]): its values and the context they leave.
+struct UnitsColumn<'d, 'a, 'e> {
+    decoder: &'d mut ResidualDecoder<'a>,
+    present: usize,
+    warmup: usize,
+    exceptions: &'e [(usize, i64)],
+    step: i64,
+    rest: ResidualContext,
+}
+
+impl PredictedLoop for UnitsColumn<'_, '_, '_> {
+    type Output = Result<(Vec<i64>, ResidualContext), CodecError>;
+
+    #[inline(always)]
+    fn run(self, predict: impl Fn(&Past) -> i64) -> Self::Output {
+        let mut column = UnitsReconstruction {
+            past: Past::new(&[0; MAX_ORDER], self.present),
+            predict,
+            step: self.step,
+        };
+        let left = dequantise(
+            self.decoder,
+            self.present,
+            self.warmup,
+            self.exceptions,
+            &mut column,
+            self.rest,
+        )?;
+        Ok((column.past.into_values(), left))
     }
 }
 
@@ -1493,20 +1526,17 @@ pub(crate) fn decode_bounded(
                     )?;
                     column.values
                 } else {
-                    let mut column = UnitsReconstruction {
-                        past: Past::new(&[0; MAX_ORDER], present),
-                        predictor,
-                        step: 2 * eb + 1,
-                    };
-                    carried = dequantise(
-                        &mut decoder,
+                    let units = UnitsColumn {
+                        decoder: &mut decoder,
                         present,
-                        predictor.warmup(),
-                        &exceptions,
-                        &mut column,
+                        warmup: predictor.warmup(),
+                        exceptions: &exceptions,
+                        step: 2 * eb + 1,
                         rest,
-                    )?;
-                    column.past.into_values()
+                    };
+                    let (values, left) = with_prediction(predictor, units)?;
+                    carried = left;
+                    values
                 };
                 let ints = holes::put_back(holes.as_ref(), ints);
                 repr.fill_column(&ints, lsb, ty, &mut values, start, stride)?;
