@@ -1539,6 +1539,14 @@ pub(crate) fn with_prediction<J: PredictedLoop>(predictor: Predictor, job: J) ->
                 fitted_prediction::<12>(window, &coeffs, intercept, small)
             },
         ),
+        Predictor::Previous => job.run(
+            #[inline(always)]
+            |past: &Past| past.predict(Predictor::Previous),
+        ),
+        Predictor::Linear => job.run(
+            #[inline(always)]
+            |past: &Past| past.predict(Predictor::Linear),
+        ),
         _ => job.run(
             #[inline(always)]
             move |past: &Past| past.predict(predictor),
