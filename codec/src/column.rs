@@ -1509,11 +1509,11 @@ pub(crate) trait PredictedLoop {
     fn run(self, predict: impl Fn(&Past) -> i64) -> Self::Output;
 }
 
-/// Runs `job` with `predictor`'s prediction. The fitted orders the encoders choose get a
-/// loop of their own, with no choice of predictor per value: the bench's lossless decode
-/// IMU 191-194 -> 206-215 MB/s, motors 194-196 -> 205-213, battery 170-172 -> 190-198; its
+/// Runs `job` with `predictor`'s prediction. The predictors the encoders choose get a loop
+/// of their own, with no choice of predictor per value: the bench's lossless decode IMU
+/// 191-194 -> 206-215 MB/s, motors 194-196 -> 205-213, battery 170-172 -> 190-198; its
 /// bounded decode IMU 195-197 -> 208-210, motors 193-196 -> 203-204, battery 177-178 ->
-/// 193-195.
+/// 193-195 (the fitted orders); wheels bounded 200 -> 205-206 (previous and linear).
 #[inline(always)]
 pub(crate) fn with_prediction<J: PredictedLoop>(predictor: Predictor, job: J) -> J::Output {
     match predictor {
@@ -1521,37 +1521,38 @@ pub(crate) fn with_prediction<J: PredictedLoop>(predictor: Predictor, job: J) ->
             order: 3,
             coeffs,
             intercept,
-        } => job.run(
-            #[inline(always)]
-            move |past: &Past| {
-                let (window, small) = past.window();
-                fitted_prediction::<3>(window, &coeffs, intercept, small)
-            },
-        ),
+        } => job.run(fitted_of_order::<3>(coeffs, intercept)),
         Predictor::Fitted {
             order: 12,
             coeffs,
             intercept,
-        } => job.run(
-            #[inline(always)]
-            move |past: &Past| {
-                let (window, small) = past.window();
-                fitted_prediction::<12>(window, &coeffs, intercept, small)
-            },
-        ),
-        Predictor::Previous => job.run(
-            #[inline(always)]
-            |past: &Past| past.predict(Predictor::Previous),
-        ),
-        Predictor::Linear => job.run(
-            #[inline(always)]
-            |past: &Past| past.predict(Predictor::Linear),
-        ),
-        _ => job.run(
-            #[inline(always)]
-            move |past: &Past| past.predict(predictor),
-        ),
+        } => job.run(fitted_of_order::<12>(coeffs, intercept)),
+        // A variant known here makes the prediction's choice of predictor fold away.
+        Predictor::Previous => job.run(predicting(Predictor::Previous)),
+        Predictor::Linear => job.run(predicting(Predictor::Linear)),
+        _ => job.run(predicting(predictor)),
     }
+}
+
+/// The prediction of a fitted predictor of order `N` from a column's past, in the
+/// unrolled code of its order.
+#[inline(always)]
+fn fitted_of_order<const N: usize>(
+    coeffs: [i16; MAX_ORDER],
+    intercept: i64,
+) -> impl Fn(&Past) -> i64 {
+    #[inline(always)]
+    move |past: &Past| {
+        let (window, small) = past.window();
+        fitted_prediction::<N>(window, &coeffs, intercept, small)
+    }
+}
+
+/// `predictor`'s prediction from a column's past.
+#[inline(always)]
+fn predicting(predictor: Predictor) -> impl Fn(&Past) -> i64 {
+    #[inline(always)]
+    move |past: &Past| past.predict(predictor)
 }
 
 /// A column's values decoded in two phases (the warm-up, then the rest), each phase's
