@@ -77,16 +77,21 @@ pub(crate) fn encode_timestamps(
 /// so that linear prediction leaves only zeros, and neither zero nor previous-value
 /// prediction, which [`choose_predictor`] tries first, does so on the values it judges.
 fn continues_its_history(ticks: &[i64], history: History) -> bool {
-    let step = history[0].wrapping_sub(history[1]);
-    let mut expected = history[0];
-    let linear = ticks.iter().all(|&t| {
-        expected = expected.wrapping_add(step);
-        t == expected
-    });
+    let linear = ticks
+        .iter()
+        .zip(1..)
+        .all(|(&t, k)| t == tick_continuing(history, k));
     // Zero prediction leaves only zeros where every tick is 0, previous-value prediction
     // where every tick is the history's newest: neither where the step is not 0 and there
     // are two ticks to differ.
-    linear && step != 0 && ticks.len() >= 2
+    linear && history[0] != history[1] && ticks.len() >= 2
+}
+
+/// The `k`-th tick after `history` at its step (its newest less the one before), modulo
+/// 2^64 as linear predictions wrap: what linear prediction makes with zero residuals.
+fn tick_continuing(history: History, k: i64) -> i64 {
+    let step = history[0].wrapping_sub(history[1]);
+    history[0].wrapping_add(step.wrapping_mul(k))
 }
 
 /// A block's timestamps as tick counts from the first: the tick, the counts, and the history
@@ -225,13 +230,10 @@ pub(crate) fn decode_timestamps(
     let history = tick_history(schema, head.tick);
     let ticks = match &head.model {
         // A regular block (linear prediction, every residual zero): the ticks go on from
-        // the history at its step, in closed form rather than a chain of predictions (modulo
-        // 2^64, as the predictions wrap).
+        // the history at its step, in closed form rather than a chain of predictions.
         TimestampModel::Predicted(Predictor::Linear) if head.all_zero => {
-            let step = history[0].wrapping_sub(history[1]);
-            let tick_at = |k: i64| history[0].wrapping_add(step.wrapping_mul(k));
             return Ok((1..=n as i64)
-                .map(|k| first.wrapping_add(tick_at(k).wrapping_mul(head.tick)))
+                .map(|k| first.wrapping_add(tick_continuing(history, k).wrapping_mul(head.tick)))
                 .collect());
         }
         TimestampModel::Predicted(predictor) => {
