@@ -783,6 +783,13 @@ impl Quantiser {
         }
     }
 
+    /// The index of a residual shifted by whole steps to the non-negative 32-bit `narrow`
+    /// (`x - p + offset`): one multiplication.
+    #[inline(always)]
+    fn index_of_shifted(&self, narrow: u32) -> i64 {
+        i64::from(self.divisor.quotient(narrow)) - self.shift
+    }
+
     /// [`Quantiser::quantise`] where `x` and `p` are below 2^61 in magnitude (the short
     /// ranking's values and predictions are far below): nothing can overflow on the way to
     /// the 32-bit numerator, so one comparison stands for the overflow checks of the general
@@ -793,7 +800,7 @@ impl Quantiser {
         let shifted = x.wrapping_sub(p).wrapping_add(self.offset);
         match u32::try_from(shifted) {
             Ok(narrow) => {
-                let q = i64::from(self.divisor.quotient(narrow)) - self.shift;
+                let q = self.index_of_shifted(narrow);
                 // |q step| <= |x - p| + e + step < 2^63 - 2^61.
                 Some((q, p.wrapping_add(q * self.step)))
             }
@@ -811,7 +818,7 @@ impl Quantiser {
         // prediction to the next has no detour through the residual's sign.
         let shifted = x.checked_sub(p).and_then(|d| d.checked_add(self.offset));
         if let Some(Ok(narrow)) = shifted.map(u32::try_from) {
-            let q = i64::from(self.divisor.quotient(narrow)) - self.shift;
+            let q = self.index_of_shifted(narrow);
             // |q step| <= |x - p| + e + step < 2^54.
             return Some((q, p.checked_add(q * self.step)?));
         }
