@@ -1408,22 +1408,8 @@ pub(crate) fn neighbour_residuals(values: &[i64], neighbour: &[i64]) -> Vec<i64>
 
 /// Decodes a column predicted by [`neighbour_median`] from `neighbour`, the decoded channel
 /// before it (one warm-up residual, as [`neighbour_residuals`] codes them), the rest beside
-/// their [`neighbour_activities`] where `beside` (packets before that coded them alone).
+/// their [`neighbour_activities`].
 pub(crate) fn decode_neighbour_column(
-    decoder: &mut ResidualDecoder,
-    neighbour: &[i64],
-    all_zero: bool,
-    beside: bool,
-    rest: ResidualContext,
-) -> Result<(Vec<i64>, ResidualContext), CodecError> {
-    if beside {
-        decode_neighbour_column_as::<true>(decoder, neighbour, all_zero, rest)
-    } else {
-        decode_neighbour_column_as::<false>(decoder, neighbour, all_zero, rest)
-    }
-}
-
-fn decode_neighbour_column_as<const BESIDE: bool>(
     decoder: &mut ResidualDecoder,
     neighbour: &[i64],
     all_zero: bool,
@@ -1444,15 +1430,14 @@ fn decode_neighbour_column_as<const BESIDE: bool>(
                 (Some(&west), Some(&north_west)) => activity(west, north_west, 1),
                 _ => 0,
             };
-            let mut chosen = (BESIDE && !all_zero).then(|| rest.choose_beside(activity_at(1)));
+            let mut chosen = (!all_zero).then(|| rest.choose_beside(activity_at(1)));
             for (t, &west) in neighbour.iter().enumerate() {
-                let r = match (all_zero, t, chosen.as_mut()) {
-                    (true, _, _) => 0,
-                    (false, 0, _) => local.decode(&mut warmup)?,
-                    (false, _, Some(chosen)) => {
+                let r = match (t, chosen.as_mut()) {
+                    (_, None) => 0,
+                    (0, Some(_)) => local.decode(&mut warmup)?,
+                    (_, Some(chosen)) => {
                         local.decode_beside(&mut rest, chosen, activity_at(t + 1))?
                     }
-                    (false, _, None) => local.decode(&mut rest)?,
                 };
                 let x = neighbour_median(west, north, north_west).wrapping_add(r);
                 values.push(x);

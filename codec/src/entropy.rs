@@ -3,10 +3,15 @@
 //! A residual `r` is zigzag-mapped to `z`, split into a bucket `b` (the bit length of `z`) and
 //! `b - 1` mantissa bits below the implicit leading one. The bucket is coded relative to the
 //! bit length `k` of the running mean of recent `z` (as LOCO-I estimates its Golomb
-//! parameter): the symbol is one of 32 (bucket 0, 29 distances `b - k`, and an escape on
-//! either side followed by the bucket in 7 raw bits), from an adaptive distribution of its
-//! own for every `k`. The top mantissa bit has an adaptive probability per bucket; the rest
-//! are uniform and go around the coder.
+//! parameter): one of 32 bucket symbols (bucket 0, 29 distances `b - k`, and an escape on
+//! either side followed by the bucket in 7 raw bits), together with the top mantissa bit
+//! where the bucket has one, so one of 64 symbols, from an adaptive distribution of its own
+//! for every `k`. The rest of the mantissa is uniform and goes around the coder.
+//!
+//! The top bit is in the symbol rather than coded after it (as up to codec 1 version 7 and
+//! codec 2 version 8, from a probability per bucket): one rANS step and one model update a
+//! residual instead of two of each, the bench's decoders 12-20 % faster and its lossless
+//! encoders 10-16 %, for 0.1 % to 0.5 % more bits.
 //!
 //! Beside a channel it is predicted from (a lidar's next beam), a residual's model also
 //! knows how far that channel moved at the sample, its *activity*: an edge sweeping across
@@ -16,7 +21,7 @@
 //!
 //! Distributions adapt with every symbol, as a counting estimator at first (so a short block
 //! learns in a few symbols), then at a fixed rate (so a long block keeps tracking). An update
-//! moves the whole cumulative table towards the one of the symbol just seen, 32 lanes at
+//! moves the whole cumulative table towards the one of the symbol just seen, 64 lanes at
 //! once, so it vectorises; finding a symbol is counting the table entries at or below a
 //! slot, which vectorises too: no branch on a coded decision, one multiply per symbol. All
 //! arithmetic is integer, so encoder and decoder stay in lockstep on every machine, and
@@ -35,12 +40,9 @@ const SCALE: u32 = 1 << SCALE_BITS;
 const SLOT_MASK: u32 = SCALE - 1;
 /// rANS state lower bound: the state stays in `[STATE_LOW, 2^32)`, moving 16 bits at a time.
 const STATE_LOW: u32 = 1 << 16;
-/// Slowest adaptation steps, 1/limit: a distribution of 32 symbols needs a longer memory than
-/// a binary decision to estimate its rare symbols.
+/// Slowest adaptation step, 1/limit: long enough a memory to estimate rare symbols, short
+/// enough to follow a stream that changes.
 const ADAPT_LIMIT: usize = 256;
-const BIT_ADAPT_LIMIT: usize = 64;
-/// Least probability of a binary decision.
-const PROB_MIN: u32 = 24;
 /// The running mean halves its history every this many symbols.
 const MEAN_WINDOW: u32 = 32;
 
@@ -48,11 +50,15 @@ const MEAN_WINDOW: u32 = 32;
 /// `2 - ORIGIN..=SYMBOLS - 2 - ORIGIN`, and escapes for nonzero buckets beyond, below and
 /// above. Zero has a symbol of its own because a column of mostly repeated values with rare
 /// large steps (a magnetometer updating at a lower rate) has a high mean and many zeros.
-const SYMBOLS: usize = 32;
+const DISTANCES: usize = 32;
 const ORIGIN: i32 = 20;
 const ZERO: usize = 0;
 const ESCAPE_BELOW: usize = 1;
-const ESCAPE_ABOVE: usize = SYMBOLS - 1;
+const ESCAPE_ABOVE: usize = DISTANCES - 1;
+/// A coded symbol is a bucket symbol and the bit below the leading one together:
+/// `distance << 1 | top`, `top` 0 where there is no such bit in the symbol (buckets 0 and 1,
+/// and escapes, whose mantissa goes raw whole).
+const SYMBOLS: usize = 2 * DISTANCES;
 /// Bits of an escaped bucket (0 to 64).
 const ESCAPE_BITS: u32 = 7;
 /// Every symbol keeps at least this frequency, so that any can be coded.
@@ -108,39 +114,7 @@ impl<const LIMIT: usize> Seen<LIMIT> {
     }
 }
 
-/// Probability of a zero bit, in units of `2^-SCALE_BITS`.
-#[derive(Clone, Copy)]
-struct AdaptiveBit {
-    p0: u32,
-    seen: Seen<BIT_ADAPT_LIMIT>,
-}
-
-impl AdaptiveBit {
-    const FAIR: AdaptiveBit = AdaptiveBit {
-        p0: SCALE / 2,
-        seen: Seen::new(0),
-    };
-
-    #[inline(always)]
-    fn interval(&self, bit: bool) -> (u32, u32) {
-        if bit {
-            (self.p0, SCALE - self.p0)
-        } else {
-            (0, self.p0)
-        }
-    }
-
-    #[inline(always)]
-    fn update(&mut self, bit: bool) {
-        let p = self.p0 as i32;
-        let target = if bit { 0 } else { SCALE as i32 };
-        let next = p + (((target - p) * i32::from(self.seen.rate())) >> 16);
-        self.p0 = (next as u32).clamp(PROB_MIN, SCALE - PROB_MIN);
-        self.seen.count();
-    }
-}
-
-/// An adaptive distribution over the bucket-distance symbols, as its cumulative table:
+/// An adaptive distribution over the symbols (bucket and top bit), as its cumulative table:
 /// `starts[s]` is where symbol `s`'s interval begins (`starts[0] = 0`, the last ends at
 /// `SCALE`).
 #[derive(Clone, Copy)]
@@ -205,13 +179,14 @@ const PRIORS: [AdaptiveDistances; 65] = {
         let mut total = 0;
         let mut s = 0;
         while s < SYMBOLS {
-            let w = match s {
+            let distance = s >> 1;
+            let weight = match distance {
                 ZERO => typical_share(-(k as i32)),
                 ESCAPE_BELOW if k >= ORIGIN as usize => 2,
                 ESCAPE_ABOVE if k + ESCAPE_ABOVE <= 64 + ORIGIN as usize => 2,
                 ESCAPE_BELOW | ESCAPE_ABOVE => 0,
                 _ => {
-                    let d = s as i32 - ORIGIN;
+                    let d = distance as i32 - ORIGIN;
                     let bucket = k as i32 + d;
                     if bucket >= 1 && bucket <= 64 {
                         typical_share(d)
@@ -219,6 +194,17 @@ const PRIORS: [AdaptiveDistances; 65] = {
                         0
                     }
                 }
+            };
+            // A bucket's two halves by its top bit start equally likely (a prior skewed
+            // towards 0, as a Laplacian's density falls across a bucket, cost the bench's
+            // 10-frame packets 1.0 % of the IMU's bits and 1.3 % of the lidar's); a symbol without a top bit takes the whole.
+            let has_top = distance != ZERO
+                && !is_escape(distance)
+                && k as i32 + distance as i32 - ORIGIN >= 2;
+            let w = match (has_top, s & 1) {
+                (true, _) => weight,
+                (false, 0) => 2 * weight,
+                (false, _) => 0,
             };
             weights[s] = w;
             total += w;
@@ -250,15 +236,20 @@ impl AdaptiveDistances {
         (start, end - start)
     }
 
-    /// The symbol whose interval holds `slot`.
+    /// The symbol whose interval holds `slot`, searched in AVX2 where `avx2` says the CPU
+    /// has it ([`avx2_allowed`], asked once per section: the answer is an atomic load,
+    /// which the compiler would otherwise repeat for every symbol).
     #[inline(always)]
-    fn find(&self, slot: u32) -> usize {
+    fn find(&self, slot: u32, avx2: bool) -> usize {
         #[cfg(target_arch = "x86_64")]
-        if avx2_allowed() {
+        if avx2 {
             #[allow(unsafe_code)]
-            // SAFETY: `avx2_allowed` checked the CPU for both features `find_avx2` enables.
+            // SAFETY: `avx2` is `avx2_allowed()`, which checked the CPU for both features
+            // `find_avx2` enables.
             return unsafe { self.find_avx2(slot) };
         }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = avx2;
         self.find_portable(slot)
     }
 
@@ -277,9 +268,10 @@ impl AdaptiveDistances {
     }
 
     /// [`AdaptiveDistances::find`] in AVX2: as the compiler vectorises the count, but without
-    /// putting the two halves' comparisons back in order (a lane-crossing permutation on the
+    /// putting the quarters' comparisons back in order (lane-crossing permutations on the
     /// decoder's critical path), which a count does not need. Inlined into the AVX2
-    /// compilation of [`with_cpu_features`]: 8 % off the decoder's time a residual.
+    /// compilation of [`with_cpu_features`]: 8 % off the decoder's time a residual (measured
+    /// on 32-symbol tables).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,popcnt")]
     #[inline]
@@ -288,21 +280,15 @@ impl AdaptiveDistances {
             __m256i, _mm256_cmpgt_epi16, _mm256_loadu_si256, _mm256_movemask_epi8,
             _mm256_packs_epi16, _mm256_set1_epi16,
         };
-        let halves = self.starts.as_ptr().cast::<__m256i>();
+        let quarters = self.starts.as_ptr().cast::<__m256i>();
         #[allow(unsafe_code)]
-        // SAFETY: `starts` holds 32 i16, two unaligned 256-bit loads.
-        let (low, high) = unsafe {
-            (
-                _mm256_loadu_si256(halves),
-                _mm256_loadu_si256(halves.add(1)),
-            )
-        };
+        // SAFETY: `starts` holds 64 i16, four unaligned 256-bit loads.
+        let [a, b, c, d] = unsafe { [0, 1, 2, 3].map(|i| _mm256_loadu_si256(quarters.add(i))) };
         let slot = _mm256_set1_epi16(slot as i16);
-        let above = _mm256_packs_epi16(
-            _mm256_cmpgt_epi16(low, slot),
-            _mm256_cmpgt_epi16(high, slot),
-        );
-        let above = (_mm256_movemask_epi8(above) as u32).count_ones() as usize;
+        let low = _mm256_packs_epi16(_mm256_cmpgt_epi16(a, slot), _mm256_cmpgt_epi16(b, slot));
+        let high = _mm256_packs_epi16(_mm256_cmpgt_epi16(c, slot), _mm256_cmpgt_epi16(d, slot));
+        let above = ((_mm256_movemask_epi8(low) as u32).count_ones()
+            + (_mm256_movemask_epi8(high) as u32).count_ones()) as usize;
         // starts[0] = 0 is never above: the mask only tells the compiler the index is in range.
         (SYMBOLS - 1 - above) & (SYMBOLS - 1)
     }
@@ -373,7 +359,6 @@ pub(crate) struct ResidualContext {
     last: (u32, usize),
     /// The distributions beside a channel, from the first residual coded beside one.
     beside: Option<Box<BesideModels>>,
-    top_mantissa: [AdaptiveBit; 65],
 }
 
 impl Default for ResidualContext {
@@ -385,7 +370,6 @@ impl Default for ResidualContext {
             models: Vec::new(),
             last: (u32::MAX, 0),
             beside: None,
-            top_mantissa: [AdaptiveBit::FAIR; 65],
         }
     }
 }
@@ -521,11 +505,19 @@ impl ResidualContext {
     }
 }
 
-/// Whether `symbol` (below [`SYMBOLS`]) is an escape: one bit test.
+/// Whether bucket symbol `distance` (below [`DISTANCES`]) is an escape: one bit test.
 #[inline(always)]
-fn is_escape(symbol: usize) -> bool {
+const fn is_escape(distance: usize) -> bool {
     const ESCAPES: u32 = 1 << ESCAPE_BELOW | 1 << ESCAPE_ABOVE;
-    ESCAPES >> (symbol & (SYMBOLS - 1)) & 1 == 1
+    ESCAPES >> (distance & (DISTANCES - 1)) & 1 == 1
+}
+
+/// Whether the symbol of a residual in `bucket` carries the bit below the leading one (an
+/// escape's does not), and how many bits of it go raw.
+#[inline(always)]
+fn top_and_rest(bucket: u32, escape: bool) -> (bool, u32) {
+    let top_coded = bucket >= 2 && !escape;
+    (top_coded, bucket.saturating_sub(1) - u32::from(top_coded))
 }
 
 pub(crate) fn zigzag(r: i64) -> u64 {
@@ -680,7 +672,11 @@ impl ResidualEncoder {
         let bucket = bucket_of(z);
         let distance = (bucket as i32 - k as i32 + ORIGIN)
             .clamp(ESCAPE_BELOW as i32, ESCAPE_ABOVE as i32) as usize;
-        let symbol = std::hint::select_unpredictable(bucket == 0, ZERO, distance);
+        let distance = std::hint::select_unpredictable(bucket == 0, ZERO, distance);
+        let escape = is_escape(distance);
+        let (top_coded, rest_bits) = top_and_rest(bucket, escape);
+        let top = top_coded & ((z >> rest_bits) & 1 == 1);
+        let symbol = distance << 1 | usize::from(top);
         let model = if MODEL_ALONE {
             ctx.distances(key)
         } else {
@@ -688,21 +684,10 @@ impl ResidualEncoder {
         };
         self.code(model.interval(symbol));
         model.update(symbol);
-        if is_escape(symbol) {
+        if escape {
             self.raw.put(u64::from(bucket), ESCAPE_BITS);
         }
-        // Small residuals mix buckets 0, 1 and 2 unpredictably: no branch on whether there
-        // is a top bit. Its interval is recorded either way and kept only where there is
-        // one; buckets 0 and 1 update a model that nothing codes with, as the decoder's do.
-        let has_top = bucket >= 2;
-        let below_top = bucket.saturating_sub(2);
-        let top = has_top & ((z >> below_top) & 1 == 1);
-        let model = &mut ctx.top_mantissa[bucket as usize];
-        self.code(model.interval(top));
-        let kept = self.intervals.len() - usize::from(!has_top);
-        self.intervals.truncate(kept);
-        model.update(top);
-        self.raw.put(z, below_top);
+        self.raw.put(z, rest_bits);
         if MODEL_ALONE {
             ctx.observe(z);
         } else {
@@ -762,9 +747,9 @@ impl ResidualEncoder {
 }
 
 /// Runs `hot` compiled for the instructions the CPU has beyond x86-64's baseline: AVX2 with
-/// BMI and LZCNT where it has them (a distribution's 32 entries are compared and moved in two
-/// 256-bit registers instead of four: the bench's bounded decoders 8 % faster, lossless IMU
-/// 3 %), else the population count alone (finding a symbol counts table entries, and without
+/// BMI and LZCNT where it has them (a distribution's 64 entries are compared and moved in four
+/// 256-bit registers instead of eight: with 32-entry tables, the bench's bounded decoders 8 %
+/// faster, lossless IMU 3 %), else the population count alone (finding a symbol counts table entries, and without
 /// the instruction the count takes a dozen instructions on the decoder's critical path).
 /// Results are the same either way: the arithmetic is integer, and no enabled feature fuses a
 /// float multiply with an add. `hot` must be inlined (mark the closure `#[inline(always)]`)
@@ -817,6 +802,11 @@ fn avx2_allowed() -> bool {
     allowed(WITH_AVX2)
         && std::arch::is_x86_feature_detected!("avx2")
         && std::arch::is_x86_feature_detected!("popcnt")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn avx2_allowed() -> bool {
+    false
 }
 
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
@@ -891,22 +881,6 @@ impl<'a> RansDecoder<'a> {
         self.position += 2 * usize::from(due);
     }
 
-    /// Decodes a binary decision whose zero has probability `p0` (`SCALE`: a certain zero,
-    /// which leaves the coder as it is). Both successor states are made while the decision
-    /// is pending, so the state waits on one selection rather than on a multiplication.
-    #[inline(always)]
-    fn decode_bit(&mut self, p0: u32) -> bool {
-        let slot = self.slot();
-        let quotient = self.state >> SCALE_BITS;
-        let one = slot >= p0;
-        let if_zero = p0 * quotient + slot;
-        // Wraps only where it is not taken (`p0` above the slot).
-        let if_one = ((SCALE - p0) * quotient + slot).wrapping_sub(p0);
-        self.state = std::hint::select_unpredictable(one, if_one, if_zero);
-        self.renormalise();
-        one
-    }
-
     #[inline]
     fn overran(&self) -> bool {
         self.position > self.bytes.len()
@@ -917,6 +891,8 @@ impl<'a> RansDecoder<'a> {
 pub(crate) struct ResidualDecoder<'a> {
     coder: RansDecoder<'a>,
     raw: RawBitReader<'a>,
+    /// Whether symbols are searched in AVX2 ([`AdaptiveDistances::find`]).
+    avx2: bool,
 }
 
 const CORRUPT: CodecError = CodecError::Corrupt("entropy-coded section does not decode");
@@ -937,6 +913,7 @@ impl<'a> ResidualDecoder<'a> {
                 bytes: raw,
                 position: 0,
             },
+            avx2: avx2_allowed(),
         })
     }
 
@@ -970,33 +947,28 @@ impl<'a> ResidualDecoder<'a> {
         } else {
             ctx.distances_beside(key)
         };
-        let symbol = model.find(self.coder.slot());
+        let symbol = model.find(self.coder.slot(), self.avx2);
         self.coder.advance(model.interval(symbol));
         model.update(symbol);
-        let mut bucket = if symbol == ZERO {
+        let (distance, top) = (symbol >> 1, symbol & 1);
+        let mut bucket = if distance == ZERO {
             0
         } else {
-            (k as i32 + symbol as i32 - ORIGIN) as u32
+            (k as i32 + distance as i32 - ORIGIN) as u32
         };
-        if is_escape(symbol) {
+        let escape = is_escape(distance);
+        if escape {
             bucket = self.raw.get(ESCAPE_BITS)? as u32;
         }
-        // Beyond 64 bits, or below zero (wrapped): only a corrupt packet gets here.
-        if bucket > 64 {
-            return Err(CodecError::Corrupt("residual bucket outside 0..=64"));
+        let (top_coded, rest_bits) = top_and_rest(bucket, escape);
+        // A bucket beyond 64 bits or below zero (wrapped), or a top bit where the symbol has
+        // none: only a corrupt packet gets here.
+        if bucket > 64 || top > usize::from(top_coded) {
+            return Err(CodecError::Corrupt("residual symbol outside its buckets"));
         }
-        // Buckets 0 and 1 have no mantissa. Rather than branch on the bucket (small
-        // residuals mix them unpredictably), their top bit is decoded over the whole range,
-        // which leaves the coder as it is, from a model that nothing codes with.
-        let has_top = bucket >= 2;
-        let model = &mut ctx.top_mantissa[bucket as usize];
-        let top = self
-            .coder
-            .decode_bit(std::hint::select_unpredictable(has_top, model.p0, SCALE));
-        model.update(top);
-        let rest = self.raw.get(bucket.saturating_sub(2))?;
+        let rest = self.raw.get(rest_bits)?;
         let lead = if bucket == 0 { 0 } else { 1u64 << (bucket - 1) };
-        let z = lead | u64::from(top) << bucket.saturating_sub(2) | rest;
+        let z = lead | (top as u64) << rest_bits | rest;
         if self.coder.overran() {
             return Err(CORRUPT);
         }
@@ -1166,7 +1138,7 @@ mod tests {
     #[test]
     fn an_escaped_bucket_beyond_64_bits_is_corrupt_not_a_panic() {
         let mut encoder = ResidualEncoder::new();
-        encoder.code(PRIORS[0].interval(ESCAPE_ABOVE));
+        encoder.code(PRIORS[0].interval(ESCAPE_ABOVE << 1));
         encoder.raw.put(127, ESCAPE_BITS);
         let bytes = encoder.finish();
         let mut decoder = ResidualDecoder::new(&bytes).unwrap();
@@ -1175,6 +1147,37 @@ mod tests {
             matches!(decoded, Err(CodecError::Corrupt(_))),
             "{decoded:?}"
         );
+    }
+
+    /// The encoder never puts a top bit in the symbol of a bucket without one (0 and 1) nor
+    /// of an escape: in a packet such a symbol is corruption, not a value.
+    #[test]
+    fn a_top_bit_where_the_bucket_has_none_is_corrupt() {
+        for distance in [ZERO, ORIGIN as usize + 1, ESCAPE_ABOVE] {
+            let mut encoder = ResidualEncoder::new();
+            // Expected bucket 0: distance ORIGIN + 1 is bucket 1; the escape names bucket 5.
+            encoder.code(PRIORS[0].interval(distance << 1 | 1));
+            if is_escape(distance) {
+                encoder.raw.put(5, ESCAPE_BITS);
+            }
+            let bytes = encoder.finish();
+            let mut decoder = ResidualDecoder::new(&bytes).unwrap();
+            let decoded = decoder.decode(&mut ResidualContext::default());
+            assert!(
+                matches!(decoded, Err(CodecError::Corrupt(_))),
+                "distance {distance}: {decoded:?}"
+            );
+            // The same symbol without its top bit decodes.
+            let mut encoder = ResidualEncoder::new();
+            encoder.code(PRIORS[0].interval(distance << 1));
+            if is_escape(distance) {
+                encoder.raw.put(5, ESCAPE_BITS);
+                encoder.raw.put(0, 4);
+            }
+            let bytes = encoder.finish();
+            let mut decoder = ResidualDecoder::new(&bytes).unwrap();
+            assert!(decoder.decode(&mut ResidualContext::default()).is_ok());
+        }
     }
 
     /// A section cut short reads zero words past its end: decoding stops with an error
@@ -1291,8 +1294,14 @@ mod tests {
                 })
                 .collect();
             let bits = round_trip(&residuals) as f64 * 8.0 / residuals.len() as f64;
+            // Mostly zeros (scale 0.3): 3.5 % over. A bucket's rarer half by its top bit
+            // (z = 3 there, 0.5 % of residuals) is estimated at the distribution's 2^-15
+            // resolution and 1/256 rate, where its width's steps round away; 2.1 % at most
+            // elsewhere. (Coded apart from the bucket, top bits cost 1.1 % there, but two
+            // rANS steps a residual.)
+            let allowed = if scale < 1.0 { 1.04 } else { 1.025 };
             assert!(
-                bits < entropy * 1.025,
+                bits < entropy * allowed,
                 "scale {scale}: {bits:.3} bits per residual, entropy {entropy:.3}"
             );
         }

@@ -1,4 +1,4 @@
-//! The lossless predictive codec (codec id 1, version 7).
+//! The lossless predictive codec (codec id 1, version 8).
 //!
 //! Per block and per column (the timestamps, then each channel) it picks the cheapest exact
 //! integer representation (integers, ADC-step counts, decimal counts, or the order-preserving
@@ -10,7 +10,6 @@
 //! residuals with rANS over adaptive models (see `entropy`). Layout in `codec/FORMAT.md`.
 
 use std::borrow::Cow;
-use std::ops::RangeInclusive;
 
 use crate::column::{
     MAX_ORDER, Predictor, Representation, choose_predictor_and_cost, decode_column,
@@ -25,17 +24,9 @@ use crate::timestamps::{decode_timestamps, encode_timestamps, read_timestamp_hea
 use crate::varint::{Reader, put_uvarint};
 use crate::{Codec, CodecError, Frame, FrameValues, StreamSchema};
 
-const VERSION: u8 = 7;
-/// Version 4 packets differ only in never holding an interval palette (`timestamps`),
-/// version 5 ones in never taking holes out of prediction and in starting every column's
-/// context fresh, version 6 ones in coding neighbour-median residuals alone.
-const OLDEST_READ: u8 = 4;
-/// The first version whose neighbour-median columns start from the context the channel
-/// before left ([`starting_context`]).
-const FIRST_INHERITING: u8 = 6;
-/// The first version that codes neighbour-median residuals beside their activity
-/// ([`crate::column::activity`]).
-const FIRST_BESIDE: u8 = 7;
+/// The only version this build reads: versions 4 to 7 coded a residual's top mantissa bit
+/// after its bucket symbol, from a probability of its own ([`crate::entropy`]).
+const VERSION: u8 = 8;
 /// Descriptor: bits 0-2 predictor, bits 3-5 representation, bit 6 all residuals zero.
 pub(crate) const REPR_SHIFT: u8 = 3;
 pub(crate) const ALL_ZERO_BIT: u8 = 1 << 6;
@@ -307,13 +298,12 @@ pub(crate) fn read_column_head(reader: &mut Reader<'_>) -> Result<ColumnHead, Co
 /// Decodes a value column of `n` samples with `head`: its holes' runs first where it has
 /// them, then the samples that are not holes. `neighbour` is the channel before, decoded,
 /// where the column may be predicted from it, `carried` the context it left, where the
-/// column leaves its own; `beside` where the packet codes neighbour-median residuals beside
-/// their activity.
+/// column leaves its own.
 pub(crate) fn decode_value_column(
     decoder: &mut ResidualDecoder,
     n: usize,
     head: &ColumnHead,
-    (neighbour, beside): (Option<&[i64]>, bool),
+    neighbour: Option<&[i64]>,
     carried: &mut ResidualContext,
 ) -> Result<Vec<i64>, CodecError> {
     let (holes, present) = holes::decode_if(head.holes, decoder, n)?;
@@ -332,7 +322,7 @@ pub(crate) fn decode_value_column(
                 "the first channel predicted from the one before",
             ))?;
             let neighbour = neighbour_seen(holes.as_ref(), neighbour);
-            decode_neighbour_column(decoder, &neighbour, head.all_zero, beside, rest)?
+            decode_neighbour_column(decoder, &neighbour, head.all_zero, rest)?
         }
     };
     *carried = left;
@@ -344,10 +334,10 @@ pub(crate) fn decode_value_column(
 pub(crate) fn column_payload<'a>(
     packet: &'a Packet,
     codec: CodecId,
-    versions: RangeInclusive<u8>,
+    version: u8,
     schema: &StreamSchema,
 ) -> Result<Reader<'a>, CodecError> {
-    check_header(packet, codec, versions, schema)?;
+    check_header(packet, codec, version, schema)?;
     let mut reader = Reader::new(&packet.payload);
     if reader.uvarint()? != schema.channels.len() as u64 + 1 {
         return Err(CodecError::Corrupt("column count differs from the schema"));
@@ -359,7 +349,7 @@ pub(crate) fn column_payload<'a>(
 pub(crate) fn check_header(
     packet: &Packet,
     codec: CodecId,
-    versions: RangeInclusive<u8>,
+    version: u8,
     schema: &StreamSchema,
 ) -> Result<(), CodecError> {
     let h = &packet.header;
@@ -369,7 +359,7 @@ pub(crate) fn check_header(
             found: h.codec,
         });
     }
-    if !versions.contains(&h.codec_version) {
+    if h.codec_version != version {
         return Err(CodecError::UnsupportedCodecVersion {
             codec: h.codec,
             version: h.codec_version,
@@ -558,7 +548,7 @@ pub(crate) fn decode_lossless(
     packet: &Packet,
     layout: Layout,
 ) -> Result<DecodedBlock, CodecError> {
-    let mut reader = column_payload(packet, CodecId::Lossless, OLDEST_READ..=VERSION, schema)?;
+    let mut reader = column_payload(packet, CodecId::Lossless, VERSION, schema)?;
     let n = usize::from(packet.header.frame_count);
     let channels = schema.channels.len();
     let time_head = read_timestamp_head(&mut reader, schema)?;
@@ -576,26 +566,14 @@ pub(crate) fn decode_lossless(
     let mut values = row_buffer(n, channels);
     let mut previous: Option<Vec<i64>> = None;
     let mut carried = ResidualContext::default();
-    // Version 5 started every column's context fresh (its neighbour-median columns too).
-    let inherits = packet.header.codec_version >= FIRST_INHERITING;
-    let beside = packet.header.codec_version >= FIRST_BESIDE;
     for (ch, head) in heads.iter().enumerate() {
-        if !inherits {
-            carried = ResidualContext::default();
-        }
         let lsb = match head.repr {
             Representation::LsbCounts => schema.lsb(ch).ok_or(CodecError::Corrupt(
                 "ADC-step column for a channel without one",
             ))?,
             _ => 1.0,
         };
-        let ints = decode_value_column(
-            &mut decoder,
-            n,
-            head,
-            (previous.as_deref(), beside),
-            &mut carried,
-        )?;
+        let ints = decode_value_column(&mut decoder, n, head, previous.as_deref(), &mut carried)?;
         let (start, stride) = layout.column(ch, n, channels);
         head.repr
             .fill_column(&ints, lsb, schema.sample_type, &mut values, start, stride)?;
@@ -655,25 +633,32 @@ mod tests {
         );
     }
 
-    /// Packets of `lidar_scans(16, 120)` written by the builds before still decode
-    /// bit-exactly: version 5's neighbour-median columns start from fresh contexts, and
-    /// version 6's code their residuals alone (not beside their activity), as they were
-    /// coded.
+    /// The packet of `lidar_scans(16, 120)` that this version wrote decodes bit-exactly (a
+    /// change of the format shows here first); those of the versions before, which coded top
+    /// mantissa bits apart, are refused by their version.
     #[test]
-    fn packets_of_earlier_versions_still_decode() {
+    fn packets_of_this_version_decode_and_earlier_ones_are_refused() {
         let (schema, frames) = crate::synthetic::lidar_scans(16, 120);
-        let packets: [(&[u8], u8); 2] = [
+        let packet = Packet::from_bytes(include_bytes!("../testdata/lidar_lossless_v8.bin"))
+            .expect("a packet");
+        assert_eq!(packet.header.codec_version, VERSION);
+        let decoded = LosslessCodec.decode(&schema, &packet).unwrap();
+        assert_eq!(decoded.len(), frames.len());
+        assert!(frames.iter().zip(&decoded).all(|(a, b)| a.bit_eq(b)));
+        let earlier: [(&[u8], u8); 2] = [
             (include_bytes!("../testdata/lidar_lossless_v5.bin"), 5),
             (include_bytes!("../testdata/lidar_lossless_v6.bin"), 6),
         ];
-        for (bytes, version) in packets {
+        for (bytes, version) in earlier {
             let packet = Packet::from_bytes(bytes).expect("a packet");
-            assert_eq!(packet.header.codec_version, version);
-            let decoded = LosslessCodec.decode(&schema, &packet).unwrap();
-            assert_eq!(decoded.len(), frames.len());
+            let refused = LosslessCodec.decode(&schema, &packet);
             assert!(
-                frames.iter().zip(&decoded).all(|(a, b)| a.bit_eq(b)),
-                "version {version}"
+                matches!(
+                    refused,
+                    Err(CodecError::UnsupportedCodecVersion { codec: CodecId::Lossless, version: v })
+                        if v == version
+                ),
+                "version {version}: {refused:?}"
             );
         }
     }

@@ -1,4 +1,4 @@
-//! The error-bounded codec (codec id 2, version 8): every decoded value lies within the bound
+//! The error-bounded codec (codec id 2, version 9): every decoded value lies within the bound
 //! of its original, always.
 //!
 //! Prediction runs on the reconstructed values (what the decoder will have), the prediction
@@ -30,17 +30,9 @@ use crate::timestamps::{decode_timestamps, encode_timestamps, read_timestamp_hea
 use crate::varint::{Reader, put_uvarint};
 use crate::{Codec, CodecError, Frame, SampleType, StreamSchema};
 
-const VERSION: u8 = 8;
-/// Version 5 packets differ only in never holding an interval palette (`timestamps`),
-/// version 6 ones in never taking holes out of prediction and in starting every column's
-/// context fresh, version 7 ones in coding neighbour-median indices alone.
-const OLDEST_READ: u8 = 5;
-/// The first version whose neighbour-median columns start from the context the channel
-/// before left ([`starting_context`]).
-const FIRST_INHERITING: u8 = 7;
-/// The first version that codes neighbour-median indices beside their activity
-/// ([`activity`]).
-const FIRST_BESIDE: u8 = 8;
+/// The only version this build reads: versions 5 to 8 coded an index's top mantissa bit after
+/// its bucket symbol, from a probability of its own ([`crate::entropy`]).
+const VERSION: u8 = 9;
 /// Units column representation: a detected quantum given as an `f32`.
 const QUANTUM_F32_TAG: u8 = 6;
 const MODE_LOSSLESS: u8 = 0;
@@ -295,13 +287,12 @@ fn units_reconstruction(p: i64, index: i64, step: i64) -> i64 {
 }
 
 /// A units column predicted by [`neighbour_median`] from the channel before's
-/// reconstruction; its indices after the warm-up coded beside their activity where it has
-/// `beside`.
+/// reconstruction; its indices after the warm-up coded beside their activity.
 struct NeighbourReconstruction<'a> {
     values: Vec<i64>,
     neighbour: &'a [i64],
     step: i64,
-    beside: Option<Beside>,
+    beside: Beside,
 }
 
 /// The activities of a column's coded indices ([`neighbour_activities`]), the model chosen
@@ -364,13 +355,13 @@ impl Reconstruction for NeighbourReconstruction<'_> {
         ctx: &mut ResidualContext,
         after_warmup: bool,
     ) -> Result<i64, CodecError> {
-        let index = match &mut self.beside {
-            Some(beside) if after_warmup => {
-                beside.next += 1;
-                let next = beside.activities.get(beside.next).copied().unwrap_or(0);
-                decoder.decode_beside(ctx, &mut beside.chosen, next)?
-            }
-            _ => decoder.decode(ctx)?,
+        let index = if after_warmup {
+            let beside = &mut self.beside;
+            beside.next += 1;
+            let next = beside.activities.get(beside.next).copied().unwrap_or(0);
+            decoder.decode_beside(ctx, &mut beside.chosen, next)?
+        } else {
+            decoder.decode(ctx)?
         };
         Ok(self.reconstruct_from(self.around_next(), index))
     }
@@ -1363,7 +1354,7 @@ pub(crate) fn decode_bounded(
     packet: &Packet,
     layout: Layout,
 ) -> Result<DecodedBlock, CodecError> {
-    let mut reader = column_payload(packet, CodecId::Bounded, OLDEST_READ..=VERSION, schema)?;
+    let mut reader = column_payload(packet, CodecId::Bounded, VERSION, schema)?;
     let n = usize::from(packet.header.frame_count);
     let channels = schema.channels.len();
     let ty = schema.sample_type;
@@ -1462,13 +1453,7 @@ pub(crate) fn decode_bounded(
     let mut previous: Option<Vec<i64>> = None;
     // The context the channel before left (see `starting_context`).
     let mut carried = ResidualContext::default();
-    // Version 6 started every column's context fresh (its neighbour-median columns too).
-    let inherits = packet.header.codec_version >= FIRST_INHERITING;
-    let beside = packet.header.codec_version >= FIRST_BESIDE;
     for (c, head) in heads.into_iter().enumerate() {
-        if !inherits {
-            carried = ResidualContext::default();
-        }
         let lsb = schema.lsb(c).unwrap_or(1.0);
         let (start, stride) = layout.column(c, n, channels);
         let before = previous.take();
@@ -1479,8 +1464,7 @@ pub(crate) fn decode_bounded(
                         "ADC-step column for a channel without one",
                     ));
                 }
-                let ints =
-                    decode_value_column(&mut decoder, n, &head, (None, false), &mut carried)?;
+                let ints = decode_value_column(&mut decoder, n, &head, None, &mut carried)?;
                 head.repr
                     .fill_column(&ints, lsb, ty, &mut values, start, stride)?;
             }
@@ -1514,14 +1498,14 @@ pub(crate) fn decode_bounded(
                         values: Vec::with_capacity(present),
                         neighbour: &neighbour,
                         step: 2 * eb + 1,
-                        beside: beside.then(|| {
-                            let activities = neighbour_activities(
+                        beside: Beside::new(
+                            neighbour_activities(
                                 &neighbour,
                                 exceptions.iter().map(|e| e.0),
                                 (2 * eb + 1) as u64,
-                            );
-                            Beside::new(activities, &mut rest)
-                        }),
+                            ),
+                            &mut rest,
+                        ),
                     };
                     carried = dequantise(
                         &mut decoder,
@@ -1624,28 +1608,39 @@ mod tests {
         );
     }
 
-    /// Packets of `lidar_scans(16, 120)` written by the builds before still decode within
-    /// their bound: version 6's (two sigma) without holes or inherited contexts, version
-    /// 7's (one sigma) with its neighbour-median indices coded alone.
+    /// The packet of `lidar_scans(16, 120)` at one sigma that this version wrote decodes
+    /// within its bound (a change of the format shows here first); those of the versions
+    /// before, which coded top mantissa bits apart, are refused by their version.
     #[test]
-    fn packets_of_earlier_versions_still_decode() {
+    fn packets_of_this_version_decode_and_earlier_ones_are_refused() {
         let (schema, frames) = crate::synthetic::lidar_scans(16, 120);
-        let packets: [(&[u8], u8, f64); 2] = [
-            (include_bytes!("../testdata/lidar_bounded_v6.bin"), 6, 2.0),
-            (include_bytes!("../testdata/lidar_bounded_v7.bin"), 7, 1.0),
+        let packet = Packet::from_bytes(include_bytes!("../testdata/lidar_bounded_v9.bin"))
+            .expect("a packet");
+        assert_eq!(packet.header.codec_version, VERSION);
+        let decoded = BoundedCodec::new(ErrorBound::Sigma(1.0))
+            .decode(&schema, &packet)
+            .unwrap();
+        for c in 0..16 {
+            assert!(
+                max_error(&frames, &decoded, c) <= schema.noise_sigma[c],
+                "beam {c}"
+            );
+        }
+        let earlier: [(&[u8], u8); 2] = [
+            (include_bytes!("../testdata/lidar_bounded_v6.bin"), 6),
+            (include_bytes!("../testdata/lidar_bounded_v7.bin"), 7),
         ];
-        for (bytes, version, sigmas) in packets {
+        for (bytes, version) in earlier {
             let packet = Packet::from_bytes(bytes).expect("a packet");
-            assert_eq!(packet.header.codec_version, version);
-            let decoded = BoundedCodec::new(ErrorBound::Sigma(sigmas))
-                .decode(&schema, &packet)
-                .unwrap();
-            for c in 0..16 {
-                assert!(
-                    max_error(&frames, &decoded, c) <= sigmas * schema.noise_sigma[c],
-                    "version {version}, beam {c}"
-                );
-            }
+            let refused = BoundedCodec::new(ErrorBound::Sigma(1.0)).decode(&schema, &packet);
+            assert!(
+                matches!(
+                    refused,
+                    Err(CodecError::UnsupportedCodecVersion { codec: CodecId::Bounded, version: v })
+                        if v == version
+                ),
+                "version {version}: {refused:?}"
+            );
         }
     }
 
