@@ -394,6 +394,7 @@ impl Reconstruction for FloatReconstruction {
 }
 
 /// A units column quantised at `2 eb + 1` units, predicted from the reconstruction.
+#[cfg_attr(test, derive(Clone))]
 struct UnitsQuantised {
     /// `Zero`, and unused, where the column is predicted from its neighbour.
     predictor: Predictor,
@@ -659,7 +660,7 @@ fn first_ranking_short(
     fit3: Option<Predictor>,
     float_fit: bool,
     median_of: Option<&[i64]>,
-) -> Option<([UnitsQuantised; 4], Option<UnitsQuantised>)> {
+) -> Option<(LatticeRanking, Option<UnitsQuantised>)> {
     let quantiser = Quantiser::new(e);
     let n = ints.len();
     let fitted_predictor = fit3.unwrap_or(Predictor::Linear);
@@ -696,9 +697,69 @@ fn first_ranking_short(
             }
         }
     }
-    let on_lattice = |predictor, bits, weights: [i64; 2]| {
+    let ranking = LatticeRanking {
+        zero,
+        fitted,
+        previous_bits,
+        linear_bits,
+    };
+    Some((ranking, median))
+}
+
+/// [`first_ranking_short`]'s candidates: none and the fit quantised, previous and linear
+/// prediction costed on the lattice, their indices made only for the one that is taken
+/// (a pass and a copy of the reconstruction each).
+struct LatticeRanking {
+    zero: UnitsQuantised,
+    fitted: UnitsQuantised,
+    previous_bits: u64,
+    linear_bits: u64,
+}
+
+impl LatticeRanking {
+    /// None, previous, linear and the fit: [`first_ranking`]'s order.
+    fn costs(&self) -> [u64; 4] {
+        [
+            self.zero.cost(),
+            self.previous_bits,
+            self.linear_bits,
+            self.fitted.cost(),
+        ]
+    }
+
+    /// The cheapest candidate, the first of equals (as `min_by_key` takes it).
+    fn cheapest(mut self) -> UnitsQuantised {
+        let costs = self.costs();
+        match (0..4).min_by_key(|&i| costs[i]) {
+            Some(i @ (1 | 2)) => {
+                let reconstruction = std::mem::take(&mut self.zero.reconstruction);
+                self.on_lattice(i, reconstruction)
+            }
+            Some(3) => self.fitted,
+            _ => self.zero,
+        }
+    }
+
+    /// Candidate `i` in [`LatticeRanking::costs`]'s order.
+    #[cfg(test)]
+    fn candidate(&self, i: usize) -> UnitsQuantised {
+        match i {
+            0 => self.zero.clone(),
+            3 => self.fitted.clone(),
+            i => self.on_lattice(i, self.zero.reconstruction.clone()),
+        }
+    }
+
+    /// Previous (`i = 1`) or linear prediction on the lattice, with `reconstruction` (the
+    /// lattice points, none's).
+    fn on_lattice(&self, i: usize, reconstruction: Vec<i64>) -> UnitsQuantised {
+        let (predictor, bits, weights) = match i {
+            1 => (Predictor::Previous, self.previous_bits, [1, 0]),
+            _ => (Predictor::Linear, self.linear_bits, [2, -1]),
+        };
         let mut before = [0i64; 2];
-        let indices = zero
+        let indices = self
+            .zero
             .indices
             .iter()
             .map(|&k| {
@@ -713,12 +774,9 @@ fn first_ranking_short(
             indices,
             bits,
             exceptions: Vec::new(),
-            reconstruction: zero.reconstruction.clone(),
+            reconstruction,
         }
-    };
-    let previous = on_lattice(Predictor::Previous, previous_bits, [1, 0]);
-    let linear = on_lattice(Predictor::Linear, linear_bits, [2, -1]);
-    Some(([zero, previous, linear, fitted], median))
+    }
 }
 
 /// [`quantise_units`] without the bound check, for a fitted predictor, where the values,
@@ -906,14 +964,17 @@ fn choose_units_quantisation(
     let fit3 = Predictor::fit(ints, &[0; MAX_ORDER], 3);
     let short = within(SHORT_RANKING_LIMIT, ints, e, fit3);
     let float_fit = short && within(FLOAT_PREDICTION_LIMIT, ints, e, fit3);
-    let (candidates, median) = short
+    let (first, median) = match short
         .then(|| first_ranking_short(ints, e, fit3, float_fit, neighbour))
         .flatten()
-        .unwrap_or_else(|| (first_ranking(column, ints, e, fit3), None));
-    let first = candidates
-        .into_iter()
-        .min_by_key(UnitsQuantised::cost)
-        .expect("four candidates");
+    {
+        Some((ranking, median)) => (ranking.cheapest(), median),
+        None => {
+            let candidates = first_ranking(column, ints, e, fit3);
+            let first = candidates.into_iter().min_by_key(UnitsQuantised::cost);
+            (first.expect("four candidates"), None)
+        }
+    };
     // Predicted from the channel before where that is cheaper; where it is cheaper by a
     // tenth, the column skips the refit: a longer predictor from its own past averages
     // noise, but a lidar beam's next range is in its neighbour's present.
@@ -1791,8 +1852,15 @@ mod tests {
                 .iter()
                 .map(|&x| x + (scale * 0.1 * (uniform() - 0.5)) as i64)
                 .collect();
-            let (short, median) = first_ranking_short(&ints, e, fit3, float_fit, Some(&neighbour))
-                .expect("small values");
+            let (ranking, median) =
+                first_ranking_short(&ints, e, fit3, float_fit, Some(&neighbour))
+                    .expect("small values");
+            let short: [UnitsQuantised; 4] = std::array::from_fn(|i| ranking.candidate(i));
+            let cheapest = short.iter().min_by_key(|q| q.cost()).expect("four");
+            let taken = ranking.cheapest();
+            assert_eq!(taken.predictor, cheapest.predictor, "case {case}");
+            assert_eq!(taken.indices, cheapest.indices, "case {case}");
+            assert_eq!(taken.reconstruction, cheapest.reconstruction, "case {case}");
             let alone = quantise_units_neighbour(&column, &ints, &neighbour, e, None);
             if let Some(median) = median {
                 medians += 1;
