@@ -1140,13 +1140,17 @@ mod tests {
         let mut encoder = ResidualEncoder::new();
         encoder.code(PRIORS[0].interval(ESCAPE_ABOVE << 1));
         encoder.raw.put(127, ESCAPE_BITS);
-        let bytes = encoder.finish();
-        let mut decoder = ResidualDecoder::new(&bytes).unwrap();
-        let decoded = decoder.decode(&mut ResidualContext::default());
+        let decoded = first_residual_of(encoder);
         assert!(
             matches!(decoded, Err(CodecError::Corrupt(_))),
             "{decoded:?}"
         );
+    }
+
+    /// The first residual that a fresh context decodes from what `encoder` coded.
+    fn first_residual_of(encoder: ResidualEncoder) -> Result<i64, CodecError> {
+        let bytes = encoder.finish();
+        ResidualDecoder::new(&bytes)?.decode(&mut ResidualContext::default())
     }
 
     /// The encoder never puts a top bit in the symbol of a bucket without one (0 and 1) nor
@@ -1160,9 +1164,7 @@ mod tests {
             if is_escape(distance) {
                 encoder.raw.put(5, ESCAPE_BITS);
             }
-            let bytes = encoder.finish();
-            let mut decoder = ResidualDecoder::new(&bytes).unwrap();
-            let decoded = decoder.decode(&mut ResidualContext::default());
+            let decoded = first_residual_of(encoder);
             assert!(
                 matches!(decoded, Err(CodecError::Corrupt(_))),
                 "distance {distance}: {decoded:?}"
@@ -1174,9 +1176,7 @@ mod tests {
                 encoder.raw.put(5, ESCAPE_BITS);
                 encoder.raw.put(0, 4);
             }
-            let bytes = encoder.finish();
-            let mut decoder = ResidualDecoder::new(&bytes).unwrap();
-            assert!(decoder.decode(&mut ResidualContext::default()).is_ok());
+            assert!(first_residual_of(encoder).is_ok(), "distance {distance}");
         }
     }
 

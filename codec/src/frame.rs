@@ -222,6 +222,28 @@ pub(crate) mod tests {
             .sum()
     }
 
+    /// Asserts that `codec` refuses each packet of `earlier` (its bytes and codec version)
+    /// by that version, codec `id`'s.
+    pub(crate) fn assert_refused_by_version(
+        codec: &dyn crate::Codec,
+        id: crate::CodecId,
+        schema: &StreamSchema,
+        earlier: &[(&[u8], u8)],
+    ) {
+        for &(bytes, version) in earlier {
+            let packet = crate::Packet::from_bytes(bytes).expect("a packet");
+            let refused = codec.decode(schema, &packet);
+            assert!(
+                matches!(
+                    refused,
+                    Err(crate::CodecError::UnsupportedCodecVersion { codec, version: v })
+                        if codec == id && v == version
+                ),
+                "version {version}: {refused:?}"
+            );
+        }
+    }
+
     /// Channel `c` of a stream as a stream of its own.
     pub(crate) fn one_channel(
         schema: &StreamSchema,

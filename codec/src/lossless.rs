@@ -645,22 +645,15 @@ mod tests {
         let decoded = LosslessCodec.decode(&schema, &packet).unwrap();
         assert_eq!(decoded.len(), frames.len());
         assert!(frames.iter().zip(&decoded).all(|(a, b)| a.bit_eq(b)));
-        let earlier: [(&[u8], u8); 2] = [
-            (include_bytes!("../testdata/lidar_lossless_v5.bin"), 5),
-            (include_bytes!("../testdata/lidar_lossless_v6.bin"), 6),
-        ];
-        for (bytes, version) in earlier {
-            let packet = Packet::from_bytes(bytes).expect("a packet");
-            let refused = LosslessCodec.decode(&schema, &packet);
-            assert!(
-                matches!(
-                    refused,
-                    Err(CodecError::UnsupportedCodecVersion { codec: CodecId::Lossless, version: v })
-                        if v == version
-                ),
-                "version {version}: {refused:?}"
-            );
-        }
+        crate::frame::tests::assert_refused_by_version(
+            &LosslessCodec,
+            CodecId::Lossless,
+            &schema,
+            &[
+                (include_bytes!("../testdata/lidar_lossless_v5.bin"), 5),
+                (include_bytes!("../testdata/lidar_lossless_v6.bin"), 6),
+            ],
+        );
     }
 
     #[test]

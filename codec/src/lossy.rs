@@ -1687,22 +1687,15 @@ mod tests {
                 "beam {c}"
             );
         }
-        let earlier: [(&[u8], u8); 2] = [
-            (include_bytes!("../testdata/lidar_bounded_v6.bin"), 6),
-            (include_bytes!("../testdata/lidar_bounded_v7.bin"), 7),
-        ];
-        for (bytes, version) in earlier {
-            let packet = Packet::from_bytes(bytes).expect("a packet");
-            let refused = BoundedCodec::new(ErrorBound::Sigma(1.0)).decode(&schema, &packet);
-            assert!(
-                matches!(
-                    refused,
-                    Err(CodecError::UnsupportedCodecVersion { codec: CodecId::Bounded, version: v })
-                        if v == version
-                ),
-                "version {version}: {refused:?}"
-            );
-        }
+        crate::frame::tests::assert_refused_by_version(
+            &BoundedCodec::new(ErrorBound::Sigma(1.0)),
+            CodecId::Bounded,
+            &schema,
+            &[
+                (include_bytes!("../testdata/lidar_bounded_v6.bin"), 6),
+                (include_bytes!("../testdata/lidar_bounded_v7.bin"), 7),
+            ],
+        );
     }
 
     #[test]
