@@ -1369,6 +1369,21 @@ pub(crate) fn activity(west: i64, north_west: i64, step: u64) -> u32 {
     }
 }
 
+/// The [`activity`] at sample `i` of a column predicted by [`neighbour_median`] from
+/// `neighbour` (from a history of zeros, as the median), in steps of `step` units; 0 past
+/// the last sample. What [`neighbour_activities`] collects, for decoders that read it as
+/// they go.
+#[inline(always)]
+pub(crate) fn activity_at(neighbour: &[i64], i: usize, step: u64) -> u32 {
+    match neighbour.get(i) {
+        Some(&west) => {
+            let north_west = i.checked_sub(1).map_or(0, |before| neighbour[before]);
+            activity(west, north_west, step)
+        }
+        None => 0,
+    }
+}
+
 /// The [`activity`] of each coded sample of a column predicted by [`neighbour_median`] from
 /// `neighbour` (from a history of zeros, as the median), in steps of `step` units: every
 /// sample but those at `uncoded` (ascending positions; an error-bounded column's
@@ -1425,18 +1440,13 @@ pub(crate) fn decode_neighbour_column(
             let mut rest = rest;
             // [`neighbour_activities`] read from the neighbour as it goes: collected first,
             // they cost this decoder 3 %.
-            let activity_at = |t: usize| match (neighbour.get(t), neighbour.get(t.wrapping_sub(1)))
-            {
-                (Some(&west), Some(&north_west)) => activity(west, north_west, 1),
-                _ => 0,
-            };
-            let mut chosen = (!all_zero).then(|| rest.choose_beside(activity_at(1)));
+            let mut chosen = (!all_zero).then(|| rest.choose_beside(activity_at(neighbour, 1, 1)));
             for (t, &west) in neighbour.iter().enumerate() {
                 let r = match (t, chosen.as_mut()) {
                     (_, None) => 0,
                     (0, Some(_)) => local.decode(&mut warmup)?,
                     (_, Some(chosen)) => {
-                        local.decode_beside(&mut rest, chosen, activity_at(t + 1))?
+                        local.decode_beside(&mut rest, chosen, activity_at(neighbour, t + 1, 1))?
                     }
                 };
                 let x = neighbour_median(west, north, north_west).wrapping_add(r);

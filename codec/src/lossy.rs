@@ -14,8 +14,9 @@
 
 use crate::column::{
     EXACT_IN_FLOAT, FloatFitted, MAX_ORDER, Past, PredictedLoop, Predictor, Representation,
-    activity, encode_residuals, nearest_integer, nearest_integers_of_small, neighbour_activities,
-    neighbour_median, residual_bits, same_unit, starting_context, with_prediction,
+    activity_at, encode_residuals, nearest_integer, nearest_integers_of_small,
+    neighbour_activities, neighbour_median, residual_bits, same_unit, starting_context,
+    with_prediction,
 };
 use crate::container::{CodecId, Packet, PacketHeader};
 use crate::divisor::Divisor;
@@ -346,13 +347,7 @@ impl Activities {
         match self {
             Activities::Collected(activities) => activities.get(i).copied().unwrap_or(0),
             // Without exceptions the coded indices are the samples.
-            Activities::OfEverySample(step) => match neighbour.get(i) {
-                Some(&west) => {
-                    let north_west = i.checked_sub(1).map_or(0, |before| neighbour[before]);
-                    activity(west, north_west, *step)
-                }
-                None => 0,
-            },
+            Activities::OfEverySample(step) => activity_at(neighbour, i, *step),
         }
     }
 }
