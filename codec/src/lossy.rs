@@ -13,7 +13,7 @@
 //! step, and holes. Layout in `codec/FORMAT.md`.
 
 use crate::column::{
-    EXACT_IN_FLOAT, FloatFitted, MAX_ORDER, Past, PredictedLoop, Predictor, Representation,
+    EXACT_IN_FLOAT, Fit, FloatFitted, MAX_ORDER, Past, PredictedLoop, Predictor, Representation,
     activity_at, encode_residuals, nearest_integer, nearest_integers_of_small,
     neighbour_activities, neighbour_median, residual_bits, same_unit, starting_context,
     with_prediction,
@@ -526,6 +526,16 @@ impl UnitsQuantised {
 /// there took their bounded CSV encode from 74 to 96 MB/s (battery) and 70 to 88 (lidar).
 const REFIT_MIN_VALUES: usize = 256;
 
+/// The least [`Fit::promised_bits`] of a refit worth quantising: its coefficients cost 208
+/// bits (an order-3 fit's 64), and the promise overstates what a bounded codec at one noise
+/// sigma saves (most residuals there fall in the zero step). On the bench's streams, the
+/// real IMUs' CSVs and four 20 s flock IMUs, at one sigma in 1000-frame packets, 300 skips
+/// 42-77 % of the refits (72 % of px4's); a few of those skipped would have won, by up to
+/// 188 bits (promising 174 and more), all on the bench. Its bounded ratios moved -0.09 % to
+/// +0.16 % (the rough cost that picks a refit is not the coded size), the CSVs' sizes not at
+/// all, and their bounded encode sped up 7-20 % (px4 94 -> 103 MB/s, flock motors 96 -> 116).
+const REFIT_PROMISE: f64 = 300.0;
+
 /// Order of the predictor fitted to a first reconstruction: long enough to average the
 /// noise the bound lets through out of the prediction (at one noise sigma, 10 % fewer
 /// bits on a simulated IMU than order 3).
@@ -975,8 +985,8 @@ fn quantise_with_median_alone(
 /// Quantises a units column with the predictor that codes it cheapest: none, previous,
 /// linear and an order-3 fit, ranked without checking the bound in value space (the rare
 /// rounding misses it finds barely move a ranking), then an order-12 fit to the winner's
-/// reconstruction, which is what the decoder will predict from, quantised with the check and
-/// kept when it is cheaper (on 31 % of a flock IMU's column blocks, 11 % of the benchmark's
+/// reconstruction, which is what the decoder will predict from, quantised where its least
+/// squares promise enough ([`REFIT_PROMISE`]) and kept when it is cheaper (on 31 % of a flock IMU's column blocks, 11 % of the benchmark's
 /// simulated streams', 6-14 % of the real IMUs'; previous value and linear extrapolation win
 /// most of the first rankings on simulated streams, so all four candidates stay).
 fn choose_units_quantisation(
@@ -1029,17 +1039,22 @@ fn choose_units_quantisation(
     // cost 2 % more bits at one sigma on simulated IMUs; fitting only the first 1024 of a
     // 60 s flock IMU recording in one packet (a robot standing, then driving) cost 20 %.
     // The refit is fitted to the first ranking's reconstruction, or the median's.
+    // A refit whose least squares promise little is not quantised (see [`REFIT_PROMISE`]);
+    // the median's is priced by quantising it (its prediction is no sum over lags).
+    let incumbent = (!best.from_neighbour).then_some(best.predictor);
     (ints.len() >= REFIT_MIN_VALUES)
         .then(|| {
-            Predictor::fit_from(
+            Predictor::fit_against(
                 ints,
                 &best.reconstruction,
                 &[0; MAX_ORDER],
                 RECONSTRUCTION_ORDER,
+                incumbent,
             )
         })
         .flatten()
-        .map(|p| {
+        .filter(|fit| fit.promised_bits.is_none_or(|bits| bits >= REFIT_PROMISE))
+        .map(|Fit { predictor: p, .. }| {
             if float_fit
                 && within(FLOAT_PREDICTION_LIMIT, &[], e, Some(p))
                 && p.warmup() == RECONSTRUCTION_ORDER
