@@ -529,12 +529,12 @@ const REFIT_MIN_VALUES: usize = 256;
 /// The least [`Fit::promised_bits`] of a refit worth quantising: its coefficients cost 208
 /// bits (an order-3 fit's 64), and the promise overstates what a bounded codec at one noise
 /// sigma saves (most residuals there fall in the zero step). On the bench's streams, the
-/// real IMUs' CSVs and four 20 s flock IMUs, at one sigma in 1000-frame packets, 300 skips
-/// 42-77 % of the refits (72 % of px4's); a few of those skipped would have won, by up to
-/// 188 bits (promising 174 and more), all on the bench. Its bounded ratios moved -0.09 % to
-/// +0.16 % (the rough cost that picks a refit is not the coded size), the CSVs' sizes not at
-/// all, and their bounded encode sped up 7-20 % (px4 94 -> 103 MB/s, flock motors 96 -> 116).
-const REFIT_PROMISE: f64 = 300.0;
+/// real IMUs' CSVs and four 20 s flock IMUs, at one sigma in 1000-frame packets, 250 skips
+/// 40-71 % of the refits (66 % of px4's); a few of those skipped would have won, by up to
+/// 188 bits, all on the bench. Its bounded ratios moved -0.09 % to +0.16 % (the rough cost
+/// that picks a refit is not the coded size), the CSVs' sizes not at all, and their bounded
+/// encode sped up 5-20 % (px4 94-95 -> 101-103 MB/s, flock motors 96-97 -> 115-116).
+const REFIT_PROMISE: f64 = 250.0;
 
 /// Order of the predictor fitted to a first reconstruction: long enough to average the
 /// noise the bound lets through out of the prediction (at one noise sigma, 10 % fewer
