@@ -135,12 +135,17 @@ impl Holes {
     /// The whole column from its present samples, holes 0: one pass forward into a new
     /// column (growing the old one in place and filling it from the end took twice as long).
     pub(crate) fn expand(&self, present: &[i64]) -> Vec<i64> {
+        let Some(last) = present.len().checked_sub(1) else {
+            return vec![0; self.is_present.len()];
+        };
         let mut from = 0;
         self.is_present
             .iter()
             .map(|&keep| {
-                // Within `present` wherever `keep` is: the present samples count the keeps.
-                let x = if keep { present[from] } else { 0 };
+                // Loaded whether kept or not, and masked: a choice between the load and 0
+                // was a branch on each sample. Within `present` wherever `keep` is (the
+                // present samples count the keeps), and clamped to it where not.
+                let x = present[from.min(last)] & -i64::from(keep);
                 from += usize::from(keep);
                 x
             })
