@@ -653,6 +653,11 @@ impl ResidualEncoder {
         }
     }
 
+    /// Whether nothing has been coded yet.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.intervals.is_empty()
+    }
+
     #[inline(always)]
     fn code(&mut self, (start, frequency): (u32, u32)) {
         self.intervals.push(start | frequency << 16);
