@@ -904,40 +904,10 @@ impl Predictor {
         if targets.len() < 16.max(4 * order) || inputs.len() != targets.len() || order > MAX_ORDER {
             return None;
         }
-        // The first `order` targets, whose lags reach into the history (for a value column
-        // zeros), are left out of the squares (`normal_equations` skips them) and of the
-        // mean and the intercept: centred over them, the residuals of a 16,190-unit battery
-        // voltage after them were all off by about 3 x 16,190 / 1000 units, five
-        // quantisation steps at one sigma.
-        // Summed exactly (an integer add per value, where a float sum is a chain of adds).
-        let targets_sum: i128 = targets[order..].iter().map(|&v| i128::from(v)).sum();
-        let mean = targets_sum as f64 / (targets.len() - order) as f64;
-        // The inputs after their history, oldest first, centred: the values lag 1, 2, ...
-        // before target `i` are `past[MAX_ORDER + i - 1]`, `past[MAX_ORDER + i - 2]`, ...
-        let past: Vec<f64> = history
-            .iter()
-            .rev()
-            .chain(inputs)
-            .map(|&v| v as f64 - mean)
-            .collect();
         // The orders in use get code of their own: the loops unroll and vectorise.
         match order {
-            3 => fit_of_order::<3>(
-                targets,
-                inputs,
-                history,
-                &past,
-                (targets_sum, mean),
-                incumbent,
-            ),
-            12 => fit_of_order::<12>(
-                targets,
-                inputs,
-                history,
-                &past,
-                (targets_sum, mean),
-                incumbent,
-            ),
+            3 => fit_of_order::<3>(targets, inputs, history, incumbent),
+            12 => fit_of_order::<12>(targets, inputs, history, incumbent),
             _ => None,
         }
     }
@@ -989,19 +959,32 @@ pub(crate) struct Fit {
     pub(crate) promised_bits: Option<f64>,
 }
 
-/// [`Predictor::fit_against`] at order `N`, from the centred inputs `past` and the sum and
-/// mean of the targets the squares cover.
+/// [`Predictor::fit_against`] at order `N`.
 fn fit_of_order<const N: usize>(
     targets: &[i64],
     inputs: &[i64],
     history: &History,
-    past: &[f64],
-    (targets_sum, mean): (i128, f64),
     incumbent: Option<Predictor>,
 ) -> Option<Fit> {
+    // The first `N` targets, whose lags reach into the history (for a value column
+    // zeros), are left out of the squares (`normal_equations` skips them) and of the
+    // mean and the intercept: centred over them, the residuals of a 16,190-unit battery
+    // voltage after them were all off by about 3 x 16,190 / 1000 units, five
+    // quantisation steps at one sigma.
+    // Summed exactly (an integer add per value, where a float sum is a chain of adds).
+    let targets_sum: i128 = targets[N..].iter().map(|&v| i128::from(v)).sum();
+    let mean = targets_sum as f64 / (targets.len() - N) as f64;
+    // The inputs after their history, oldest first, centred: the values lag 1, 2, ...
+    // before target `i` are `past[MAX_ORDER + i - 1]`, `past[MAX_ORDER + i - 2]`, ...
+    let past: Vec<f64> = history
+        .iter()
+        .rev()
+        .chain(inputs)
+        .map(|&v| v as f64 - mean)
+        .collect();
     let equations = crate::entropy::with_cpu_features(
         #[inline(always)]
-        || normal_equations::<N>(targets, past, mean),
+        || normal_equations::<N>(targets, &past, mean),
     );
     let c = solve((equations.a, equations.b))?;
     let limit = f64::from(i16::MAX) / f64::from(1u32 << COEFF_BITS);
