@@ -986,9 +986,10 @@ fn quantise_with_median_alone(
 /// linear and an order-3 fit, ranked without checking the bound in value space (the rare
 /// rounding misses it finds barely move a ranking), then an order-12 fit to the winner's
 /// reconstruction, which is what the decoder will predict from, quantised where its least
-/// squares promise enough ([`REFIT_PROMISE`]) and kept when it is cheaper (on 31 % of a flock IMU's column blocks, 11 % of the benchmark's
-/// simulated streams', 6-14 % of the real IMUs'; previous value and linear extrapolation win
-/// most of the first rankings on simulated streams, so all four candidates stay).
+/// squares promise enough ([`REFIT_PROMISE`]) and kept when it is cheaper (on 31 % of a
+/// flock IMU's column blocks, 11 % of the benchmark's simulated streams', 6-14 % of the real
+/// IMUs'; previous value and linear extrapolation win most of the first rankings on
+/// simulated streams, so all four candidates stay).
 fn choose_units_quantisation(
     column: &[f64],
     ints: &[i64],
