@@ -954,8 +954,9 @@ pub(crate) struct Fit {
     /// half a bit a value for each halving of their sum of squares (the fit's and the
     /// incumbent's, both from the normal equations). An upper estimate where most residuals
     /// fall in the zero step (a bounded codec at one noise sigma): there, narrower residuals
-    /// save less. `None` without an incumbent, or where the sums do not tell (a fit that
-    /// leaves no residual, or rounding that cancelled everything).
+    /// save less. `None` without an incumbent, for one longer than the fit, or where the
+    /// sums do not tell (a fit that leaves no residual, or rounding that cancelled
+    /// everything).
     pub(crate) promised_bits: Option<f64>,
 }
 

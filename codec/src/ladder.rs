@@ -264,10 +264,9 @@ impl EntropyReport {
         left
     }
 
-    /// What the block's columns cost coded together. (Coded apart, each paid a section's
+    /// What the block's columns cost coded together (coded apart, each paid a section's
     /// length, final state and padding of its own, about 6 bytes, which the codec pays once
-    /// a packet.)
-    /// A block with nothing coded (no quantised column) has no section.
+    /// a packet); a block with nothing coded (no quantised column) has no section.
     fn close_section(&mut self, encoder: ResidualEncoder) {
         if !encoder.is_empty() {
             self.coded_bits += encoder.finish().len() as f64 * 8.0;
