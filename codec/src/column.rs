@@ -247,13 +247,9 @@ fn detect_quantum(
             (lo.min(v), hi.max(v))
         });
     for sample in [QUICK_SAMPLE, SAMPLE] {
-        // Two values no further apart than `finest` rule out a wider quantum: in a column
-        // longer than the sample, looking at neighbours costs less than sorting the sample.
-        if sample > QUICK_SAMPLE
-            && values.len() > SAMPLE
-            && finest > 0.0
-            && neighbours_within(values, finest)
-        {
+        // Two values no further apart than `finest` rule out a wider quantum: hashing the
+        // whole column usually finds two in the time it takes to sort the sample.
+        if sample > QUICK_SAMPLE && finest > 0.0 && distinct_pair_within(values, finest) {
             return None;
         }
         let Some(estimate) = QuantumEstimate::of(values, ty, sample, min, max) else {
@@ -286,21 +282,34 @@ fn counts_coprime(counts: &[i64]) -> bool {
     false
 }
 
-/// Whether two distinct values up to eight apart lie no more than `distance` apart. Counted
-/// without an exit, so that it vectorises.
-fn neighbours_within(values: &[f64], distance: f64) -> bool {
-    (1..=8.min(values.len())).any(|lag| {
-        values
-            .iter()
-            .zip(&values[lag..])
-            .map(|(a, b)| {
-                let d = (a - b).abs();
-                u32::from((d > 0.0) & (d <= distance))
-            })
-            .sum::<u32>()
-            > 0
+/// Whether two distinct values lie no more than `distance` apart, found by hashing each
+/// value's cell (its multiple of `distance`, truncated) into a table that keeps the last value
+/// per slot: two such values lie in one cell or in neighbouring ones. A slot shared by two
+/// cells forgets one, so a pair may be missed, never made up. Checked every
+/// [`PAIR_CHUNK`] values, so that a column with a pair near its start stops early.
+fn distinct_pair_within(values: &[f64], distance: f64) -> bool {
+    const SLOTS: usize = 1 << 10;
+    // NaN never lies within a distance: the empty slots find nothing.
+    let mut table = [f64::NAN; SLOTS];
+    let reciprocal = 1.0 / distance;
+    let near = |d: f64| (d > 0.0) & (d <= distance);
+    values.chunks(PAIR_CHUNK).any(|chunk| {
+        let mut found = false;
+        for &v in chunk {
+            // Saturating: cells beyond i64 only share slots, which can miss, never invent.
+            let cell = (v * reciprocal) as i64 as usize;
+            let at = |offset: usize| cell.wrapping_add(offset) % SLOTS;
+            found |= near((v - table[at(SLOTS - 1)]).abs())
+                | near((v - table[at(0)]).abs())
+                | near((v - table[at(1)]).abs());
+            table[at(0)] = v;
+        }
+        found
     })
 }
+
+/// Values hashed between looks for a pair (see [`distinct_pair_within`]).
+const PAIR_CHUNK: usize = 32;
 
 /// Values sorted for the first estimate of a quantum.
 const QUICK_SAMPLE: usize = 64;
@@ -1797,6 +1806,52 @@ mod tests {
         for (i, &c) in counts.iter().enumerate() {
             assert_eq!(c, millimetres(i) as i64, "value {i}");
         }
+    }
+
+    /// Hashing finds two distinct values within the distance wherever a sort would, as long
+    /// as the column spans fewer cells than the table has slots, and never finds a pair the
+    /// sort does not: at any span, across zero (whose cell is twice as wide) and at exactly
+    /// the distance.
+    #[test]
+    fn a_pair_within_the_distance_is_found_where_sorting_finds_it() {
+        let sorted_gap_within = |values: &[f64], distance: f64| {
+            let mut sorted = values.to_vec();
+            sorted.sort_by(f64::total_cmp);
+            sorted
+                .windows(2)
+                .any(|w| w[1] > w[0] && w[1] - w[0] <= distance)
+        };
+        for (values, distance, pair) in [
+            (vec![0.3, -0.3], 0.6, true),
+            (vec![-1.2, -0.2], 1.0, true),
+            (vec![0.0, 0.5], 0.5, true),
+            (vec![0.0, 0.5000001], 0.5, false),
+            (vec![3.0, 3.0, 5.0], 1.0, false),
+        ] {
+            assert_eq!(distinct_pair_within(&values, distance), pair, "{values:?}");
+        }
+        let mut uniform = crate::synthetic::uniform_source(11);
+        let (mut found, mut missed) = (0, 0);
+        for trial in 0..2000 {
+            let distance = 10f64.powf(uniform() * 8.0 - 4.0);
+            // Under the table's 1024 slots, or thousands of times over.
+            let span = if trial % 2 == 0 { 1000.0 } else { 1e7 };
+            let len = 2 + (uniform() * 400.0) as usize;
+            let values: Vec<f64> = (0..len)
+                .map(|_| ((uniform() - 0.5) * span).round() * distance * 0.75)
+                .collect();
+            let hashed = distinct_pair_within(&values, distance);
+            let sorted = sorted_gap_within(&values, distance);
+            assert!(sorted || !hashed, "trial {trial}: a pair made up");
+            if span < 1024.0 {
+                assert_eq!(hashed, sorted, "trial {trial}: {len} values");
+            }
+            found += usize::from(hashed);
+            missed += usize::from(sorted && !hashed);
+        }
+        // Both answers occur, so the comparisons above test something.
+        assert!(found > 200 && found < 1800, "{found} found");
+        assert!(missed < 100, "{missed} missed at the wide span");
     }
 
     /// The quantum of the column before, given as a hint, gives what the search finds: the
