@@ -248,8 +248,13 @@ fn detect_quantum(
         });
     for sample in [QUICK_SAMPLE, SAMPLE] {
         // Two values no further apart than `finest` rule out a wider quantum: hashing the
-        // whole column usually finds two in the time it takes to sort the sample.
-        if sample > QUICK_SAMPLE && finest > 0.0 && distinct_pair_within(values, finest) {
+        // sample usually finds two in a fraction of the time it takes to sort it. (Hashing
+        // a whole 1000-value column found more pairs in x-io's, for no measurable gain, and
+        // made columns without a pair, the flock's pose, 2-3 % slower to encode.)
+        if sample > QUICK_SAMPLE
+            && finest > 0.0
+            && distinct_pair_within(&values[..values.len().min(SAMPLE)], finest)
+        {
             return None;
         }
         let Some(estimate) = QuantumEstimate::of(values, ty, sample, min, max) else {
