@@ -572,6 +572,8 @@ impl RawBitWriter {
 
 #[derive(Clone, Copy)]
 struct RawBitReader<'a> {
+    /// Ends where the raw bits end, and may begin before them (a section's coded bytes),
+    /// so that the reads near their end still load whole words.
     bytes: &'a [u8],
     /// Next bit to read.
     position: usize,
@@ -590,11 +592,23 @@ impl RawBitReader<'_> {
         self.position = end;
         // Up to 57 bits starting mid-byte fit the 8 bytes from the first (the common case:
         // one 64-bit load); up to 63 span at most 9.
-        if count <= 57
-            && let Some(window) = self.bytes.get(first..first + 8)
-        {
-            let word = u64::from_le_bytes(window.try_into().unwrap_or([0; 8]));
-            return Ok((word >> shift) & ((1 << count) - 1));
+        if count <= 57 {
+            let word = |at: usize| {
+                let window = self.bytes.get(at..at + 8)?;
+                Some(u64::from_le_bytes(window.try_into().ok()?))
+            };
+            if let Some(word) = word(first) {
+                return Ok((word >> shift) & ((1 << count) - 1));
+            }
+            // Within 8 bytes of the end, the last 8 bytes hold the bits (the read ends
+            // within them), past the bytes skipped at their start: all 8 for an empty read
+            // at the very end.
+            if let Some(last) = self.bytes.len().checked_sub(8)
+                && let Some(word) = word(last)
+            {
+                let skipped = (8 * (first - last) + shift) as u32;
+                return Ok(word.checked_shr(skipped).unwrap_or(0) & ((1 << count) - 1));
+            }
         }
         let wide = match self.bytes.get(first..first + 16) {
             Some(window) => u128::from_le_bytes(window.try_into().unwrap_or([0; 16])),
@@ -930,12 +944,14 @@ impl<'a> ResidualDecoder<'a> {
             .filter(|&n| n <= reader.remaining())
             .ok_or(CORRUPT)?;
         let coded = reader.take(coded_len)?;
-        let raw = reader.take(reader.remaining())?;
+        // The raw bits are the rest: read from the whole section, so that the loads near
+        // their end have whole words before it.
+        let raw_start = bytes.len() - reader.remaining();
         Ok(Self {
             coder: RansDecoder::new(coded),
             raw: RawBitReader {
-                bytes: raw,
-                position: 0,
+                bytes,
+                position: 8 * raw_start,
             },
             avx2: avx2_allowed(),
         })
