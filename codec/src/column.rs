@@ -476,10 +476,21 @@ fn quantum_interval(values: &[f64], q: f64, ty: SampleType) -> Option<f64> {
                 below_one_step |= zero & (x != 0.0);
                 let (below, above) = neighbours(magnitude);
                 let half_over_c = 0.5 / c;
-                let low = (magnitude + below) * half_over_c;
-                let high = (magnitude + above) * half_over_c;
-                lo = if zero { lo } else { lo.max(low) };
-                hi = if zero { hi } else { hi.min(high) };
+                // A zero's bounds are the neutral ones (`lo` starts at 0). Compared, not
+                // `f64::max`: nothing here is NaN, and ordering NaN lengthened the chain from
+                // one value to the next.
+                let low = if zero {
+                    0.0
+                } else {
+                    (magnitude + below) * half_over_c
+                };
+                let high = if zero {
+                    f64::INFINITY
+                } else {
+                    (magnitude + above) * half_over_c
+                };
+                lo = if low > lo { low } else { lo };
+                hi = if high < hi { high } else { hi };
             }
             if below_one_step || lo > hi {
                 return None;
