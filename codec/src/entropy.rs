@@ -618,10 +618,10 @@ impl RawBitReader<'_> {
     }
 
     /// The bytes from `first` (at most the length) to the end, little-endian: the last 16
-    /// shifted down, where there are 16. (Copied into a window of zeros instead, the end's
-    /// reads took a quarter of the decode of a 200-frame battery packet, whose few raw bits
-    /// lie mostly within 16 bytes of their end.) Out of line: the decoders' loops keep
-    /// their registers.
+    /// shifted down, where there are 16. Reached by reads of more than 57 bits within 16
+    /// bytes of the end, and by any read near the end of a section under 8 bytes. (Copied
+    /// into a window of zeros instead, the end's reads took a quarter of the decode of a
+    /// 200-frame battery packet.) Out of line: the decoders' loops keep their registers.
     #[cold]
     #[inline(never)]
     fn end_from(&self, first: usize) -> u128 {
