@@ -320,6 +320,7 @@ fn distinct_pair_within(values: &[f64], distance: f64) -> bool {
         for &v in chunk {
             // Saturating: cells beyond i64 only share slots, which can miss, never invent.
             let cell = (v * reciprocal) as i64 as usize;
+            // Offsets modulo the table: `SLOTS - 1` is the cell below.
             let at = |offset: usize| cell.wrapping_add(offset) % SLOTS;
             found |= near((v - table[at(SLOTS - 1)]).abs())
                 | near((v - table[at(0)]).abs())
