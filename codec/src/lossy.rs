@@ -450,11 +450,11 @@ struct UnitsQuantised {
 impl UnitsQuantised {
     /// Room for `capacity` indices, for [`UnitsQuantised::take`] (the reconstruction is
     /// set at the end).
-    fn new(predictor: Predictor, capacity: usize) -> Self {
+    fn new(predictor: Predictor, capacity: usize, buffers: &mut Buffers) -> Self {
         UnitsQuantised {
             predictor,
             from_neighbour: false,
-            indices: Vec::with_capacity(capacity),
+            indices: buffers.empty(capacity),
             bits: 0,
             exceptions: Vec::new(),
             reconstruction: Vec::new(),
@@ -462,22 +462,22 @@ impl UnitsQuantised {
     }
 
     /// [`UnitsQuantised::filled`] for the neighbour median.
-    fn filled_from_neighbour(n: usize) -> Self {
+    fn filled_from_neighbour(n: usize, buffers: &mut Buffers) -> Self {
         UnitsQuantised {
             from_neighbour: true,
-            ..UnitsQuantised::filled(Predictor::Zero, n)
+            ..UnitsQuantised::filled(Predictor::Zero, n, buffers)
         }
     }
 
     /// Room for `n` samples' indices and reconstructions, for [`UnitsQuantised::put`].
-    fn filled(predictor: Predictor, n: usize) -> Self {
+    fn filled(predictor: Predictor, n: usize, buffers: &mut Buffers) -> Self {
         UnitsQuantised {
             predictor,
             from_neighbour: false,
-            indices: vec![0; n],
+            indices: buffers.zeroed(n),
             bits: 0,
             exceptions: Vec::new(),
-            reconstruction: vec![0; n],
+            reconstruction: buffers.zeroed(n),
         }
     }
 
@@ -519,6 +519,57 @@ impl UnitsQuantised {
     }
 }
 
+/// Room for columns' indices and reconstructions, handed on from column to column within a
+/// block: what a losing candidate, or a column once coded, leaves is a later column's. A
+/// 200-value column's short ranking fills six 1.6 KB buffers, which glibc's `calloc` serves
+/// from no thread cache: fresh ones held the 20 s flock lidar CSV's bounded encode at 98 MB/s
+/// at four sigma, 112 at one (103 and 118 handed on).
+#[derive(Default)]
+struct Buffers {
+    free: Vec<Vec<i64>>,
+}
+
+impl Buffers {
+    /// The most kept: a column never needs more at once (its short ranking takes six).
+    const KEPT: usize = 8;
+
+    /// None, with room for `n`.
+    fn empty(&mut self, n: usize) -> Vec<i64> {
+        match self.free.pop() {
+            Some(mut buffer) => {
+                buffer.clear();
+                buffer.reserve(n);
+                buffer
+            }
+            None => Vec::with_capacity(n),
+        }
+    }
+
+    /// `n` zeros.
+    fn zeroed(&mut self, n: usize) -> Vec<i64> {
+        match self.free.pop() {
+            Some(mut buffer) => {
+                buffer.clear();
+                buffer.resize(n, 0);
+                buffer
+            }
+            None => vec![0; n],
+        }
+    }
+
+    fn give(&mut self, buffer: Vec<i64>) {
+        if self.free.len() < Self::KEPT && buffer.capacity() > 0 {
+            self.free.push(buffer);
+        }
+    }
+
+    /// Takes back a candidate's indices and reconstruction.
+    fn give_quantised(&mut self, quantised: UnitsQuantised) {
+        self.give(quantised.indices);
+        self.give(quantised.reconstruction);
+    }
+}
+
 /// The fewest values a column needs for the refit: its coefficients cost 26 bytes, which
 /// shorter columns rarely earn back. A 60 s flock IMU at one sigma in 200-frame blocks: the
 /// refit won 26 of 720 column blocks and saved 0.13 % of the bytes; in 100-frame blocks
@@ -549,8 +600,9 @@ fn quantise_units(
     predictor: Predictor,
     eb_units: i64,
     bound: Option<Bound<'_>>,
+    buffers: &mut Buffers,
 ) -> UnitsQuantised {
-    let [quantised] = quantise_units_together(column, ints, [predictor], eb_units, bound);
+    let [quantised] = quantise_units_together(column, ints, [predictor], eb_units, bound, buffers);
     quantised
 }
 
@@ -563,10 +615,11 @@ fn quantise_units_together<const K: usize>(
     predictors: [Predictor; K],
     eb_units: i64,
     bound: Option<Bound<'_>>,
+    buffers: &mut Buffers,
 ) -> [UnitsQuantised; K] {
     let quantiser = Quantiser::new(eb_units);
     let mut pasts: [Past; K] = std::array::from_fn(|_| Past::new(&[0; MAX_ORDER], ints.len()));
-    let mut out = predictors.map(|predictor| UnitsQuantised::new(predictor, ints.len()));
+    let mut out = predictors.map(|predictor| UnitsQuantised::new(predictor, ints.len(), buffers));
     for (i, (&x, &value)) in ints.iter().zip(column).enumerate() {
         for (past, out) in pasts.iter_mut().zip(&mut out) {
             let quantised = quantiser
@@ -589,13 +642,14 @@ fn quantise_units_neighbour(
     neighbour: &[i64],
     eb_units: i64,
     bound: Option<Bound<'_>>,
+    buffers: &mut Buffers,
 ) -> UnitsQuantised {
     let quantiser = Quantiser::new(eb_units);
     let mut out = UnitsQuantised {
         from_neighbour: true,
-        ..UnitsQuantised::new(Predictor::Zero, ints.len())
+        ..UnitsQuantised::new(Predictor::Zero, ints.len(), buffers)
     };
-    let mut reconstruction = Vec::with_capacity(ints.len());
+    let mut reconstruction = buffers.empty(ints.len());
     let (mut north, mut north_west) = (0, 0);
     for (i, ((&x, &value), &west)) in ints.iter().zip(column).zip(neighbour).enumerate() {
         let quantised = quantiser
@@ -659,6 +713,7 @@ fn first_ranking(
     ints: &[i64],
     e: i64,
     fit3: Option<Predictor>,
+    buffers: &mut Buffers,
 ) -> [UnitsQuantised; 4] {
     let candidates = [
         Predictor::Zero,
@@ -666,7 +721,7 @@ fn first_ranking(
         Predictor::Linear,
         fit3.unwrap_or(Predictor::Linear),
     ];
-    quantise_units_together(column, ints, candidates, e, None)
+    quantise_units_together(column, ints, candidates, e, None, buffers)
 }
 
 /// Below this in magnitude, values, bounds and an order-3 fit's intercept keep the first
@@ -707,13 +762,14 @@ fn first_ranking_short(
     fit3: Option<Predictor>,
     float_fit: bool,
     median_of: Option<&[i64]>,
+    buffers: &mut Buffers,
 ) -> Option<(LatticeRanking, Option<UnitsQuantised>)> {
     let quantiser = Quantiser::new(e);
     let n = ints.len();
     let fitted_predictor = fit3.unwrap_or(Predictor::Linear);
-    let mut zero = UnitsQuantised::filled(Predictor::Zero, n);
-    let mut fitted = UnitsQuantised::filled(fitted_predictor, n);
-    let mut median = median_of.map(|_| UnitsQuantised::filled_from_neighbour(n));
+    let mut zero = UnitsQuantised::filled(Predictor::Zero, n, buffers);
+    let mut fitted = UnitsQuantised::filled(fitted_predictor, n, buffers);
+    let mut median = median_of.map(|_| UnitsQuantised::filled_from_neighbour(n, buffers));
     let (mut north, mut north_west) = (0, 0);
     let fit = FloatFitted::<3>::new(fitted_predictor);
     // The lattice indices of the last two values, newest first; the fitted chain's last
@@ -774,16 +830,27 @@ impl LatticeRanking {
         ]
     }
 
-    /// The cheapest candidate, the first of equals (as `min_by_key` takes it).
-    fn cheapest(mut self) -> UnitsQuantised {
+    /// The cheapest candidate, the first of equals (as `min_by_key` takes it); the others'
+    /// room goes back to `buffers`.
+    fn cheapest(mut self, buffers: &mut Buffers) -> UnitsQuantised {
         let costs = self.costs();
         match (0..4).min_by_key(|&i| costs[i]) {
             Some(i @ (1 | 2)) => {
                 let reconstruction = std::mem::take(&mut self.zero.reconstruction);
-                self.on_lattice(i, reconstruction)
+                let indices = std::mem::take(&mut self.fitted.indices);
+                let taken = self.on_lattice(i, reconstruction, indices);
+                buffers.give_quantised(self.zero);
+                buffers.give_quantised(self.fitted);
+                taken
             }
-            Some(3) => self.fitted,
-            _ => self.zero,
+            Some(3) => {
+                buffers.give_quantised(self.zero);
+                self.fitted
+            }
+            _ => {
+                buffers.give_quantised(self.fitted);
+                self.zero
+            }
         }
     }
 
@@ -793,28 +860,29 @@ impl LatticeRanking {
         match i {
             0 => self.zero.clone(),
             3 => self.fitted.clone(),
-            i => self.on_lattice(i, self.zero.reconstruction.clone()),
+            i => self.on_lattice(i, self.zero.reconstruction.clone(), Vec::new()),
         }
     }
 
     /// Previous (`i = 1`) or linear prediction on the lattice, with `reconstruction` (the
-    /// lattice points, none's).
-    fn on_lattice(&self, i: usize, reconstruction: Vec<i64>) -> UnitsQuantised {
+    /// lattice points, none's); the indices are made in `indices`' room.
+    fn on_lattice(
+        &self,
+        i: usize,
+        reconstruction: Vec<i64>,
+        mut indices: Vec<i64>,
+    ) -> UnitsQuantised {
         let (predictor, bits, weights) = match i {
             1 => (Predictor::Previous, self.previous_bits, [1, 0]),
             _ => (Predictor::Linear, self.linear_bits, [2, -1]),
         };
         let mut before = [0i64; 2];
-        let indices = self
-            .zero
-            .indices
-            .iter()
-            .map(|&k| {
-                let q = k - weights[0] * before[0] - weights[1] * before[1];
-                before = [k, before[0]];
-                q
-            })
-            .collect();
+        indices.clear();
+        indices.extend(self.zero.indices.iter().map(|&k| {
+            let q = k - weights[0] * before[0] - weights[1] * before[1];
+            before = [k, before[0]];
+            q
+        }));
         UnitsQuantised {
             predictor,
             from_neighbour: false,
@@ -836,10 +904,11 @@ fn quantise_units_fitted_short<const N: usize>(
     ints: &[i64],
     predictor: Predictor,
     e: i64,
+    buffers: &mut Buffers,
 ) -> Option<UnitsQuantised> {
     let quantiser = Quantiser::new(e);
     let fit = FloatFitted::<N>::new(predictor);
-    let mut out = UnitsQuantised::filled(predictor, ints.len());
+    let mut out = UnitsQuantised::filled(predictor, ints.len(), buffers);
     // The reconstruction after a history of zeros, as floats, which the prediction reads.
     let mut past = vec![0.0; N + ints.len()];
     let mut newest = [0; 2];
@@ -977,9 +1046,10 @@ fn quantise_with_median_alone(
     e: i64,
     bound: Bound<'_>,
     neighbour: &[i64],
+    buffers: &mut Buffers,
 ) -> UnitsQuantised {
-    let median = quantise_units_neighbour(column, ints, neighbour, e, None);
-    checked(column, ints, e, bound, median, Some(neighbour))
+    let median = quantise_units_neighbour(column, ints, neighbour, e, None, buffers);
+    checked(column, ints, e, bound, median, Some(neighbour), buffers)
 }
 
 /// Quantises a units column with the predictor that codes it cheapest: none, previous,
@@ -996,12 +1066,13 @@ fn choose_units_quantisation(
     e: i64,
     bound: Bound<'_>,
     neighbour: Option<&[i64]>,
+    buffers: &mut Buffers,
 ) -> UnitsQuantised {
     let trial = neighbour.map(|nb| (nb, neighbour_trial(ints, nb, e)));
     if let Some((nb, trial)) = trial
         && trial.median_bits * CLEAR_WIN.1 < trial.previous_bits * CLEAR_WIN.0
     {
-        return quantise_with_median_alone(column, ints, e, bound, nb);
+        return quantise_with_median_alone(column, ints, e, bound, nb, buffers);
     }
     let neighbour = trial
         .filter(|(_, trial)| trial.median_bits < trial.previous_bits)
@@ -1013,28 +1084,30 @@ fn choose_units_quantisation(
     let short = within(SHORT_RANKING_LIMIT, ints, e, fit3);
     let float_fit = short && within(FLOAT_PREDICTION_LIMIT, ints, e, fit3);
     let (first, median) = match short
-        .then(|| first_ranking_short(ints, e, fit3, float_fit, neighbour))
+        .then(|| first_ranking_short(ints, e, fit3, float_fit, neighbour, buffers))
         .flatten()
     {
-        Some((ranking, median)) => (ranking.cheapest(), median),
+        Some((ranking, median)) => (ranking.cheapest(buffers), median),
         None => {
-            let candidates = first_ranking(column, ints, e, fit3);
-            let first = candidates.into_iter().min_by_key(UnitsQuantised::cost);
-            (first.expect("four candidates"), None)
+            let candidates = first_ranking(column, ints, e, fit3, buffers);
+            let first = cheapest_of(candidates, buffers);
+            (first, None)
         }
     };
     // Predicted from the channel before where that is cheaper; where it is cheaper by a
     // tenth, the column skips the refit: a longer predictor from its own past averages
     // noise, but a lidar beam's next range is in its neighbour's present.
     let median = median.or_else(|| {
-        neighbour.map(|neighbour| quantise_units_neighbour(column, ints, neighbour, e, None))
+        neighbour
+            .map(|neighbour| quantise_units_neighbour(column, ints, neighbour, e, None, buffers))
     });
     let best = match median {
         Some(median) if median.cost() * 10 < first.cost() * 9 => {
-            return checked(column, ints, e, bound, median, neighbour);
+            buffers.give_quantised(first);
+            return checked(column, ints, e, bound, median, neighbour, buffers);
         }
-        Some(median) if median.cost() < first.cost() => median,
-        _ => first,
+        Some(median) => cheapest_of([first, median], buffers),
+        None => first,
     };
     // Fitted on the whole block: fitting only the first 512 values of a 1000-frame block
     // cost 2 % more bits at one sigma on simulated IMUs; fitting only the first 1024 of a
@@ -1043,7 +1116,7 @@ fn choose_units_quantisation(
     // A refit whose least squares promise little is not quantised (see [`REFIT_PROMISE`]);
     // the median's is priced by quantising it (its prediction is no sum over lags).
     let incumbent = (!best.from_neighbour).then_some(best.predictor);
-    (ints.len() >= REFIT_MIN_VALUES)
+    let refit = (ints.len() >= REFIT_MIN_VALUES)
         .then(|| {
             Predictor::fit_against(
                 ints,
@@ -1060,17 +1133,37 @@ fn choose_units_quantisation(
                 && within(FLOAT_PREDICTION_LIMIT, &[], e, Some(p))
                 && p.warmup() == RECONSTRUCTION_ORDER
             {
-                quantise_units_fitted_short::<RECONSTRUCTION_ORDER>(ints, p, e)
-                    .unwrap_or_else(|| quantise_units(column, ints, p, e, None))
+                quantise_units_fitted_short::<RECONSTRUCTION_ORDER>(ints, p, e, buffers)
+                    .unwrap_or_else(|| quantise_units(column, ints, p, e, None, buffers))
             } else {
-                quantise_units(column, ints, p, e, None)
+                quantise_units(column, ints, p, e, None, buffers)
             }
-        })
-        .filter(|refit| refit.cost() <= best.cost())
-        .map_or_else(
-            || checked(column, ints, e, bound, best, neighbour),
-            |refit| checked(column, ints, e, bound, refit, neighbour),
-        )
+        });
+    // The incumbent stays where the refit costs more.
+    let taken = match refit {
+        Some(refit) => cheapest_of([refit, best], buffers),
+        None => best,
+    };
+    checked(column, ints, e, bound, taken, neighbour, buffers)
+}
+
+/// The cheapest of `candidates`, the first of equals; the others' room goes back to
+/// `buffers`.
+fn cheapest_of<const K: usize>(
+    candidates: [UnitsQuantised; K],
+    buffers: &mut Buffers,
+) -> UnitsQuantised {
+    let costs = candidates.each_ref().map(UnitsQuantised::cost);
+    let cheapest = (0..K).min_by_key(|&i| costs[i]).expect("a candidate");
+    let mut taken = None;
+    for (i, candidate) in candidates.into_iter().enumerate() {
+        if i == cheapest {
+            taken = Some(candidate);
+        } else {
+            buffers.give_quantised(candidate);
+        }
+    }
+    taken.expect("the cheapest is among the candidates")
 }
 
 /// `quantised`, made without the bound check, where every reconstruction meets the bound
@@ -1085,16 +1178,19 @@ fn checked(
     bound: Bound<'_>,
     quantised: UnitsQuantised,
     neighbour: Option<&[i64]>,
+    buffers: &mut Buffers,
 ) -> UnitsQuantised {
     if bound.holds_everywhere(&quantised.reconstruction, column) {
         return quantised;
     }
-    match neighbour {
+    let requantised = match neighbour {
         Some(neighbour) if quantised.from_neighbour => {
-            quantise_units_neighbour(column, ints, neighbour, e, Some(bound))
+            quantise_units_neighbour(column, ints, neighbour, e, Some(bound), buffers)
         }
-        _ => quantise_units(column, ints, quantised.predictor, e, Some(bound)),
-    }
+        _ => quantise_units(column, ints, quantised.predictor, e, Some(bound), buffers),
+    };
+    buffers.give_quantised(quantised);
+    requantised
 }
 
 /// `repr`'s quantum rounded to an `f32`, when it is a quantum and that is a positive normal
@@ -1234,6 +1330,7 @@ impl BoundedCodec {
         let mut previous: Option<(f64, Vec<i64>)> = None;
         // The context the channel before left (see `starting_context`).
         let mut carried = ResidualContext::default();
+        let mut buffers = Buffers::default();
         for (c, &eb) in bounds.iter().enumerate() {
             let column = columns.column(c);
             let QuantisationGrid {
@@ -1313,12 +1410,17 @@ impl BoundedCodec {
                                     e,
                                     bound,
                                     neighbour_in(narrow.unit(None)),
+                                    &mut buffers,
                                 );
-                                quantised
+                                if quantised
                                     .exceptions
                                     .iter()
                                     .all(|&(i, x)| bound.holds(x, column[i]))
-                                    .then_some((narrow, e, quantised))
+                                {
+                                    return Some((narrow, e, quantised));
+                                }
+                                buffers.give_quantised(quantised);
+                                None
                             });
                     // A coarse grid's quantum is a power of two: exactly an f32.
                     let quantum_as_f32 = narrowed.is_some() || !on_own_grid;
@@ -1333,7 +1435,14 @@ impl BoundedCodec {
                         (
                             repr,
                             e,
-                            choose_units_quantisation(column, ints, e, bound, neighbour),
+                            choose_units_quantisation(
+                                column,
+                                ints,
+                                e,
+                                bound,
+                                neighbour,
+                                &mut buffers,
+                            ),
                         )
                     });
                     let predictor = quantised.predictor;
@@ -1383,13 +1492,17 @@ impl BoundedCodec {
                     let rest = starting_context(quantised.from_neighbour, &mut carried);
                     carried = encode_residuals(
                         &mut encoder,
-                        quantised.indices.into_iter(),
+                        quantised.indices.iter().copied(),
                         activities.as_deref(),
                         warmup,
                         rest,
                     );
+                    buffers.give(quantised.indices);
                     let reconstruction = holes::put_back(holes.as_ref(), quantised.reconstruction);
                     previous = unit.map(|u| (u, reconstruction));
+                    if let Some((_, reconstruction)) = before {
+                        buffers.give(reconstruction);
+                    }
                 }
                 None => {
                     let (order, quantised) = (0..=2u8)
@@ -1720,6 +1833,78 @@ mod tests {
         );
     }
 
+    /// Room handed on from other columns, longer or shorter and full of other values,
+    /// changes nothing a column is quantised to: on lidar beams beside each other (short
+    /// columns, the median, the short ranking) and on long IMU columns (the refit).
+    #[test]
+    fn room_handed_on_between_columns_changes_no_quantisation() {
+        let mut cases = Vec::new();
+        for (beams, scans) in [(12, 200), (4, 700)] {
+            let (schema, frames) = crate::synthetic::lidar_scans(beams, scans);
+            cases.push((schema, frames, 3));
+        }
+        let imu = crate::synthetic::imu_frames(700, 17, 1.0);
+        cases.push((crate::synthetic::imu_schema(), imu, usize::MAX));
+        let mut handed_on = Buffers::default();
+        let mut columns = 0;
+        for (schema, frames, neighbour_from) in &cases {
+            let mut before: Option<Vec<i64>> = None;
+            for c in 0..schema.channels.len() {
+                let column: Vec<f64> = frames.iter().map(|f| f.values[c]).collect();
+                let lsb = schema.lsb(c);
+                let (repr, ints) = Representation::choose(&column, schema.sample_type, lsb, None);
+                let Some(unit) = repr.unit(lsb) else { continue };
+                for sigma in [0.25, 1.0, 4.0] {
+                    let eb = sigma * schema.noise_sigma[c];
+                    let e = bound_in_units(eb, unit);
+                    if e < 1 {
+                        continue;
+                    }
+                    let bound = Bound {
+                        repr: &repr,
+                        lsb: lsb.unwrap_or(1.0),
+                        ty: schema.sample_type,
+                        eb,
+                    };
+                    let neighbour = before.as_deref().filter(|_| c >= *neighbour_from);
+                    let fresh = choose_units_quantisation(
+                        &column,
+                        &ints,
+                        e,
+                        bound,
+                        neighbour,
+                        &mut Buffers::default(),
+                    );
+                    // Stale room: longer and shorter than the column, not zero.
+                    for length in [ints.len() + 37, ints.len() / 3, 1] {
+                        handed_on.give(vec![-12_345; length]);
+                    }
+                    let reused = choose_units_quantisation(
+                        &column,
+                        &ints,
+                        e,
+                        bound,
+                        neighbour,
+                        &mut handed_on,
+                    );
+                    assert_eq!(reused.predictor, fresh.predictor, "channel {c} at {sigma}");
+                    assert_eq!(reused.from_neighbour, fresh.from_neighbour);
+                    assert_eq!(reused.indices, fresh.indices, "channel {c} at {sigma}");
+                    assert_eq!(reused.reconstruction, fresh.reconstruction);
+                    assert_eq!(reused.exceptions, fresh.exceptions);
+                    assert_eq!(reused.bits, fresh.bits);
+                    handed_on.give_quantised(reused);
+                    columns += 1;
+                    if sigma == 1.0 {
+                        before = Some(fresh.reconstruction);
+                    }
+                }
+            }
+        }
+        assert!(columns >= 40, "{columns} columns quantised");
+        assert!(handed_on.free.len() <= Buffers::KEPT);
+    }
+
     /// The packet of `lidar_scans(16, 120)` at one sigma that this version wrote decodes
     /// within its bound (a change of the format shows here first); those of the versions
     /// before, which coded top mantissa bits apart, are refused by their version.
@@ -1835,11 +2020,18 @@ mod tests {
         let short = [Predictor::Zero, Predictor::Previous, Predictor::Linear]
             .into_iter()
             .chain(Predictor::fit(&ints, &[0; MAX_ORDER], 3))
-            .map(|p| quantise_units(&column, &ints, p, e, Some(bound)))
+            .map(|p| quantise_units(&column, &ints, p, e, Some(bound), &mut Buffers::default()))
             .min_by_key(UnitsQuantised::cost)
             .unwrap();
         let long = Predictor::fit_from(&ints, &short.reconstruction, &[0; MAX_ORDER], 12).unwrap();
-        let long = quantise_units(&column, &ints, long, e, Some(bound));
+        let long = quantise_units(
+            &column,
+            &ints,
+            long,
+            e,
+            Some(bound),
+            &mut Buffers::default(),
+        );
         assert!(
             (long.cost() as f64) < 0.95 * short.cost() as f64,
             "order 12: {} bits, best short predictor ({:?}): {} bits",
@@ -1888,6 +2080,8 @@ mod tests {
         let mut uniform = crate::synthetic::uniform_source(99);
         let mut tags = std::collections::BTreeSet::new();
         let (mut refits, mut floats, mut shorts, mut medians) = (0, 0, 0, 0);
+        // Shared by every case, as by a block's columns.
+        let mut buffers = Buffers::default();
         for case in 0..60 {
             // The last scale leaves floating-point predictions out.
             let scale = [1.0, 30.0, 1e4, 1e9, 1e11][case % 5];
@@ -1919,22 +2113,22 @@ mod tests {
                 .map(|&x| x + (scale * 0.1 * (uniform() - 0.5)) as i64)
                 .collect();
             let (ranking, median) =
-                first_ranking_short(&ints, e, fit3, float_fit, Some(&neighbour))
+                first_ranking_short(&ints, e, fit3, float_fit, Some(&neighbour), &mut buffers)
                     .expect("small values");
             let short: [UnitsQuantised; 4] = std::array::from_fn(|i| ranking.candidate(i));
             let cheapest = short.iter().min_by_key(|q| q.cost()).expect("four");
-            let taken = ranking.cheapest();
+            let taken = ranking.cheapest(&mut buffers);
             assert_eq!(taken.predictor, cheapest.predictor, "case {case}");
             assert_eq!(taken.indices, cheapest.indices, "case {case}");
             assert_eq!(taken.reconstruction, cheapest.reconstruction, "case {case}");
-            let alone = quantise_units_neighbour(&column, &ints, &neighbour, e, None);
+            let alone = quantise_units_neighbour(&column, &ints, &neighbour, e, None, &mut buffers);
             if let Some(median) = median {
                 medians += 1;
                 assert_eq!(median.indices, alone.indices, "case {case}");
                 assert_eq!(median.reconstruction, alone.reconstruction, "case {case}");
                 assert_eq!(median.cost(), alone.cost(), "case {case}");
             }
-            let generic = first_ranking(&column, &ints, e, fit3);
+            let generic = first_ranking(&column, &ints, e, fit3, &mut buffers);
             for (short, generic) in short.iter().zip(&generic) {
                 assert_eq!(short.predictor, generic.predictor, "case {case}");
                 assert_eq!(short.cost(), generic.cost(), "case {case}");
@@ -1951,9 +2145,14 @@ mod tests {
             );
             let float_refit = |p: &Predictor| within(FLOAT_PREDICTION_LIMIT, &ints, e, Some(*p));
             if let Some(refit) = refit.filter(float_refit) {
-                let fast = quantise_units_fitted_short::<RECONSTRUCTION_ORDER>(&ints, refit, e)
-                    .expect("small values");
-                let generic = quantise_units(&column, &ints, refit, e, None);
+                let fast = quantise_units_fitted_short::<RECONSTRUCTION_ORDER>(
+                    &ints,
+                    refit,
+                    e,
+                    &mut buffers,
+                )
+                .expect("small values");
+                let generic = quantise_units(&column, &ints, refit, e, None, &mut buffers);
                 assert_eq!(fast.indices, generic.indices, "case {case}");
                 assert_eq!(fast.reconstruction, generic.reconstruction, "case {case}");
                 assert_eq!(fast.cost(), generic.cost(), "case {case}");
