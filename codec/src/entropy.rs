@@ -658,11 +658,11 @@ impl ResidualEncoder {
         Self::for_residuals(0)
     }
 
-    /// An encoder with room for `count` residuals' symbols (up to two each), so that a
-    /// block's coding does not grow and copy its record as it goes.
+    /// An encoder with room for `count` residuals' symbols (one each), so that a block's
+    /// coding does not grow and copy its record as it goes.
     pub(crate) fn for_residuals(count: usize) -> Self {
         Self {
-            intervals: Vec::with_capacity(2 * count),
+            intervals: Vec::with_capacity(count),
             raw: RawBitWriter::default(),
         }
     }
