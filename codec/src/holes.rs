@@ -67,32 +67,42 @@ impl Holes {
         )
     }
 
-    /// [`Holes::of`], `first_hole` the position of the first zero (or the length): one pass
-    /// from there, the presence and the runs made together.
+    /// [`Holes::of`], `first_hole` the position of the first zero (or the length). The runs
+    /// are read from 64-sample masks of the zeros: a run ends where a sample's mask bit
+    /// differs from the one before, and only those bits are visited (a pass storing each
+    /// sample's run length took 5 % of the 20 s flock lidar CSV's bounded encode).
     fn of_from(ints: &[i64], first_hole: usize) -> Holes {
-        // Without a branch on each sample: every run's length is stored where the next run
-        // would go, and the count of runs moves on where a run ends (a block holds at most
-        // 65535 frames, so a run fits 16 bits).
-        let mut lengths = vec![0u16; ints.len() + 2];
-        let mut is_present = Vec::with_capacity(ints.len());
-        is_present.resize(first_hole, true);
-        // The current run's length is kept in a register and stored: an increment in
-        // memory would wait on the one before it.
-        let (mut count, mut in_hole, mut run) = (0, false, first_hole as u16);
-        lengths[0] = run;
-        for &x in &ints[first_hole..] {
-            let hole = x == 0;
-            let change = hole != in_hole;
-            count += usize::from(change);
-            in_hole = hole;
-            run = if change { 1 } else { run + 1 };
-            lengths[count] = run;
-            is_present.push(!hole);
-        }
-        let runs: Vec<usize> = lengths[..=count]
-            .iter()
-            .map(|&len| usize::from(len))
+        let is_present: Vec<bool> = ints.iter().map(|&x| x != 0).collect();
+        // Each chunk's changes, then the runs in one allocation of the size they count.
+        // The sample before `first_hole`'s is present, so the first change is at
+        // `first_hole` itself, already the first run's end: start as if after a hole.
+        let mut hole_before = true;
+        let changes: Vec<u64> = is_present[first_hole..]
+            .chunks(64)
+            .map(|chunk| {
+                let holes = absent_mask(chunk);
+                // Past a short last chunk only a change at the column's end can show: it
+                // ends the last run, as the push after the loop would.
+                let changes = holes ^ (holes << 1 | u64::from(hole_before));
+                hole_before = holes >> (chunk.len() - 1) & 1 == 1;
+                changes
+            })
             .collect();
+        let count: u32 = changes.iter().map(|c| c.count_ones()).sum();
+        let mut runs = Vec::with_capacity(count as usize + 2);
+        runs.push(first_hole);
+        let mut run_start = first_hole;
+        for (k, mut changes) in changes.into_iter().enumerate() {
+            while changes != 0 {
+                let at = first_hole + 64 * k + changes.trailing_zeros() as usize;
+                runs.push(at - run_start);
+                run_start = at;
+                changes &= changes - 1;
+            }
+        }
+        if run_start < ints.len() {
+            runs.push(ints.len() - run_start);
+        }
         let present = runs.iter().step_by(2).sum();
         Holes {
             runs,
@@ -253,6 +263,23 @@ pub(crate) fn put_back(holes: Option<&Holes>, column: Vec<i64>) -> Vec<i64> {
     }
 }
 
+/// Bit `i` set where `present[i]` (of at most 64) is false: eight flags a multiplication,
+/// which moves each byte's low bit into the top byte.
+fn absent_mask(present: &[bool]) -> u64 {
+    const GATHER: u64 = 0x0102_0408_1020_4080;
+    let mut mask = 0;
+    for (w, flags) in present.chunks(8).enumerate() {
+        // Past the end, present: no bit.
+        let mut bytes = [1u8; 8];
+        for (byte, &flag) in bytes.iter_mut().zip(flags) {
+            *byte = u8::from(flag);
+        }
+        let absent = u64::from_le_bytes(bytes) ^ 0x0101_0101_0101_0101;
+        mask |= (absent.wrapping_mul(GATHER) >> 56) << (8 * w);
+    }
+    mask
+}
+
 /// The position of the first 0 in `values`: eight at a time, without a branch on each.
 fn first_zero(values: &[i64]) -> Option<usize> {
     let mut chunks = values.chunks_exact(8);
@@ -323,7 +350,32 @@ mod tests {
             let mut decoder = ResidualDecoder::new(&bytes).unwrap();
             let decoded = Holes::decode(&mut decoder, ints.len()).unwrap();
             prop_assert_eq!(decoder.decode(&mut ResidualContext::default()).unwrap(), 77);
+            prop_assert_eq!(&decoded, &holes);
             prop_assert_eq!(decoded.expand(&decoded.compact(&ints)), ints);
+        }
+
+        /// Runs of any length, across the 64-sample masks' edges, are the lengths of the
+        /// column's groups of zeros and of non-zeros.
+        #[test]
+        fn runs_are_the_groups_of_zeros_and_values(
+            lengths in proptest::collection::vec(1usize..150, 1..12),
+            present_first in any::<bool>(),
+        ) {
+            let ints: Vec<i64> = lengths
+                .iter()
+                .enumerate()
+                .flat_map(|(k, &len)| {
+                    let present = (k % 2 == 0) == present_first;
+                    std::iter::repeat_n(if present { 9 } else { 0 }, len)
+                })
+                .collect();
+            let holes = Holes::of(&ints);
+            let mut expected = if present_first { vec![] } else { vec![0] };
+            expected.extend(&lengths);
+            prop_assert_eq!(&holes.runs, &expected);
+            prop_assert_eq!(holes.present(), ints.iter().filter(|&&x| x != 0).count());
+            let is_present: Vec<bool> = ints.iter().map(|&x| x != 0).collect();
+            prop_assert_eq!(&holes.is_present, &is_present);
         }
     }
 }
