@@ -545,8 +545,13 @@ impl Buffers {
         }
     }
 
-    /// `n` zeros.
+    /// `n` zeros. Fresh ones from `calloc`, which skips clearing memory the kernel just
+    /// gave (the 20 s flock motors CSV at four sigma: 136-137 MB/s, 134-135 with
+    /// [`Buffers::empty`] filled).
     fn zeroed(&mut self, n: usize) -> Vec<i64> {
+        if self.free.is_empty() {
+            return vec![0; n];
+        }
         let mut buffer = self.empty(n);
         buffer.resize(n, 0);
         buffer
