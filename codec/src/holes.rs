@@ -75,8 +75,9 @@ impl Holes {
     fn of_from(ints: &[i64], first_hole: usize) -> Holes {
         let is_present: Vec<bool> = ints.iter().map(|&x| x != 0).collect();
         // Each chunk's changes, then the runs in one allocation of the size they count.
-        // The sample before `first_hole`'s is present, so the first change is at
-        // `first_hole` itself, already the first run's end: start as if after a hole.
+        // The samples before `first_hole` are present, so the first change is at
+        // `first_hole` itself, the first run's end, already counted: start as if after a
+        // hole.
         let mut hole_before = true;
         let changes: Vec<u64> = is_present[first_hole..]
             .chunks(64)
