@@ -273,7 +273,7 @@ fn detect_quantum(
 
 /// The smallest and largest value, where every value is finite. In four lanes of
 /// comparisons a vector instruction makes (`f64::min` also orders NaN, which costs more).
-fn finite_extremes(values: &[f64]) -> Option<(f64, f64)> {
+pub(crate) fn finite_extremes(values: &[f64]) -> Option<(f64, f64)> {
     let (mut lo, mut hi) = ([f64::INFINITY; 4], [f64::NEG_INFINITY; 4]);
     let mut nan = [false; 4];
     let mut take = |lane: usize, v: f64| {

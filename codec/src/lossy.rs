@@ -14,7 +14,7 @@
 
 use crate::column::{
     EXACT_IN_FLOAT, Fit, FloatFitted, MAX_ORDER, Past, PredictedLoop, Predictor, Representation,
-    activity_at, encode_residuals, nearest_integer, nearest_integers_of_small,
+    activity_at, encode_residuals, finite_extremes, nearest_integer, nearest_integers_of_small,
     neighbour_activities, neighbour_median, residual_bits, same_unit, starting_context,
     with_prediction,
 };
@@ -1295,10 +1295,19 @@ fn type_rounding(column: &[f64], eb: f64, ty: SampleType) -> f64 {
     if ty != SampleType::F32 {
         return 0.0;
     }
-    let reach = column.iter().fold(0.0f64, |m, &x| m.max(x.abs())) + eb;
-    // The f32 exponent of the reach (subnormals share the smallest normal's step).
-    let exponent = ((reach.to_bits() >> 52) & 0x7ff) as i32 - 1023;
-    2f64.powi(exponent.max(-126) - 24)
+    // A coarse grid's column is finite; were it not, no room would do (the column goes
+    // lossless).
+    let Some((min, max)) = finite_extremes(column) else {
+        return f64::INFINITY;
+    };
+    let reach = min.abs().max(max.abs()) + eb;
+    // Subnormals share the smallest normal's step.
+    2f64.powi(binary_exponent(reach).max(-126) - 24)
+}
+
+/// The exponent of a non-negative `x`'s leading bit, where it is normal.
+fn binary_exponent(x: f64) -> i32 {
+    ((x.to_bits() >> 52) & 0x7ff) as i32 - 1023
 }
 
 /// The power of two above 2^-(COARSE_GRID_BITS + 1) and up to 2^-COARSE_GRID_BITS times `eb`,
@@ -1307,8 +1316,7 @@ fn coarse_quantum(eb: f64) -> Option<f64> {
     if !(eb.is_normal() && eb > 0.0) {
         return None;
     }
-    let exponent = (eb.to_bits() >> 52) as i32 - 1023 - COARSE_GRID_BITS;
-    let q = 2f64.powi(exponent);
+    let q = 2f64.powi(binary_exponent(eb) - COARSE_GRID_BITS);
     (q as f32).is_normal().then_some(q)
 }
 
