@@ -78,6 +78,9 @@ enum Command {
         /// Model package directory for the `neural` codec (e.g. models/default).
         #[arg(long)]
         model: Option<PathBuf>,
+        /// Seconds of repeated runs behind each speed figure; the fastest run counts.
+        #[arg(long, default_value_t = 0.3)]
+        timing_window_s: f64,
     },
     /// Train the neural codec's models (simulated data, Burn on the CPU) and write a package.
     Train {
@@ -366,6 +369,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             error_bound_sigma,
             block_frames,
             model,
+            timing_window_s,
         } => {
             let package = model
                 .map(|dir| lydlr_learn::package::read_package(&dir).map(std::sync::Arc::new))
@@ -376,6 +380,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 (None, None) => None,
                 _ => anyhow::bail!("error bounds must be positive numbers"),
             };
+            let timing_window = std::time::Duration::try_from_secs_f64(timing_window_s)
+                .map_err(|e| anyhow::anyhow!("--timing-window-s {timing_window_s}: {e}"))?;
             let tables = read_tables(&input)?;
             print_json_lines(run_eval(
                 &tables,
@@ -383,6 +389,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 bound,
                 block_frames,
                 package,
+                timing_window,
             )?)
         }
         Command::Bench {

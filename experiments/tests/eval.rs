@@ -2,6 +2,7 @@
 //! targets against pcodec and the reference lossy pipeline.
 
 use std::path::Path;
+use std::time::Duration;
 
 use lydlr_experiments::Scenario;
 use lydlr_experiments::eval::{Bound, EvalLine, read_tables, run_eval};
@@ -28,7 +29,7 @@ fn lydlr_codecs_hold_their_targets_on_simulated_streams() {
     export(&sim, &dir, ExportFormat::Csv, None, false).unwrap();
     for stream in ["imu", "wheels", "motors", "battery"] {
         let tables = read_tables(&dir.join(format!("robot-00/{stream}.csv"))).unwrap();
-        let lossless = run_eval(&tables, None, None, 1000, None).unwrap();
+        let lossless = run_eval(&tables, None, None, 1000, None, Duration::ZERO).unwrap();
         assert_eq!(lossless.len(), 6, "six lossless codecs");
         assert!(lossless.iter().all(|l| l.max_abs_error == 0.0));
         let (ours, pco) = (ratio(&lossless, "lydlr-lossless"), ratio(&lossless, "pco"));
@@ -37,7 +38,15 @@ fn lydlr_codecs_hold_their_targets_on_simulated_streams() {
             "{stream}: lossless {ours:.3} vs pco {pco:.3}"
         );
 
-        let lossy = run_eval(&tables, None, Some(Bound::Sigma(1.0)), 1000, None).unwrap();
+        let lossy = run_eval(
+            &tables,
+            None,
+            Some(Bound::Sigma(1.0)),
+            1000,
+            None,
+            Duration::ZERO,
+        )
+        .unwrap();
         let (ours, reference) = (
             ratio(&lossy, "lydlr-bounded"),
             ratio(&lossy, "quant-delta-pco"),

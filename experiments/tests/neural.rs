@@ -10,6 +10,7 @@ use lydlr_experiments::export::{ExportFormat, export};
 use lydlr_learn::package::read_package;
 use lydlr_sim::{LidarConfig, SimConfig, Swarm};
 use std::sync::Arc;
+use std::time::Duration;
 
 fn package_dir() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/default")
@@ -109,13 +110,24 @@ fn eval_runs_the_neural_codec_from_a_package() {
         Some(Bound::Sigma(1.0)),
         1000,
         Some(package),
+        Duration::ZERO,
     )
     .unwrap();
     assert_eq!(lines.len(), 1);
     assert_eq!(lines[0].codec, "neural");
     assert!(lines[0].ratio > 1.0);
     // Without a package the codec is named but cannot run.
-    assert!(run_eval(&tables, Some("neural"), Some(Bound::Sigma(1.0)), 1000, None).is_err());
+    assert!(
+        run_eval(
+            &tables,
+            Some("neural"),
+            Some(Bound::Sigma(1.0)),
+            1000,
+            None,
+            Duration::ZERO
+        )
+        .is_err()
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }
 

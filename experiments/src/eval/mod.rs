@@ -8,7 +8,7 @@ pub mod gorilla;
 pub mod table;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use lydlr_codec::{
@@ -617,18 +617,24 @@ pub fn all_codecs(package: Option<Arc<ModelPackage>>) -> Vec<Box<dyn EvalCodec>>
     codecs
 }
 
-/// Seconds per run of `f`: the fastest of enough runs to fill about 0.3 s.
-fn time_it<T>(mut f: impl FnMut() -> anyhow::Result<T>) -> anyhow::Result<(T, f64)> {
+/// Seconds per run of `f`: the fastest of at least three runs that together fill `window`.
+///
+/// The window is filled however small the input: a CPU coming out of idle runs slower for its
+/// first few milliseconds, and a 1000-row CSV's runs would all fall inside them.
+fn time_it<T>(
+    window: Duration,
+    mut f: impl FnMut() -> anyhow::Result<T>,
+) -> anyhow::Result<(T, f64)> {
     let mut best = f64::INFINITY;
-    let mut spent = 0.0;
+    let mut spent = Duration::ZERO;
     let mut result = None;
     let mut runs = 0;
-    while runs < 3 || (spent < 0.3 && runs < 50) {
+    while runs < 3 || spent < window {
         let started = Instant::now();
         let r = f()?;
-        let s = started.elapsed().as_secs_f64();
-        best = best.min(s);
-        spent += s;
+        let took = started.elapsed();
+        best = best.min(took.as_secs_f64());
+        spent += took;
         runs += 1;
         result = Some(r);
     }
@@ -636,10 +642,14 @@ fn time_it<T>(mut f: impl FnMut() -> anyhow::Result<T>) -> anyhow::Result<(T, f6
 }
 
 /// Runs one codec on one table and checks what comes back.
-pub fn evaluate(codec: &dyn EvalCodec, input: &Prepared) -> anyhow::Result<EvalLine> {
+pub fn evaluate(
+    codec: &dyn EvalCodec,
+    input: &Prepared,
+    timing_window: Duration,
+) -> anyhow::Result<EvalLine> {
     let table = input.table;
-    let (bytes, encode_s) = time_it(|| codec.compress(input))?;
-    let ((t, columns), decode_s) = time_it(|| codec.decompress(input, &bytes))?;
+    let (bytes, encode_s) = time_it(timing_window, || codec.compress(input))?;
+    let ((t, columns), decode_s) = time_it(timing_window, || codec.decompress(input, &bytes))?;
     ensure!(
         t == table.t_ns,
         "{}: timestamps did not come back exactly",
@@ -714,13 +724,15 @@ pub fn evaluate(codec: &dyn EvalCodec, input: &Prepared) -> anyhow::Result<EvalL
     })
 }
 
-/// Runs the selected codecs (all by default; lossless ones without a bound, lossy ones with).
+/// Runs the selected codecs (all by default; lossless ones without a bound, lossy ones with),
+/// timing each over `timing_window` of repeated runs.
 pub fn run_eval(
     tables: &[Table],
     codec: Option<&str>,
     bound: Option<Bound>,
     block_frames: usize,
     package: Option<Arc<ModelPackage>>,
+    timing_window: Duration,
 ) -> anyhow::Result<Vec<EvalLine>> {
     let codecs: Vec<Box<dyn EvalCodec>> = all_codecs(package)
         .into_iter()
@@ -744,8 +756,37 @@ pub fn run_eval(
                     c.name()
                 );
             }
-            lines.push(evaluate(c.as_ref(), &input)?);
+            lines.push(evaluate(c.as_ref(), &input, timing_window)?);
         }
     }
     Ok(lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timing_fills_its_window_however_quick_the_runs() {
+        let window = Duration::from_millis(20);
+        let mut runs = 0u64;
+        let started = Instant::now();
+        let (last, fastest) = time_it(window, || {
+            runs += 1;
+            Ok(runs)
+        })
+        .unwrap();
+        assert!(started.elapsed() >= window);
+        assert_eq!(last, runs, "the last run's result comes back");
+        assert!(runs > 1000, "only {runs} runs");
+        assert!(fastest < window.as_secs_f64());
+
+        let mut runs = 0;
+        time_it(Duration::ZERO, || {
+            runs += 1;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(runs, 3, "at least three runs");
+    }
 }
