@@ -374,22 +374,27 @@ impl Default for ResidualContext {
 /// `sum >> m >= count`.
 #[inline(always)]
 pub(crate) fn bucket_of_quotient(sum: u64, count: u64) -> u32 {
-    let m = bucket_of(sum).saturating_sub(bucket_of(count));
+    quotient_bits(sum, count, bucket_of(sum).saturating_sub(bucket_of(count)))
+}
+
+/// [`bucket_of_quotient`] from `m`, the difference of the bit lengths.
+#[inline(always)]
+fn quotient_bits(sum: u64, count: u64, m: u32) -> u32 {
     m + u32::from(sum >> m >= count)
 }
 
 impl ResidualContext {
     /// [`bucket_of_quotient`] of the running sum and count (0 for none), with a branch
     /// where the mean is below 1 (which the processor predicts: it seldom changes) and then
-    /// one operation fewer on the decoder's critical path.
+    /// one operation fewer on the decoder's critical path: the sum's bit length is then at
+    /// least the count's.
     #[inline]
     fn expected_bucket(&self) -> u32 {
-        if self.count == 0 || self.sum < u64::from(self.count) {
+        let count = u64::from(self.count);
+        if count == 0 || self.sum < count {
             return 0;
         }
-        let count = u64::from(self.count);
-        let m = bucket_of(self.sum) - bucket_of(count);
-        m + u32::from(self.sum >> m >= count)
+        quotient_bits(self.sum, count, bucket_of(self.sum) - bucket_of(count))
     }
 
     /// A residual of a column coded alone: its running mean's bucket.
