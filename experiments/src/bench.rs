@@ -1,6 +1,8 @@
 //! `lydlr bench`: speed figures printed as JSON lines (run with `--release`).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use crate::timing::{DEFAULT_WINDOW, time_it};
 
 use lydlr_codec::{Frame, StreamSchema};
 use lydlr_sim::{LidarConfig, SimConfig, Swarm};
@@ -182,7 +184,9 @@ pub struct NeuralBench {
 pub fn bench_neural(package_dir: &std::path::Path) -> anyhow::Result<Vec<NeuralBench>> {
     use lydlr_codec::{BoundedCodec, Codec, ErrorBound, NeuralCodec};
 
-    let (package, load_s) = best_of(5, || lydlr_learn::package::read_package(package_dir))?;
+    let (package, load_s) = time_it(Duration::ZERO, || {
+        lydlr_learn::package::read_package(package_dir)
+    })?;
     let (_, schemas, all) = robot_streams()?;
     let mut out = Vec::new();
     for (schema, frames) in schemas.iter().zip(&all) {
@@ -194,13 +198,13 @@ pub fn bench_neural(package_dir: &std::path::Path) -> anyhow::Result<Vec<NeuralB
         let codec = NeuralCodec::new(model.clone(), ErrorBound::Sigma(1.0), 1);
         let per_packet = if schema.channels.len() > 64 { 10 } else { 1000 };
         let blocks: Vec<&[Frame]> = frames.chunks(per_packet).collect();
-        let (packets, encode_s) = best_of(3, || {
+        let (packets, encode_s) = time_it(Duration::ZERO, || {
             blocks
                 .iter()
                 .map(|b| codec.encode_conditioned(schema, b, condition))
                 .collect::<Result<Vec<_>, _>>()
         })?;
-        let ((), decode_s) = best_of(3, || {
+        let ((), decode_s) = time_it(Duration::ZERO, || {
             for p in &packets {
                 codec.decode_conditioned(schema, p, condition)?;
             }
@@ -256,13 +260,13 @@ pub fn bench_codec() -> anyhow::Result<Vec<CodecBench>> {
         let raw = (frames.len() * schema.channels.len() * 4) as f64;
         let throughput = |codec: &dyn Codec| -> anyhow::Result<(f64, f64, f64)> {
             let blocks: Vec<&[lydlr_codec::Frame]> = frames.chunks(1000).collect();
-            let (packets, encode_s) = best_of(5, || {
+            let (packets, encode_s) = time_it(DEFAULT_WINDOW, || {
                 blocks
                     .iter()
                     .map(|b| codec.encode(schema, b))
                     .collect::<Result<Vec<_>, _>>()
             })?;
-            let ((), decode_s) = best_of(5, || {
+            let ((), decode_s) = time_it(DEFAULT_WINDOW, || {
                 for p in &packets {
                     codec.decode(schema, p)?;
                 }
@@ -327,23 +331,6 @@ pub fn bench_codec() -> anyhow::Result<Vec<CodecBench>> {
         });
     }
     Ok(out)
-}
-
-/// The result of the fastest of `runs` runs, and its seconds.
-fn best_of<T, E: Into<anyhow::Error>>(
-    runs: usize,
-    mut f: impl FnMut() -> Result<T, E>,
-) -> anyhow::Result<(T, f64)> {
-    let mut best: Option<(T, f64)> = None;
-    for _ in 0..runs {
-        let started = Instant::now();
-        let value = f().map_err(Into::into)?;
-        let s = started.elapsed().as_secs_f64();
-        if best.as_ref().is_none_or(|(_, b)| s < *b) {
-            best = Some((value, s));
-        }
-    }
-    best.ok_or_else(|| anyhow::anyhow!("no runs"))
 }
 
 /// One size of `lydlr bench alloc`.

@@ -19,6 +19,7 @@ pub mod runner;
 pub mod scenario;
 pub mod sink;
 pub mod source;
+pub mod timing;
 pub mod train;
 
 pub use runner::{RunOptions, RunReport, run_scenario};

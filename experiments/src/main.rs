@@ -79,7 +79,7 @@ enum Command {
         #[arg(long)]
         model: Option<PathBuf>,
         /// Seconds of repeated runs behind each speed figure; the fastest run counts.
-        #[arg(long, default_value_t = 0.3)]
+        #[arg(long, default_value_t = lydlr_experiments::timing::DEFAULT_WINDOW.as_secs_f64())]
         timing_window_s: f64,
     },
     /// Train the neural codec's models (simulated data, Burn on the CPU) and write a package.

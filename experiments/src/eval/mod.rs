@@ -8,9 +8,11 @@ pub mod gorilla;
 pub mod table;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
+
+use crate::timing::time_it;
 use lydlr_codec::{
     BoundedCodec, Codec, ErrorBound, Frame, LosslessCodec, ModelPackage, NeuralCodec, SampleType,
     StreamSchema,
@@ -617,30 +619,6 @@ pub fn all_codecs(package: Option<Arc<ModelPackage>>) -> Vec<Box<dyn EvalCodec>>
     codecs
 }
 
-/// Seconds per run of `f`: the fastest of at least three runs that together fill `window`.
-///
-/// The window is filled however small the input: a CPU coming out of idle runs slower for its
-/// first few milliseconds, and a 1000-row CSV's runs would all fall inside them.
-fn time_it<T>(
-    window: Duration,
-    mut f: impl FnMut() -> anyhow::Result<T>,
-) -> anyhow::Result<(T, f64)> {
-    let mut best = f64::INFINITY;
-    let mut spent = Duration::ZERO;
-    let mut result = None;
-    let mut runs = 0;
-    while runs < 3 || spent < window {
-        let started = Instant::now();
-        let r = f()?;
-        let took = started.elapsed();
-        best = best.min(took.as_secs_f64());
-        spent += took;
-        runs += 1;
-        result = Some(r);
-    }
-    Ok((result.context("no run")?, best))
-}
-
 /// Runs one codec on one table and checks what comes back.
 pub fn evaluate(
     codec: &dyn EvalCodec,
@@ -760,34 +738,4 @@ pub fn run_eval(
         }
     }
     Ok(lines)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn timing_fills_its_window_however_quick_the_runs() {
-        let window = Duration::from_millis(20);
-        let mut runs = 0u64;
-        let started = Instant::now();
-        let (last, fastest) = time_it(window, || {
-            runs += 1;
-            Ok(runs)
-        })
-        .unwrap();
-        // Quick runs are not cut off at a count: they go on until they fill the window.
-        assert!(started.elapsed() >= window);
-        assert!(runs > 50, "only {runs} runs");
-        assert_eq!(last, runs, "the last run's result comes back");
-        assert!(fastest < window.as_secs_f64());
-
-        let mut runs = 0;
-        time_it(Duration::ZERO, || {
-            runs += 1;
-            Ok(())
-        })
-        .unwrap();
-        assert_eq!(runs, 3, "at least three runs");
-    }
 }
