@@ -2,11 +2,11 @@
 
 use std::time::{Duration, Instant};
 
-use crate::timing::{DEFAULT_WINDOW, time_it};
-
 use lydlr_codec::{Frame, StreamSchema};
 use lydlr_sim::{LidarConfig, SimConfig, Swarm};
 use serde::Serialize;
+
+use crate::timing::{DEFAULT_WINDOW, time_it};
 
 /// One configuration of `lydlr bench sim`.
 #[derive(Debug, Clone, Serialize)]

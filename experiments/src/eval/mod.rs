@@ -11,13 +11,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
-
-use crate::timing::time_it;
 use lydlr_codec::{
     BoundedCodec, Codec, ErrorBound, Frame, LosslessCodec, ModelPackage, NeuralCodec, SampleType,
     StreamSchema,
 };
 use serde::Serialize;
+
+use crate::timing::time_it;
 pub use table::{Table, read_tables};
 
 /// One line of `lydlr eval`.
