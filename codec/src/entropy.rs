@@ -118,6 +118,9 @@ impl<const LIMIT: usize> Seen<LIMIT> {
 /// `starts[s]` is where symbol `s`'s interval begins (`starts[0] = 0`, the last ends at
 /// `SCALE`). Aligned to a cache line, so that the table is two lines and none of the search's
 /// and the update's 32-byte loads and stores straddles two (packed at 130 bytes, most did).
+/// Measured in `lydlr bench codec`, alternated with the packed build: decoding 3-5 % faster
+/// (the lidar's bounded decode 198-203 MB/s -> 207-213), encoding 3-6 % with [`TARGETS`]
+/// aligned as well; same bytes. Kept in [`Models`].
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
 struct AdaptiveDistances {
@@ -147,9 +150,7 @@ static TARGETS: CacheLines<[[i16; SYMBOLS]; SYMBOLS]> = CacheLines({
     targets
 });
 
-/// A value aligned to a cache line. With the tables it updates aligned too, 3-5 % off the
-/// time of every stream's decoding and encoding in `lydlr bench codec` (the lidar's bounded
-/// decode 199-203 MB/s -> 208-212), same bytes.
+/// A value aligned to a cache line.
 #[repr(align(64))]
 struct CacheLines<T>(T);
 
@@ -309,6 +310,61 @@ impl AdaptiveDistances {
     }
 }
 
+/// A context's distributions, in a vector taken from this thread's spares and given back to
+/// them: a type aligned to a cache line is allocated through `posix_memalign`, and one
+/// allocation per context made 10-frame packets 17-24 % slower to encode.
+#[derive(Default)]
+struct Models(Vec<AdaptiveDistances>);
+
+/// How many spare vectors a thread keeps, and the longest it keeps (a column's contexts make
+/// a few distributions alone, a few dozen beside a channel).
+const SPARES_KEPT: usize = 64;
+const SPARE_CAPACITY_KEPT: usize = 128;
+
+thread_local! {
+    static SPARE_MODELS: std::cell::RefCell<Vec<Vec<AdaptiveDistances>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl Models {
+    /// Adds a distribution starting as `prior`: its index.
+    #[inline(always)]
+    fn push(&mut self, prior: AdaptiveDistances) -> usize {
+        if self.0.capacity() == 0 {
+            self.0 = SPARE_MODELS.with_borrow_mut(Vec::pop).unwrap_or_default();
+        }
+        self.0.push(prior);
+        self.0.len() - 1
+    }
+
+    #[inline(always)]
+    fn get(&mut self, index: usize) -> &mut AdaptiveDistances {
+        &mut self.0[index]
+    }
+}
+
+impl Clone for Models {
+    fn clone(&self) -> Models {
+        Models(self.0.clone())
+    }
+}
+
+impl Drop for Models {
+    fn drop(&mut self) {
+        let mut spare = std::mem::take(&mut self.0);
+        if (1..=SPARE_CAPACITY_KEPT).contains(&spare.capacity()) {
+            spare.clear();
+            // A thread being torn down has no spares to keep: the vector is freed.
+            let _ = SPARE_MODELS.try_with(|spares| {
+                let mut spares = spares.borrow_mut();
+                if spares.len() < SPARES_KEPT {
+                    spares.push(spare);
+                }
+            });
+        }
+    }
+}
+
 /// Distance distributions beside a channel: three per expected bucket, by how the activity
 /// compares with the running mean ([`ResidualContext::beside`]).
 const BESIDE_CLASSES: u32 = 3;
@@ -320,7 +376,7 @@ const BESIDE_KEYS: usize = 65 * BESIDE_CLASSES as usize;
 #[derive(Clone)]
 struct BesideModels {
     index: [u16; BESIDE_KEYS],
-    models: Vec<AdaptiveDistances>,
+    models: Models,
     /// The last `z` coded beside, not yet in the running mean: a symbol's model is chosen
     /// from the mean of those before the one just coded, so that the choice does not wait
     /// on it (it cost 0.1 % of the lidar's bits).
@@ -356,7 +412,7 @@ pub(crate) struct ResidualContext {
     /// Distance distributions are made on first use of their expected bucket (a column
     /// visits a few): `model_of[k]` is one past the index in `models`, 0 for none yet.
     model_of: [u8; 65],
-    models: Vec<AdaptiveDistances>,
+    models: Models,
     /// The expected bucket of the last symbol and its model's index in `models`.
     last: (u32, usize),
     /// The distributions beside a channel, from the first residual coded beside one.
@@ -369,7 +425,7 @@ impl Default for ResidualContext {
             sum: 0,
             count: 0,
             model_of: [0; 65],
-            models: Vec::new(),
+            models: Models::default(),
             last: (u32::MAX, 0),
             beside: None,
         }
@@ -430,10 +486,10 @@ impl ResidualContext {
         let table = self.beside_models();
         let index = match table.index[key] {
             0 => {
-                table.models.push(PRIORS[k as usize]);
+                let index = table.models.push(PRIORS[k as usize]);
                 // At most one model per key: the count fits.
-                table.index[key] = table.models.len() as u16;
-                table.models.len() - 1
+                table.index[key] = index as u16 + 1;
+                index
             }
             i => usize::from(i) - 1,
         };
@@ -474,20 +530,20 @@ impl ResidualContext {
             };
             self.last = (k, index);
         }
-        &mut self.models[self.last.1]
+        self.models.get(self.last.1)
     }
 
     #[cold]
     fn start_model(&mut self, k: u32) -> usize {
-        self.models.push(PRIORS[k as usize]);
-        self.model_of[k as usize] = self.models.len() as u8;
-        self.models.len() - 1
+        let index = self.models.push(PRIORS[k as usize]);
+        self.model_of[k as usize] = index as u8 + 1;
+        index
     }
 
     /// The distribution beside a channel that [`ResidualContext::beside`] chose.
     #[inline(always)]
     fn distances_beside(&mut self, index: u32) -> &mut AdaptiveDistances {
-        &mut self.beside_models().models[index as usize]
+        self.beside_models().models.get(index as usize)
     }
 
     #[inline(always)]
@@ -495,7 +551,7 @@ impl ResidualContext {
         self.beside.get_or_insert_with(|| {
             Box::new(BesideModels {
                 index: [0; BESIDE_KEYS],
-                models: Vec::new(),
+                models: Models::default(),
                 pending: 0,
             })
         })
