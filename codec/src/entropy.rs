@@ -1446,6 +1446,30 @@ mod tests {
         }
     }
 
+    /// A finished context's distributions go to the next context made on its thread, emptied
+    /// (no allocation per context), and a copy's are its own.
+    #[test]
+    fn a_finished_contexts_distributions_serve_the_next_one() {
+        let mut encoder = ResidualEncoder::new();
+        let mut first = ResidualContext::default();
+        for r in [5, -300, 70_000] {
+            encoder.encode(&mut first, r);
+        }
+        assert_eq!(first.models.0.len(), 3);
+        let vector = first.models.0.as_ptr();
+        let copy = first.clone();
+        assert_ne!(copy.models.0.as_ptr(), vector);
+        drop(copy);
+        drop(first);
+        let spare = SPARE_MODELS.with_borrow(|spares| spares.last().map(|v| (v.as_ptr(), v.len())));
+        assert_eq!(spare, Some((vector, 0)));
+        // The spares are taken last given first.
+        let mut second = ResidualContext::default();
+        encoder.encode(&mut second, 5);
+        assert_eq!(second.models.0.as_ptr(), vector);
+        assert_eq!(second.models.0.len(), 1);
+    }
+
     #[test]
     fn constant_zero_residuals_are_nearly_free() {
         let bytes = round_trip(&vec![0; 10_000]);
