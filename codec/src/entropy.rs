@@ -119,7 +119,7 @@ impl<const LIMIT: usize> Seen<LIMIT> {
 /// `SCALE`). Aligned to a cache line, so that the table is two lines and none of the search's
 /// and the update's 32-byte loads and stores straddles two (packed at 130 bytes, most did).
 /// Measured in `lydlr bench codec`, alternated with the packed build: decoding 3-5 % faster
-/// (the lidar's bounded decode 198-203 MB/s -> 207-213), encoding 3-6 % with [`TARGETS`]
+/// (the lidar's bounded decode 198-203 MB/s -> 207-213), encoding 4-7 % with [`TARGETS`]
 /// aligned as well; same bytes. Kept in [`Models`].
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
